@@ -1,0 +1,48 @@
+# Set-up and everyday commands. Every target creates .venv and installs the project first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: install install-dev train eval test test-all lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+train: install          ## STM on the generated dataset, CPU-sized (ARGS="key=value ...")
+	$(BIN)/python -m vos.train $(ARGS)
+
+eval: install           ## make eval ARGS="ckpt_path=... output_dir=..."
+	$(BIN)/python -m vos.eval $(ARGS)
+
+test: install-dev       ## the default suite (slow tests excluded)
+	$(BIN)/python -m pytest $(ARGS)
+
+test-all: install-dev   ## every test, slow ones included
+	$(BIN)/python -m pytest -m "" $(ARGS)
+
+lint: install-dev
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install          ## make bench ARGS="inference --json"
+	$(BIN)/python -m vos.bench $(if $(ARGS),$(ARGS),inference)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

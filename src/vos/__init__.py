@@ -1,0 +1,1 @@
+"""Memory-based semi-supervised video object segmentation."""
