@@ -1,0 +1,107 @@
+import math
+
+import pytest
+import torch
+
+from vos import ops
+
+
+def naive_read(qk, mk, mv, similarity="dot", memory_mask=None, top_k=None):
+    """Loop-free but explicit: S[b, n, m], softmax over n, weighted sum of values."""
+    ck = qk.shape[1]
+    if similarity == "dot":
+        s = torch.einsum("bcn,bcm->bnm", mk, qk) / math.sqrt(ck)
+    else:
+        s = -((mk.unsqueeze(3) - qk.unsqueeze(2)) ** 2).sum(1) / math.sqrt(ck)
+    if memory_mask is not None:
+        s = s.masked_fill(~memory_mask.unsqueeze(2), -math.inf)
+    if top_k is not None:
+        kth = s.sort(dim=1, descending=True).values[:, top_k - 1 : top_k]
+        s = s.masked_fill(s < kth, -math.inf)
+    return torch.einsum("bcn,bnm->bcm", mv, torch.softmax(s, dim=1))
+
+
+@pytest.fixture
+def qkv():
+    g = torch.Generator().manual_seed(0)
+    return (
+        torch.randn(2, 8, 12, generator=g, dtype=torch.float64),
+        torch.randn(2, 8, 20, generator=g, dtype=torch.float64),
+        torch.randn(2, 5, 20, generator=g, dtype=torch.float64),
+    )
+
+
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+def test_memory_read_matches_naive(qkv, similarity):
+    qk, mk, mv = qkv
+    out = ops.memory_read(qk, mk, mv, similarity=similarity)
+    assert out.shape == (2, 5, 12)
+    torch.testing.assert_close(out, naive_read(qk, mk, mv, similarity), rtol=1e-5, atol=1e-5)
+
+
+def test_l2_drops_only_the_query_norm(qkv):
+    """STCN's logits differ from −‖q−k‖² by a per-query constant only."""
+    qk, mk, _ = qkv
+    s = ops.affinity_logits(qk, mk, similarity="l2", scale=1.0)
+    full = -((mk.unsqueeze(3) - qk.unsqueeze(2)) ** 2).sum(1)
+    difference = s - full
+    torch.testing.assert_close(difference, difference[:, :1].expand_as(difference))
+
+
+def test_memory_mask_excludes_pixels(qkv):
+    qk, mk, mv = qkv
+    mask = torch.zeros(2, 20, dtype=torch.bool)
+    mask[:, 5:13] = True
+    out = ops.memory_read(qk, mk, mv, memory_mask=mask)
+    cropped = ops.memory_read(qk, mk[:, :, 5:13], mv[:, :, 5:13])
+    torch.testing.assert_close(out, cropped)
+    all_true = ops.memory_read(qk, mk, mv, memory_mask=torch.ones(2, 20, dtype=torch.bool))
+    torch.testing.assert_close(all_true, ops.memory_read(qk, mk, mv))
+
+
+def test_fully_masked_memory_reads_zero(qkv):
+    qk, mk, mv = qkv
+    mask = torch.zeros(2, 20, dtype=torch.bool)
+    mask[0] = True
+    out = ops.memory_read(qk, mk, mv, memory_mask=mask)
+    assert torch.all(out[1] == 0)
+    torch.testing.assert_close(out[0], ops.memory_read(qk[:1], mk[:1], mv[:1])[0])
+
+
+def test_query_mask_zeroes_queries(qkv):
+    qk, mk, mv = qkv
+    qmask = torch.zeros(2, 12, dtype=torch.bool)
+    qmask[:, :4] = True
+    out = ops.memory_read(qk, mk, mv, query_mask=qmask)
+    assert torch.all(out[:, :, 4:] == 0)
+    torch.testing.assert_close(out[:, :, :4], ops.memory_read(qk, mk, mv)[:, :, :4])
+
+
+def test_top_k(qkv):
+    qk, mk, mv = qkv
+    torch.testing.assert_close(ops.memory_read(qk, mk, mv, top_k=20), ops.memory_read(qk, mk, mv))
+    torch.testing.assert_close(ops.memory_read(qk, mk, mv, top_k=50), ops.memory_read(qk, mk, mv))
+    torch.testing.assert_close(
+        ops.memory_read(qk, mk, mv, top_k=3), naive_read(qk, mk, mv, top_k=3)
+    )
+
+
+def test_gradcheck_reference():
+    g = torch.Generator().manual_seed(1)
+    qk = torch.randn(1, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    mk = torch.randn(1, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    mv = torch.randn(1, 2, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    for similarity in ("dot", "l2"):
+        assert torch.autograd.gradcheck(
+            lambda a, b, c, s=similarity: ops.memory_read(a, b, c, similarity=s), (qk, mk, mv)
+        )
+
+
+def test_shape_errors_are_clear(qkv):
+    qk, mk, mv = qkv
+    with pytest.raises(ValueError, match="must share"):
+        ops.memory_read(qk, mk[:, :4], mv)
+    with pytest.raises(ValueError, match="must share"):
+        ops.memory_read(qk, mk, mv[:, :, :7])
+    with pytest.raises(ValueError, match="unknown similarity"):
+        ops.memory_read(qk, mk, mv, similarity="cosine")
