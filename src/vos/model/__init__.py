@@ -1,0 +1,1 @@
+"""The network: encoders, memory readers, decoder, soft aggregation, and the training module."""

@@ -1,0 +1,126 @@
+"""The memory bank: what a reader reads from, and the policy of what it keeps.
+
+Keys do not depend on the object, values do (DESIGN.md):
+keys ``[B, Ck, T, H, W]`` per scale, values ``[B, O, Cv, T, H, W]`` per scale.
+
+Policy (shared by training, validation, `vos.eval` and `vos.bench`):
+- the first frame is permanent;
+- other memorised frames are kept first-in first-out, at most ``max_frames`` frames in all
+  (first included), so time and memory per frame stay flat on long videos;
+- one optional *temporary* frame (the previous frame, STM's habit) is read with the memory
+  but replaced at every frame.
+
+Objects may join after frame 0: memory frames from before an object joined hold no value for
+it; ``object_valid`` ``[B, O, T]`` says which (object, frame) pairs hold a value, and readers
+exclude the others from that object's softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class MemoryEntry:
+    frame_index: int
+    keys: dict[str, Tensor]  # scale -> [B, Ck, H, W]
+    values: dict[str, Tensor]  # scale -> [B, O, Cv, H, W]
+    object_valid: Tensor  # [B, O] bool
+    permanent: bool = False
+    extras: dict[str, Tensor] = field(default_factory=dict)  # reader-specific per-frame data
+
+
+class MemoryBank:
+    def __init__(self, max_frames: int | None = None):
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_memory_frames must be >= 1 or null, got {max_frames}")
+        self.max_frames = max_frames
+        self.entries: list[MemoryEntry] = []
+        self.temporary: MemoryEntry | None = None
+
+    # -- writing -------------------------------------------------------------------------
+    def add(
+        self,
+        frame_index: int,
+        keys: dict[str, Tensor],
+        values: dict[str, Tensor],
+        object_valid: Tensor | None = None,
+        *,
+        permanent: bool = False,
+        extras: dict[str, Tensor] | None = None,
+    ) -> None:
+        """Memorise a frame; drops the oldest non-permanent frame beyond ``max_frames``."""
+        entry = self._entry(frame_index, keys, values, object_valid, permanent, extras)
+        self.entries.append(entry)
+        # the temporary frame is older than any frame being memorised now: it is stale
+        self.temporary = None
+        if self.max_frames is not None:
+            while len(self.entries) > self.max_frames:
+                victim = next((i for i, e in enumerate(self.entries) if not e.permanent), None)
+                if victim is None:
+                    break
+                del self.entries[victim]
+
+    def set_temporary(
+        self,
+        frame_index: int,
+        keys: dict[str, Tensor],
+        values: dict[str, Tensor],
+        object_valid: Tensor | None = None,
+        extras: dict[str, Tensor] | None = None,
+    ) -> None:
+        """The previous frame, read with the memory until the next frame replaces it."""
+        self.temporary = self._entry(frame_index, keys, values, object_valid, False, extras)
+
+    def add_objects(self, count: int) -> None:
+        """Objects joined: pad every stored value with zeros that no reader may attend to."""
+        for entry in self._all_entries():
+            for scale, value in entry.values.items():
+                pad = value.new_zeros(value.shape[0], count, *value.shape[2:])
+                entry.values[scale] = torch.cat([value, pad], dim=1)
+            valid = entry.object_valid
+            entry.object_valid = torch.cat([valid, valid.new_zeros(valid.shape[0], count)], dim=1)
+
+    @staticmethod
+    def _entry(frame_index, keys, values, object_valid, permanent, extras) -> MemoryEntry:
+        if object_valid is None:
+            any_value = next(iter(values.values()))
+            object_valid = torch.ones(
+                any_value.shape[:2], dtype=torch.bool, device=any_value.device
+            )
+        return MemoryEntry(
+            frame_index, dict(keys), dict(values), object_valid, permanent, dict(extras or {})
+        )
+
+    # -- reading -------------------------------------------------------------------------
+    def _all_entries(self) -> list[MemoryEntry]:
+        return self.entries + ([self.temporary] if self.temporary is not None else [])
+
+    def __len__(self) -> int:
+        return len(self._all_entries())
+
+    @property
+    def frame_indices(self) -> list[int]:
+        return [e.frame_index for e in self._all_entries()]
+
+    def keys(self, scale: str = "res4") -> Tensor:
+        """``[B, Ck, T, H, W]``."""
+        return torch.stack([e.keys[scale] for e in self._all_entries()], dim=2)
+
+    def values(self, scale: str = "res4") -> Tensor:
+        """``[B, O, Cv, T, H, W]``."""
+        return torch.stack([e.values[scale] for e in self._all_entries()], dim=3)
+
+    def object_valid(self) -> Tensor:
+        """``[B, O, T]`` bool."""
+        return torch.stack([e.object_valid for e in self._all_entries()], dim=2)
+
+    def extras(self, name: str) -> list[Tensor]:
+        return [e.extras[name] for e in self._all_entries()]
+
+    @property
+    def num_objects(self) -> int:
+        return self.entries[0].object_valid.shape[1] if self.entries else 0

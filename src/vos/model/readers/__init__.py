@@ -1,0 +1,6 @@
+"""Memory readers, one module per paper, all behind `MemoryReader` (see DESIGN.md)."""
+
+from vos.model.readers.base import FeatureSpec, FrameFeatures, MemoryReader, ReaderState, Readout
+from vos.model.readers.stm import STMReader
+
+__all__ = ["FeatureSpec", "FrameFeatures", "MemoryReader", "ReaderState", "Readout", "STMReader"]

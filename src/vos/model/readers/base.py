@@ -1,0 +1,68 @@
+"""The reader interface: the one part that differs between the suite's models.
+
+A reader declares which features it needs (`FeatureSpec`), decides what of a frame goes
+into memory (`memorize`), and reads memory for a query frame (`read`). Readers call
+`vos.ops` for every memory read, never kernels directly.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from vos.model.memory import MemoryBank
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the shared network must compute for this reader."""
+
+    key_scales: dict[str, int] = field(default_factory=lambda: {"res4": 128})  # scale -> Ck
+    value_channels: int = 512  # Cv of the res4 value (memory) and of the query value
+    readout_channels: int = 1024  # channels of the res4 readout fed to the decoder
+    needs_flow: bool = False
+
+
+@dataclass
+class FrameFeatures:
+    """Everything computed from one frame (batched), before any memory is read."""
+
+    index: int  # frame index within the video / clip
+    frames: Tensor  # [B, 3, H, W] in [0, 1], padded
+    features: dict[str, Tensor]  # backbone features per scale, [B, C, h, w]
+    keys: dict[str, Tensor]  # per scale [B, Ck, h, w]
+    query_value: Tensor  # [B, Cv, h4, w4]: the query's own value (STM's q_v)
+    flow: Tensor | None = None  # [B, 2, H, W] backward flow, when a reader needs it
+
+
+@dataclass
+class ReaderState:
+    """Per-video (per-clip) state a reader may keep between frames."""
+
+    previous_probs: Tensor | None = None  # [B, O, H, W] soft masks of the previous frame
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Readout:
+    """What the decoder receives: per-object features per scale, ``[B, O, C, h, w]``."""
+
+    features: dict[str, Tensor]
+
+
+class MemoryReader(nn.Module, abc.ABC):
+    needs: FeatureSpec
+
+    def memorize(
+        self, frame: FrameFeatures, values: dict[str, Tensor], memory: MemoryBank
+    ) -> dict[str, Tensor]:
+        """Extra per-frame tensors to store with the frame's keys and values (none by default)."""
+        return {}
+
+    @abc.abstractmethod
+    def read(self, query: FrameFeatures, memory: MemoryBank, state: ReaderState) -> Readout: ...
+
+    def extra_losses(self) -> dict[str, Tensor]:
+        return {}

@@ -1,0 +1,143 @@
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from vos.model.aggregation import soft_aggregate
+from vos.model.encoders import build_resnet
+from vos.model.memory import MemoryBank
+from vos.model.network import VOSNetwork
+from vos.model.readers import ReaderState, STMReader
+
+
+def tiny_network(**kwargs) -> VOSNetwork:
+    torch.manual_seed(0)
+    return VOSNetwork(
+        STMReader(16, 32), key_depth=18, value_depth=18, decoder_channels=16, **kwargs
+    )
+
+
+def test_soft_aggregation_sums_to_one_and_follows_stm():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(2, 3, 5, 7, generator=g)
+    logits = soft_aggregate(probs)
+    assert logits.shape == (2, 4, 5, 7)
+    label_probs = F.softmax(logits, dim=1)
+    torch.testing.assert_close(label_probs.sum(dim=1), torch.ones(2, 5, 7))
+    # em_0 = prod(1 - p_i): its odds are the background logit
+    background = torch.prod(1 - probs, dim=1)
+    torch.testing.assert_close(torch.sigmoid(logits[:, 0]), background.clamp(1e-7, 1 - 1e-7))
+    torch.testing.assert_close(torch.sigmoid(logits[:, 1:]), probs.clamp(1e-7, 1 - 1e-7))
+
+
+def test_soft_aggregation_absent_objects_get_no_mass():
+    probs = torch.full((1, 2, 3, 3), 0.9)
+    present = torch.tensor([[True, False]])
+    label_probs = F.softmax(soft_aggregate(probs, present), dim=1)
+    assert torch.all(label_probs[:, 2] < 1e-6)
+    torch.testing.assert_close(label_probs.sum(dim=1), torch.ones(1, 3, 3))
+
+
+def _entry(value: float, objects: int = 2):
+    keys = {"res4": torch.full((1, 4, 2, 2), value)}
+    values = {"res4": torch.full((1, objects, 3, 2, 2), value)}
+    return keys, values
+
+
+def test_memory_cap_keeps_first_and_newest():
+    bank = MemoryBank(max_frames=4)
+    for t in range(0, 50, 5):
+        bank.add(t, *_entry(t), permanent=t == 0)
+        assert len(bank.entries) <= 4
+    assert [e.frame_index for e in bank.entries] == [0, 35, 40, 45]
+    bank.set_temporary(49, *_entry(49))
+    assert bank.frame_indices == [0, 35, 40, 45, 49]
+    assert bank.keys().shape == (1, 4, 5, 2, 2)
+    assert bank.values().shape == (1, 2, 3, 5, 2, 2)
+    # memorising a newer frame retires the temporary one
+    bank.add(50, *_entry(50))
+    assert bank.frame_indices == [0, 40, 45, 50]
+
+
+def test_memory_unbounded_and_invalid_cap():
+    bank = MemoryBank(max_frames=None)
+    for t in range(20):
+        bank.add(t, *_entry(t))
+    assert len(bank) == 20
+    with pytest.raises(ValueError, match="max_memory_frames"):
+        MemoryBank(max_frames=0)
+
+
+def test_add_objects_pads_with_invalid_values():
+    bank = MemoryBank()
+    bank.add(0, *_entry(1.0), permanent=True)
+    bank.add_objects(1)
+    assert bank.values().shape == (1, 3, 3, 1, 2, 2)
+    assert torch.all(bank.values()[:, 2] == 0)
+    assert bank.object_valid().tolist() == [[[True], [True], [False]]]
+
+
+def test_stm_reader_late_object_path_matches_shared_path():
+    """With every object valid, the per-object masked read equals the shared-affinity read."""
+    reader = STMReader(key_channels=4, value_channels=3).eval()
+    g = torch.Generator().manual_seed(0)
+    bank = MemoryBank()
+    for t in range(3):
+        bank.add(
+            t,
+            {"res4": torch.randn(1, 4, 2, 3, generator=g)},
+            {"res4": torch.randn(1, 2, 3, 2, 3, generator=g)},
+        )
+    from vos.model.readers.base import FrameFeatures
+
+    query = FrameFeatures(
+        index=3,
+        frames=torch.zeros(1, 3, 32, 48),
+        features={},
+        keys={"res4": torch.randn(1, 4, 2, 3, generator=g)},
+        query_value=torch.randn(1, 3, 2, 3, generator=g),
+    )
+    shared = reader.read(query, bank, ReaderState()).features["res4"]
+    assert shared.shape == (1, 2, 6, 2, 3)
+    # force the per-object path with an object that joined at the last frame
+    bank.entries[0].object_valid = torch.tensor([[True, False]])
+    bank.entries[1].object_valid = torch.tensor([[True, False]])
+    masked = reader.read(query, bank, ReaderState()).features["res4"]
+    torch.testing.assert_close(masked[:, 0], shared[:, 0])
+    # object 1 reads only frame 2: a single memory frame read
+    only_last = MemoryBank()
+    only_last.add(2, bank.entries[2].keys, {"res4": bank.entries[2].values["res4"]})
+    torch.testing.assert_close(
+        masked[:, 1], reader.read(query, only_last, ReaderState()).features["res4"][:, 1]
+    )
+
+
+def test_network_shapes_and_frozen_batchnorm():
+    net = tiny_network()
+    net.train()
+    assert all(not m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    frames = torch.rand(2, 3, 64, 96)
+    frame = net.encode_frame(frames, 0)
+    assert frame.keys["res4"].shape == (2, 16, 4, 6)
+    bank = MemoryBank()
+    probs = torch.rand(2, 3, 64, 96)
+    net.memorize(bank, frame, probs, permanent=True)
+    assert bank.values().shape == (2, 3, 32, 1, 4, 6)
+    logits = net.segment(frame, bank, ReaderState())
+    assert logits.shape == (2, 4, 64, 96)
+
+
+def test_backbone_weights_from_local_file(tmp_path):
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    net = build_resnet(18, str(path), extra_in_channels=2)
+    torch.testing.assert_close(net.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+    torch.testing.assert_close(net.conv1.weight[:, :3], reference.conv1.weight)
+    assert torch.all(net.conv1.weight[:, 3:] == 0)  # masks start with no effect on RGB features
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        build_resnet(18, str(tmp_path / "missing.pth"))
+    with pytest.raises(ValueError, match="do not fit a ResNet-50"):
+        build_resnet(50, str(path))
+    with pytest.raises(ValueError, match="depth=20"):
+        build_resnet(20, None)
