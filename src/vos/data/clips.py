@@ -1,0 +1,192 @@
+"""Training clips sampled from any `VideoSource`, deterministic by sample index.
+
+Sample ``i`` is a pure function of (seed, i): its video, frames, objects and augmentation
+come from a generator seeded with both. Resuming at sample ``k`` therefore replays exactly
+the data an uninterrupted run would have seen, and the max-skip curriculum is a function of
+``i / length`` (training progress).
+
+Frame sampling follows STCN: a first frame, then each next frame 1..max_skip after the
+previous one, with a chance of reversed time order. Only objects visible in the clip's first
+frame are kept (up to ``max_objects``, chosen at random) and relabelled 1..k; other objects
+become background, void (255) stays void.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from vos.data.palette import VOID_LABEL
+from vos.data.source import DatasetError, VideoSource
+
+
+def max_skip_at(progress: float, values: Sequence[int], milestones: Sequence[float]) -> int:
+    """The curriculum's max skip at a training progress in [0, 1].
+
+    ``values[i]`` holds from ``milestones[i]`` on (milestones ascending, first usually 0).
+    """
+    if len(values) != len(milestones) or not values:
+        raise ValueError(
+            "data.clip.max_skip.values and .milestones must have the same non-zero length"
+        )
+    current = values[0]
+    for value, start in zip(values, milestones):
+        if progress >= start:
+            current = value
+    return int(current)
+
+
+class ClipDataset(Dataset):
+    def __init__(
+        self,
+        source: VideoSource,
+        *,
+        length: int,
+        seed: int = 0,
+        num_frames: int = 3,
+        max_objects: int = 3,
+        max_skip_values: Sequence[int] = (5,),
+        max_skip_milestones: Sequence[float] = (0.0,),
+        reverse_prob: float = 0.5,
+        crop: Sequence[int] | None = None,
+        flip_prob: float = 0.5,
+        color_jitter: float = 0.1,
+        with_flow: bool = False,
+        max_attempts: int = 20,
+    ):
+        if num_frames < 2:
+            raise ValueError(f"data.clip.num_frames must be >= 2, got {num_frames}")
+        self.source = source
+        self.videos = source.videos()
+        if not self.videos:
+            raise DatasetError("the training split has no videos")
+        self.length = length
+        self.seed = seed
+        self.num_frames = num_frames
+        self.max_objects = max_objects
+        self.max_skip_values = list(max_skip_values)
+        self.max_skip_milestones = list(max_skip_milestones)
+        self.reverse_prob = reverse_prob
+        self.crop = tuple(crop) if crop else None
+        self.flip_prob = flip_prob
+        self.color_jitter = color_jitter
+        self.with_flow = with_flow
+        self.max_attempts = max_attempts
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _frame_indices(self, rng: np.random.Generator, num_frames: int, max_skip: int) -> list[int]:
+        span = min(max_skip * (self.num_frames - 1), num_frames - 1)
+        start = int(rng.integers(0, num_frames - span)) if num_frames > span else 0
+        indices = [start]
+        for _ in range(self.num_frames - 1):
+            step = int(rng.integers(1, max_skip + 1))
+            indices.append(min(indices[-1] + step, num_frames - 1))
+        if rng.random() < self.reverse_prob:
+            indices = indices[::-1]
+        return indices
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, index])
+        max_skip = max_skip_at(
+            index / max(self.length, 1), self.max_skip_values, self.max_skip_milestones
+        )
+        for _ in range(self.max_attempts):
+            video = self.videos[int(rng.integers(len(self.videos)))]
+            info = self.source.info(video)
+            frame_ids = self._frame_indices(rng, info.num_frames, max_skip)
+            masks = np.stack([self.source.read_mask(video, t) for t in frame_ids])
+            visible = [i for i in np.unique(masks[0]) if 0 < i < VOID_LABEL]
+            if visible:
+                break
+        else:
+            raise DatasetError(
+                f"no clip with a visible object in its first frame after {self.max_attempts} tries "
+                f"(last video {video!r}); is the training split annotated?"
+            )
+        chosen = rng.permutation(visible)[: self.max_objects]
+        labels = np.zeros_like(masks, dtype=np.int64)
+        for new_id, old_id in enumerate(chosen, start=1):
+            labels[masks == old_id] = new_id
+        labels[masks == VOID_LABEL] = VOID_LABEL
+        frames = (
+            np.stack([self.source.read_frame(video, t) for t in frame_ids]).astype(np.float32)
+            / 255.0
+        )
+        flow = None
+        if self.with_flow:
+            flows = [self.source.read_flow(video, t) for t in frame_ids]
+            if any(f is None for f in flows):
+                raise DatasetError(f"video {video!r} has no optical flow, but the reader needs it")
+            flow = np.stack(flows)
+
+        frames, labels, flow = self._augment(rng, frames, labels, flow)
+        present = np.zeros(self.max_objects, dtype=bool)
+        present[: len(chosen)] = True
+        item = {
+            "frames": torch.from_numpy(
+                np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
+            ),  # [T,3,H,W]
+            "labels": torch.from_numpy(np.ascontiguousarray(labels)),  # [T,H,W]
+            "present": torch.from_numpy(present),
+            "index": index,
+        }
+        if flow is not None:
+            item["flow"] = torch.from_numpy(np.ascontiguousarray(flow))
+        return item
+
+    def _augment(self, rng, frames, labels, flow):
+        # Crop: one window for the whole clip, chosen to contain the first frame's objects
+        # when possible (an object-aware crop, as RMNet and STCN do for small objects).
+        if self.crop is not None:
+            height, width = frames.shape[1:3]
+            ch, cw = min(self.crop[0], height), min(self.crop[1], width)
+            ys, xs = np.nonzero((labels[0] > 0) & (labels[0] != VOID_LABEL))
+            y0 = int(rng.integers(0, height - ch + 1))
+            x0 = int(rng.integers(0, width - cw + 1))
+            if len(ys):
+                pick = int(rng.integers(len(ys)))
+                y0 = int(np.clip(ys[pick] - rng.integers(0, ch), 0, height - ch))
+                x0 = int(np.clip(xs[pick] - rng.integers(0, cw), 0, width - cw))
+            frames = frames[:, y0 : y0 + ch, x0 : x0 + cw]
+            labels = labels[:, y0 : y0 + ch, x0 : x0 + cw]
+            if flow is not None:
+                flow = flow[:, :, y0 : y0 + ch, x0 : x0 + cw]
+        if rng.random() < self.flip_prob:
+            frames = frames[:, :, ::-1]
+            labels = labels[:, :, ::-1]
+            if flow is not None:
+                flow = (
+                    flow[:, :, :, ::-1]
+                    * np.array([-1.0, 1.0], dtype=np.float32)[None, :, None, None]
+                )
+        if self.color_jitter > 0:
+            # brightness and contrast per clip, tiny per-frame brightness: appearance varies
+            # but the same object keeps looking like itself across the clip
+            brightness = 1 + rng.uniform(-self.color_jitter, self.color_jitter)
+            contrast = 1 + rng.uniform(-self.color_jitter, self.color_jitter)
+            per_frame = 1 + rng.uniform(-0.02, 0.02, size=(len(frames), 1, 1, 1))
+            mean = frames.mean(axis=(1, 2, 3), keepdims=True)
+            frames = np.clip(((frames - mean) * contrast + mean) * brightness * per_frame, 0, 1)
+        return frames.astype(np.float32), labels, flow
+
+
+class ResumableSampler(Sampler[int]):
+    """Sample indices ``start, start+1, …`` (this rank's share), so a resumed run continues
+    with the very next samples."""
+
+    def __init__(self, length: int, start: int = 0, rank: int = 0, world_size: int = 1):
+        self.length = length
+        self.start = start
+        self.rank = rank
+        self.world_size = world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start + self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return max(0, len(range(self.start + self.rank, self.length, self.world_size)))

@@ -1,0 +1,81 @@
+"""The LightningDataModule: training clips and validation videos from `dataset=` sources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+from vos.data.clips import ClipDataset, ResumableSampler
+from vos.data.source import VideoSource
+
+
+class _VideoNames(Dataset):
+    def __init__(self, names: list[str]):
+        self.names = names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> str:
+        return self.names[index]
+
+
+class VOSDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        train_source: VideoSource | None,
+        eval_source: VideoSource | None,
+        *,
+        batch_size: int,
+        num_workers: int,
+        total_steps: int,
+        clip: dict[str, Any],
+        seed: int = 0,
+        val_videos: int | None = None,
+        with_flow: bool = False,
+    ):
+        super().__init__()
+        self.train_source = train_source
+        self.eval_source = eval_source
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.total_steps = total_steps
+        self.clip = dict(clip)
+        self.seed = seed
+        self.val_videos = val_videos
+        self.with_flow = with_flow
+        self.start_step = 0  # set when resuming, so the sampler continues where it stopped
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._world()
+        per_step = self.batch_size * world
+        dataset = ClipDataset(
+            self.train_source,
+            length=self.total_steps * per_step,
+            seed=self.seed,
+            with_flow=self.with_flow,
+            **self.clip,
+        )
+        sampler = ResumableSampler(len(dataset), self.start_step * per_step, rank, world)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=True,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        names = self.eval_source.videos()
+        if self.val_videos is not None:
+            names = names[: self.val_videos]
+        return DataLoader(_VideoNames(names), batch_size=None, num_workers=0)

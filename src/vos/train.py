@@ -1,0 +1,108 @@
+"""``python -m vos.train``: train a model on a dataset (Hydra main; Lightning loop).
+
+Writes into the Hydra run folder: ``.hydra/config.yaml`` (the resolved config),
+``checkpoints/`` (every ``checkpoint.every_n_steps`` and ``last.ckpt``, written atomically),
+``metrics.json`` (the last validation scores) and the logger's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+
+from vos.config import CONFIG_DIR
+from vos.data.datamodule import VOSDataModule
+from vos.logging_setup import build_logger, finish_logger
+from vos.model.module import VOSModule
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step stored in a Lightning checkpoint (to resume the data position)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return int(state.get("global_step", 0))
+
+
+def resolve_checkpoint(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    resolved = Path(hydra.utils.to_absolute_path(str(path)))
+    if not resolved.is_file():
+        raise FileNotFoundError(f"ckpt_path does not exist: {resolved}")
+    return resolved
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    ckpt_path = resolve_checkpoint(cfg.ckpt_path)
+    pl.seed_everything(cfg.seed, workers=True)
+    train_source = hydra.utils.instantiate(cfg.dataset.train)
+    eval_source = hydra.utils.instantiate(cfg.dataset.eval)
+    module = VOSModule(model=cfg.model, optim=cfg.optim, loss=cfg.loss, inference=cfg.inference)
+    datamodule = VOSDataModule(
+        train_source,
+        eval_source,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        total_steps=cfg.trainer.max_steps,
+        clip=cfg.data.clip,
+        seed=cfg.seed,
+        val_videos=cfg.data.val_videos,
+        with_flow=module.network.reader.needs.needs_flow,
+    )
+    if ckpt_path is not None:
+        datamodule.start_step = checkpoint_step(ckpt_path)
+
+    logger = build_logger(cfg.logger, run_dir, cfg.run_name, cfg)
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="step{step:07d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=cfg.checkpoint.every_n_steps,
+        save_top_k=cfg.checkpoint.keep,
+        save_last=True,
+    )
+    callbacks = [checkpoints, RichProgressBar()]
+    if logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    trainer = pl.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        strategy=cfg.strategy.name,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        enable_model_summary=False,
+    )
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    finally:
+        finish_logger(logger)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics["global_step"] = trainer.global_step
+    metrics["params_m"] = sum(p.numel() for p in module.parameters()) / 1e6
+    if trainer.is_global_zero:
+        write_json_atomic(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    metrics = train(cfg, run_dir)
+    return metrics.get("val/J&F-Mean")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import TINY, compose_config
+
+from vos.train import train
+
+
+def _final_state(run_dir):
+    state = torch.load(
+        run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    return state
+
+
+def test_train_few_steps_then_resume_equals_uninterrupted(tmp_path):
+    no_val = ["+trainer.limit_val_batches=0"]
+    straight = tmp_path / "straight"
+    train(compose_config("train", [*TINY, *no_val]), straight)
+    assert (straight / "checkpoints" / "step0000002.ckpt").is_file()
+
+    # Interrupted run: stops at step 2, then resumes from its step-2 checkpoint to step 4.
+    first = tmp_path / "first"
+    train(compose_config("train", [*TINY, *no_val]), first)
+    resumed = tmp_path / "resumed"
+    ckpt = first / "checkpoints" / "step0000002.ckpt"
+    train(compose_config("train", [*TINY, *no_val, f"ckpt_path={ckpt}"]), resumed)
+
+    a, b = _final_state(straight), _final_state(resumed)
+    assert a["global_step"] == b["global_step"] == 4
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, msg=f"weights differ at {key}")
+    opt_a = a["optimizer_states"][0]["state"]
+    opt_b = b["optimizer_states"][0]["state"]
+    for index in opt_a:
+        torch.testing.assert_close(opt_b[index]["exp_avg"], opt_a[index]["exp_avg"])
+    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"]
+
+
+def test_train_validates_and_writes_metrics(tmp_path):
+    metrics = train(compose_config("train", TINY), tmp_path)
+    assert 0.0 <= metrics["val/J&F-Mean"] <= 1.0
+    assert (tmp_path / "metrics.json").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    missing = tmp_path / "nope.ckpt"
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+        train(compose_config("train", [*TINY, f"ckpt_path={missing}"]), tmp_path)
+
+
+@pytest.mark.parametrize("group", ["model", "dataset", "strategy", "logger"])
+def test_unknown_config_name_lists_options(group):
+    result = subprocess.run(
+        [sys.executable, "-m", "vos.train", f"{group}=no_such_thing"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "no_such_thing" in result.stderr
+    assert "Available options" in result.stderr
