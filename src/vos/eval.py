@@ -1,0 +1,97 @@
+"""``python -m vos.eval``: segment every video of a split with a trained checkpoint.
+
+The network is rebuilt from the configs stored in the checkpoint; `inference.*` keys given
+here override the stored inference settings. Predictions are palette PNGs at the original
+size, ``<output_dir>/<video>/<frame>.png``; they are scored by the same function as
+``python -m vos.evaluate`` (read back from disk), so both report identical numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from rich.progress import Progress
+
+from vos.config import CONFIG_DIR
+from vos.data.davis import write_prediction
+from vos.data.source import VideoSource
+from vos.evaluate import score_predictions
+from vos.inference import InferenceEngine
+from vos.metrics import format_results, write_results
+from vos.model.module import VOSModule
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def load_engine(
+    ckpt_path: str | Path, device: torch.device, overrides: dict | None = None
+) -> InferenceEngine:
+    """The inference engine of a trained checkpoint, with inference settings overridden."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path does not exist: {path}")
+    module = VOSModule.load_from_checkpoint(path, map_location=device)
+    settings = dict(module.hparams.inference)
+    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    network = module.network.to(device).eval()
+    return InferenceEngine(network, **settings)
+
+
+def has_full_ground_truth(source: VideoSource, videos: list[str]) -> bool:
+    return all(len(source.info(v).annotated) == source.info(v).num_frames for v in videos)
+
+
+def segment_split(
+    engine: InferenceEngine, source: VideoSource, output_dir: Path, videos: list[str]
+) -> None:
+    with Progress() as progress:
+        task = progress.add_task("segmenting", total=len(videos))
+        for video in videos:
+            names = source.info(video).frame_names
+
+            def save(t: int, labels, video=video, names=names) -> None:
+                write_prediction(output_dir, video, names[t], labels)
+
+            result = engine.run_video(source, video, on_frame=save)
+            # frames before any object appears are not passed to on_frame: write them empty
+            for t, name in enumerate(names):
+                if not (output_dir / video / f"{name}.png").is_file():
+                    write_prediction(output_dir, video, name, result.labels[t])
+            progress.advance(task)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    output_dir = Path(hydra.utils.to_absolute_path(str(cfg.output_dir)))
+    try:
+        engine = load_engine(
+            hydra.utils.to_absolute_path(str(cfg.ckpt_path)),
+            pick_device(cfg.device),
+            dict(cfg.inference),
+        )
+        source = hydra.utils.instantiate(cfg.dataset.eval)
+        videos = source.videos()[: cfg.max_videos] if cfg.max_videos else source.videos()
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"vos.eval: error: {error}") from error
+    segment_split(engine, source, output_dir, videos)
+    print(f"wrote predictions for {len(videos)} videos to {output_dir}")
+    score = cfg.score
+    if score == "auto":
+        score = has_full_ground_truth(source, videos)
+    if score:
+        metric = score_predictions(source, output_dir, videos)
+        write_results(output_dir, metric)
+        print(format_results(metric, title=str(cfg.dataset.split)))
+
+
+if __name__ == "__main__":
+    main()
