@@ -1,0 +1,26 @@
+"""``python -m vos.bench SUBCOMMAND [--json] [options]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from vos.bench import inference
+from vos.bench.common import print_records
+
+SUBCOMMANDS = {"inference": inference}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m vos.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        p.add_argument("--json", action="store_true", help="print one JSON list of records")
+        module.add_arguments(p)
+    args = parser.parse_args(argv)
+    records = SUBCOMMANDS[args.command].run(args)
+    print_records(records, args.json)
+
+
+if __name__ == "__main__":
+    main()

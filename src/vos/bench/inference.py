@@ -1,0 +1,113 @@
+"""Per-frame inference time, memory-read share and peak memory early and late in a long video.
+
+With the memory cap on, the figures at frame 300 should match those at frame 30: the bank
+stops growing once it holds ``max_memory_frames`` frames.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from vos.bench.common import FramePeakMemory, Record
+from vos.config import CONFIG_DIR
+from vos.data.synthetic import SyntheticSource
+from vos.inference import InferenceEngine
+from vos.model.network import build_network
+
+
+def run(args) -> list[Record]:
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    overrides = [f"model={args.model}", f"model/size={args.model_size}"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    if args.ckpt:
+        from vos.eval import load_engine
+
+        engine = load_engine(args.ckpt, device)
+    else:
+        engine = InferenceEngine(build_network(cfg.model).to(device).eval(), **cfg.inference)
+    engine.max_memory_frames = None if args.max_memory_frames < 0 else args.max_memory_frames
+    engine.mem_every = args.mem_every
+    frames_needed = max(args.at) + args.window + 1
+    source = SyntheticSource(
+        "val", 1, frames_needed, seed=args.seed, height=args.height, width=args.width
+    )
+    video = source.videos()[0]
+    for t in range(frames_needed):  # render before timing: data generation is not inference
+        source.read_frame(video, t)
+        source.read_mask(video, t)
+
+    probe = FramePeakMemory(device)
+    frame_peak_mb: dict[int, float] = {}
+    windows = {at: range(max(1, at - args.window), at + args.window + 1) for at in args.at}
+
+    def on_frame(t: int, labels) -> None:
+        frame_peak_mb[t] = probe()
+
+    start = time.perf_counter()
+    result = engine.run_video(source, video, on_frame=on_frame)
+    total = time.perf_counter() - start
+    setting = {
+        "model": args.model,
+        "size": args.model_size,
+        "backbone": f"resnet{cfg.model.backbone.depth}",
+        "resolution": f"{args.height}x{args.width}",
+        "mem_every": engine.mem_every,
+        "max_memory_frames": engine.max_memory_frames,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    records = []
+    for at, window in windows.items():
+        frame_ms = [1000 * result.frame_seconds[t] for t in window]
+        read_ms = [1000 * result.read_seconds[t] for t in window]
+        records.append(
+            Record(
+                name=f"inference/frame{at}",
+                setting={**setting, "frame": at, "repeats": len(window)},
+                ms=statistics.median(frame_ms),
+                peak_mb=max(frame_peak_mb.get(t, 0.0) for t in window),
+                extra={
+                    "read_ms": statistics.median(read_ms),
+                    "read_share": statistics.median(read_ms)
+                    / max(statistics.median(frame_ms), 1e-9),
+                    "memory_frames": result.memory_frames[at],
+                },
+            )
+        )
+    late, early = records[-1], records[0]
+    records.append(
+        Record(
+            name="inference/late_vs_early",
+            setting={**setting, "early": args.at[0], "late": args.at[-1]},
+            ms=late.ms,
+            peak_mb=late.peak_mb,
+            extra={
+                "time_ratio": late.ms / max(early.ms, 1e-9),
+                "peak_mb_growth": late.peak_mb - early.peak_mb,
+                "video_seconds": total,
+            },
+        )
+    )
+    return records
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default="stm")
+    parser.add_argument("--model-size", default="tiny", help="model/size group: tiny | paper")
+    parser.add_argument(
+        "--ckpt", default=None, help="a trained checkpoint instead of random weights"
+    )
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--width", type=int, default=432)
+    parser.add_argument("--at", type=int, nargs="+", default=[30, 300], help="frames to report")
+    parser.add_argument("--window", type=int, default=4, help="frames each side of --at (repeats)")
+    parser.add_argument("--mem-every", type=int, default=5)
+    parser.add_argument("--max-memory-frames", type=int, default=10, help="-1: unbounded")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
