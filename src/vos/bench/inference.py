@@ -33,7 +33,7 @@ def run(args) -> list[Record]:
         engine = InferenceEngine(build_network(cfg.model).to(device).eval(), **cfg.inference)
     engine.max_memory_frames = None if args.max_memory_frames < 0 else args.max_memory_frames
     engine.mem_every = args.mem_every
-    frames_needed = max(args.at) + args.window + 1
+    frames_needed = max(max(args.at) + args.window + 1, 30)  # val videos are >= 30 frames
     source = SyntheticSource(
         "val", 1, frames_needed, seed=args.seed, height=args.height, width=args.width
     )
