@@ -63,3 +63,53 @@ def test_unknown_config_name_lists_options(group):
     assert result.returncode != 0
     assert "no_such_thing" in result.stderr
     assert "Available options" in result.stderr
+
+
+def test_killed_run_keeps_a_loadable_checkpoint(tmp_path):
+    """SIGKILL in the middle of training (possibly mid-save) leaves last.ckpt loadable."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vos.train",
+            *TINY,
+            "trainer.max_steps=1000",
+            "checkpoint.every_n_steps=1",
+            "+trainer.limit_val_batches=0",
+            f"hydra.run.dir={run_dir}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and len(list(last.parent.glob("step*.ckpt"))) < 3:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert last.is_file()
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["global_step"] >= 2
+    for path in last.parent.glob("*.ckpt"):
+        torch.load(path, map_location="cpu", weights_only=False)  # none is truncated
+    # and training resumes from it
+    resumed = tmp_path / "resumed"
+    metrics = train(
+        compose_config(
+            "train",
+            [
+                *TINY,
+                f"trainer.max_steps={state['global_step'] + 1}",
+                "+trainer.limit_val_batches=0",
+                f"ckpt_path={last}",
+            ],
+        ),
+        resumed,
+    )
+    assert metrics["global_step"] == state["global_step"] + 1
