@@ -35,7 +35,13 @@ def run(args) -> list[Record]:
     engine.mem_every = args.mem_every
     frames_needed = max(max(args.at) + args.window + 1, 30)  # val videos are >= 30 frames
     source = SyntheticSource(
-        "val", 1, frames_needed, seed=args.seed, height=args.height, width=args.width
+        "val",
+        1,
+        frames_needed,
+        seed=args.seed,
+        height=args.height,
+        width=args.width,
+        scene=cfg.dataset.scene,
     )
     video = source.videos()[0]
     for t in range(frames_needed):  # render before timing: data generation is not inference

@@ -1041,8 +1041,12 @@ class SyntheticSource(VideoSource):
         height: int = 128,
         width: int = 224,
         cache_size: int = 16,
+        scene: Mapping[str, float | int | bool] | None = None,
         **knobs: float | int | bool,
     ) -> None:
+        # ``scene`` (the config's dict of scene knobs) and keyword knobs are the same thing;
+        # keywords win.
+        knobs = {**dict(scene or {}), **knobs}
         if split not in SPLITS:
             raise DatasetError(
                 f"unknown split {split!r} for the synthetic dataset; use one of {SPLITS}"
