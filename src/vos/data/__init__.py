@@ -1,0 +1,1 @@
+"""Datasets (generated, DAVIS layout), clip sampling and palette-PNG I/O."""
