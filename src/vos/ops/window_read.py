@@ -1,0 +1,280 @@
+"""The local (windowed) memory read of LMRC (Eq. 4–5), with HMMN's local tracking.
+
+Each query pixel (y, x) reads only the (2r+1)² memory pixels around the same position:
+
+    W(y, x)    = {(y + dy, x + dx) : |dy| ≤ r, |dx| ≤ r, inside the frame}
+    S[p, q]    = q_p · k_q · scale                      ("dot", STM; scale = 1/√Ck by default)
+               = (2 q_p · k_q − ‖k_q‖²) · scale          ("l2", STCN; −‖q_p‖² is dropped)
+    readout[:, p] = Σ_{q ∈ W(p)} softmax_{q ∈ W(p)}(S[p, q]) · memory_value[:, q]
+
+Shapes: ``query_key``, ``memory_key`` ``[B, Ck, H, W]``, ``memory_value`` ``[B, Cv, H, W]``,
+readout ``[B, Cv, H, W]``. Positions of the window outside the frame are padding: they are
+**excluded** from the softmax (their exp is 0), not read as zero keys. Every window holds at
+least its own centre, so no softmax is empty; radius 0 returns ``memory_value`` itself.
+
+The reference unfolds the padded memory into the window axis, ``[B, C, (2r+1)², rows·W]``, one
+band of query rows at a time, so its memory is O(H·W·(2r+1)²) and bounded by
+``max_chunk_elements``; the (H·W)² affinity of the global read never exists. A radius larger
+than the frame is clamped to the frame (the extra offsets are padding everywhere).
+
+``return_top=k`` also returns a :class:`WindowTop`: the k largest logits of each window, sorted
+descending (``-inf`` where the window has fewer than k positions inside the frame), and the
+(dy, dx) offset of the best memory pixel relative to the query pixel (HMMN's local tracking).
+It is computed by the reference only; the Triton kernel (``vos.kernels.window_read``) covers
+the plain read, forward and backward.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vos.ops.dispatch import resolve_backend
+
+Similarity = Literal["dot", "l2"]
+Backend = Literal["auto", "torch", "triton"]
+
+# Unfolded keys + values of one band of query rows stay below this many elements (32 MiB in
+# fp32), which bounds the reference's peak memory at res2 far below one dense affinity.
+MAX_CHUNK_ELEMENTS = 1 << 23
+
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+class WindowTop(NamedTuple):
+    """The best matches of each query pixel's window (LMRC's comparator, HMMN's tracking)."""
+
+    values: Tensor  # [B, H, W, k] largest logits, descending; -inf past the valid positions
+    argmax_offset: Tensor  # [B, H, W, 2] int64 (dy, dx) of the best memory pixel
+
+
+def clamped_radii(radius: int, height: int, width: int) -> tuple[int, int]:
+    """The radius per axis that still reaches a pixel inside an ``height × width`` frame."""
+    return min(radius, height - 1), min(radius, width - 1)
+
+
+def _validate(
+    query_key: Tensor,
+    memory_key: Tensor,
+    memory_value: Tensor,
+    radius: int,
+    similarity: str,
+    return_top: int | None,
+) -> None:
+    for name, tensor in (
+        ("query_key", query_key),
+        ("memory_key", memory_key),
+        ("memory_value", memory_value),
+    ):
+        if tensor.dim() != 4:
+            raise ValueError(
+                f"window_read: {name} must be [B, C, H, W], got shape {tuple(tensor.shape)}"
+            )
+    if query_key.shape != memory_key.shape:
+        raise ValueError(
+            f"window_read: query_key {tuple(query_key.shape)} and memory_key "
+            f"{tuple(memory_key.shape)} must have the same shape [B, Ck, H, W]"
+        )
+    batch, _, height, width = query_key.shape
+    if (memory_value.shape[0], *memory_value.shape[2:]) != (batch, height, width):
+        raise ValueError(
+            f"window_read: memory_value {tuple(memory_value.shape)} must be [B, Cv, H, W] with "
+            f"the keys' B, H, W = {(batch, height, width)}"
+        )
+    if height == 0 or width == 0 or query_key.shape[1] == 0:
+        raise ValueError(f"window_read: empty grid or channels, keys {tuple(query_key.shape)}")
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 0:
+        raise ValueError(f"window_read: radius must be an int >= 0, got {radius!r}")
+    if similarity not in ("dot", "l2"):
+        raise ValueError(f"window_read: unknown similarity {similarity!r}; expected 'dot' or 'l2'")
+    if return_top is not None and (
+        isinstance(return_top, bool) or not isinstance(return_top, int) or return_top < 1
+    ):
+        raise ValueError(f"window_read: return_top must be None or an int >= 1, got {return_top!r}")
+    devices = {query_key.device, memory_key.device, memory_value.device}
+    if len(devices) != 1:
+        raise ValueError(f"window_read: all tensors must be on one device, got {devices}")
+
+
+def window_read(
+    query_key: Tensor,
+    memory_key: Tensor,
+    memory_value: Tensor,
+    *,
+    radius: int,
+    similarity: Similarity = "dot",
+    scale: float | None = None,
+    return_top: int | None = None,
+    backend: Backend = "auto",
+) -> Tensor | tuple[Tensor, WindowTop]:
+    """Read, for every query pixel, the memory in a (2·radius+1)² window around it.
+
+    Args:
+        query_key: ``[B, Ck, H, W]``.
+        memory_key: ``[B, Ck, H, W]`` (same grid as the query: LMRC reads the previous frame).
+        memory_value: ``[B, Cv, H, W]``.
+        radius: window half-size r ≥ 0; 0 reads the memory pixel at the same position.
+        similarity: ``"dot"`` (STM) or ``"l2"`` (STCN).
+        scale: logit scale; ``1/√Ck`` by default.
+        return_top: also return the window's k best logits and the argmax offset
+            (reference only: ``"auto"`` then uses the reference, ``"triton"`` raises).
+        backend: ``"auto"`` (Triton on CUDA when supported), ``"torch"`` or ``"triton"``.
+
+    Returns:
+        readout ``[B, Cv, H, W]`` in ``memory_value``'s dtype, and with ``return_top`` a
+        :class:`WindowTop` as well.
+    """
+    _validate(query_key, memory_key, memory_value, radius, similarity, return_top)
+    scale = 1.0 / math.sqrt(query_key.shape[1]) if scale is None else float(scale)
+    tensors = [query_key, memory_key, memory_value]
+    if return_top is not None:
+        unsupported = "return_top is computed by the PyTorch reference only"
+    elif any(t.dtype not in KERNEL_DTYPES for t in tensors):
+        unsupported = f"the kernel takes float16/bfloat16/float32, got {[t.dtype for t in tensors]}"
+    else:
+        unsupported = None
+    if resolve_backend("window_read", backend, tensors, unsupported) == "triton":
+        from vos.kernels.window_read import window_read_triton
+
+        # mixed precisions (e.g. fp16 keys, fp32 values under autocast) meet at the wider one
+        common = torch.promote_types(
+            torch.promote_types(query_key.dtype, memory_key.dtype), memory_value.dtype
+        )
+        readout = window_read_triton(
+            query_key.to(common),
+            memory_key.to(common),
+            memory_value.to(common),
+            radius=radius,
+            similarity=similarity,
+            scale=scale,
+        )
+        return readout.to(memory_value.dtype)
+    return window_read_reference(
+        query_key,
+        memory_key,
+        memory_value,
+        radius=radius,
+        similarity=similarity,
+        scale=scale,
+        return_top=return_top,
+    )
+
+
+def window_read_reference(
+    query_key: Tensor,
+    memory_key: Tensor,
+    memory_value: Tensor,
+    *,
+    radius: int,
+    similarity: Similarity = "dot",
+    scale: float | None = None,
+    return_top: int | None = None,
+    max_chunk_elements: int = MAX_CHUNK_ELEMENTS,
+) -> Tensor | tuple[Tensor, WindowTop]:
+    """The PyTorch reference of :func:`window_read` (differentiable; see the module docstring).
+
+    ``max_chunk_elements`` bounds the unfolded keys and values of one band of query rows.
+    """
+    _validate(query_key, memory_key, memory_value, radius, similarity, return_top)
+    batch, key_channels, height, width = query_key.shape
+    value_channels = memory_value.shape[1]
+    scale = 1.0 / math.sqrt(key_channels) if scale is None else float(scale)
+    radius_y, radius_x = clamped_radii(radius, height, width)
+    window = (2 * radius_y + 1, 2 * radius_x + 1)
+    padding = (radius_x, radius_x, radius_y, radius_y)  # F.pad order: left, right, top, bottom
+
+    # autocast off: fp32 logits whatever the input precision (as in memory_read)
+    with torch.autocast(device_type=query_key.device.type, enabled=False):
+        # one compute dtype, at least fp32 (float64 stays float64 for gradcheck)
+        compute_dtype = torch.float32
+        for tensor in (query_key, memory_key, memory_value):
+            compute_dtype = torch.promote_types(compute_dtype, tensor.dtype)
+        qk, mk, mv = (t.to(compute_dtype) for t in (query_key, memory_key, memory_value))
+        padded_key = F.pad(mk, padding)  # [B, Ck, H+2ry, W+2rx], zeros outside
+        padded_value = F.pad(mv, padding)
+        if similarity == "l2":  # ‖k‖² per memory pixel, [B, 1, H+2ry, W+2rx]
+            padded_norm = F.pad(mk.pow(2).sum(dim=1, keepdim=True), padding)
+        # True inside the frame: the padding is excluded from the softmax, not a zero key
+        padded_inside = F.pad(qk.new_ones(1, 1, height, width), padding)
+
+        window_size = window[0] * window[1]
+        per_row = batch * (key_channels + value_channels) * window_size * width
+        rows_per_chunk = max(1, min(height, max_chunk_elements // max(per_row, 1)))
+
+        readouts, top_values, top_offsets = [], [], []
+        for row0 in range(0, height, rows_per_chunk):
+            rows = min(rows_per_chunk, height - row0)
+            band = slice(row0, row0 + rows + 2 * radius_y)  # padded rows the band's windows touch
+
+            def unfold(x: Tensor, band: slice = band, rows: int = rows) -> Tensor:
+                # [B, C, rows+2ry, W+2rx] -> [B, C, (2ry+1)(2rx+1), rows·W]; window offset index
+                # o = (dy + ry)·(2rx+1) + (dx + rx), raster order like F.unfold's kernel axis
+                unfolded = F.unfold(x[:, :, band], kernel_size=window)
+                return unfolded.view(x.shape[0], x.shape[1], window_size, rows * width)
+
+            query = qk[:, :, row0 : row0 + rows].reshape(batch, key_channels, rows * width)
+            keys = unfold(padded_key)  # [B, Ck, K, m]
+            inside = unfold(padded_inside)[:, 0].bool()  # [1, K, m]
+            # Eq. 4: window logits S[b, o, m]
+            dot = torch.einsum("bcm,bcom->bom", query, keys)
+            if similarity == "dot":
+                logits = dot * scale
+            else:
+                logits = (2 * dot - unfold(padded_norm)[:, 0]) * scale
+            logits = logits.masked_fill(~inside, float("-inf"))
+            # Eq. 5: softmax over the window, weighted sum of the window's values
+            weights = torch.softmax(logits, dim=1)
+            readouts.append(torch.einsum("bom,bcom->bcm", weights, unfold(padded_value)))
+            if return_top is not None:
+                top_values.append(_top_logits(logits, return_top))
+                best = logits.argmax(dim=1)  # first maximum: ties go to the smaller offset
+                top_offsets.append(
+                    torch.stack((best // window[1] - radius_y, best % window[1] - radius_x), dim=-1)
+                )
+
+        readout = torch.cat(readouts, dim=2).view(batch, value_channels, height, width)
+        readout = readout.to(memory_value.dtype)
+    if return_top is None:
+        return readout
+    values = torch.cat(top_values, dim=2).permute(0, 2, 1).reshape(batch, height, width, -1)
+    offsets = torch.cat(top_offsets, dim=1).reshape(batch, height, width, 2).long()
+    return readout, WindowTop(values=values, argmax_offset=offsets)
+
+
+def _top_logits(logits: Tensor, k: int) -> Tensor:
+    """The k largest of ``logits [B, K, m]`` along K, descending; -inf past K."""
+    values = logits.topk(min(k, logits.shape[1]), dim=1).values
+    if k > logits.shape[1]:
+        missing = logits.new_full(
+            (logits.shape[0], k - logits.shape[1], logits.shape[2]), -math.inf
+        )
+        values = torch.cat((values, missing), dim=1)
+    return values
+
+
+def window_read_cost(
+    B: int, Ck: int, Cv: int, H: int, W: int, radius: int, dtype_bytes: int
+) -> dict[str, int]:
+    """Analytic FLOPs and bytes moved by one :func:`window_read` forward.
+
+    FLOPs: 2·Ck (logit) + 2·Cv (weighted value) per (query, memory) pair inside the frame,
+    counting multiply and add separately; the softmax's exp/max/sum (O(1) per pair) and the
+    l2 norms (O(Ck) per memory pixel) are left out. Pairs are counted exactly: a query row
+    y has H − |dy| partners at row offset dy, so pairs = Σ_dy (H − |dy|) · Σ_dx (W − |dx|),
+    with the radius clamped to the frame.
+
+    Bytes: the compulsory traffic of an ideal kernel that reads each query key, memory key
+    and memory value once (neighbouring windows overlap, so the shifted reads hit cache) and
+    writes the readout once: ``dtype_bytes · B · H · W · (2·Ck + 2·Cv)``.
+    """
+    radius_y, radius_x = clamped_radii(radius, H, W)
+    rows = sum(H - abs(dy) for dy in range(-radius_y, radius_y + 1))
+    cols = sum(W - abs(dx) for dx in range(-radius_x, radius_x + 1))
+    pairs = B * rows * cols
+    flops = pairs * (2 * Ck + 2 * Cv)
+    bytes_moved = dtype_bytes * B * H * W * (2 * Ck + 2 * Cv)
+    return {"flops": int(flops), "bytes": int(bytes_moved)}

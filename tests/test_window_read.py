@@ -1,0 +1,378 @@
+"""`vos.ops.window_read`: the reference against a dense read restricted to the window, its
+identities, and the Triton kernel (run by the interpreter on the CPU) against the reference.
+
+Tolerances: float64 reference vs dense float64 read 1e-10; kernel vs reference in fp32
+atol = rtol = 1e-4 (forward and gradients); in fp16 the kernel's max error against float64
+is at most 2× the fp16 reference's error (+1e-5); bf16 outputs and gradients are within bf16
+rounding (one ulp, rtol 2⁻⁷) of an fp32 computation on the same bf16-rounded inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vos.ops.dispatch import BackendError
+from vos.ops.memory_read import affinity_logits, memory_read
+from vos.ops.window_read import WindowTop, window_read, window_read_cost, window_read_reference
+
+
+def random_inputs(
+    batch, key_channels, value_channels, height, width, *, seed=0, dtype=torch.float64
+):
+    g = torch.Generator().manual_seed(seed)
+    query_key = torch.randn(batch, key_channels, height, width, generator=g, dtype=dtype)
+    memory_key = torch.randn(batch, key_channels, height, width, generator=g, dtype=dtype)
+    memory_value = torch.randn(batch, value_channels, height, width, generator=g, dtype=dtype)
+    return query_key, memory_key, memory_value
+
+
+def window_mask(height, width, radius):
+    """``[N, M]`` True where memory pixel n lies in the window of query pixel m."""
+    y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    y, x = y.flatten(), x.flatten()
+    return ((y[:, None] - y[None, :]).abs() <= radius) & ((x[:, None] - x[None, :]).abs() <= radius)
+
+
+def dense_window_logits(query_key, memory_key, radius, similarity, scale=None):
+    """The full ``[B, N, M]`` logits of the global read with out-of-window entries at -inf."""
+    _, _, height, width = query_key.shape
+    logits = affinity_logits(
+        query_key.flatten(2), memory_key.flatten(2), similarity=similarity, scale=scale
+    )
+    return logits.masked_fill(~window_mask(height, width, radius), -math.inf)
+
+
+def dense_window_read(query_key, memory_key, memory_value, radius, similarity, scale=None):
+    """Window read = dense read restricted to the window (the issue's definition)."""
+    batch, value_channels, height, width = memory_value.shape
+    logits = dense_window_logits(query_key, memory_key, radius, similarity, scale)
+    readout = torch.bmm(memory_value.flatten(2), torch.softmax(logits, dim=1))
+    return readout.view(batch, value_channels, height, width)
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference
+
+
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_reference_is_the_dense_read_restricted_to_the_window(similarity, radius):
+    query_key, memory_key, memory_value = random_inputs(2, 4, 3, 5, 7)
+    expected = dense_window_read(query_key, memory_key, memory_value, radius, similarity)
+    readout = window_read(query_key, memory_key, memory_value, radius=radius, similarity=similarity)
+    torch.testing.assert_close(readout, expected, atol=1e-10, rtol=1e-10)
+    # one query row per chunk must give the same result as one chunk for the whole frame
+    chunked = window_read_reference(
+        query_key,
+        memory_key,
+        memory_value,
+        radius=radius,
+        similarity=similarity,
+        max_chunk_elements=1,
+    )
+    torch.testing.assert_close(chunked, expected, atol=1e-10, rtol=1e-10)
+
+
+def test_custom_scale_is_applied():
+    query_key, memory_key, memory_value = random_inputs(1, 4, 3, 4, 5)
+    expected = dense_window_read(query_key, memory_key, memory_value, 1, "dot", scale=0.3)
+    readout = window_read(query_key, memory_key, memory_value, radius=1, scale=0.3)
+    torch.testing.assert_close(readout, expected, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+@pytest.mark.parametrize("radius", [4, 50])  # 4 = max(H, W) − 1 reaches every pixel
+def test_radius_covering_the_frame_equals_the_global_read(similarity, radius):
+    # inside the frame nothing is padded, so the border handling cannot differ from memory_read
+    query_key, memory_key, memory_value = random_inputs(2, 4, 3, 4, 5)
+    readout = window_read(query_key, memory_key, memory_value, radius=radius, similarity=similarity)
+    global_read = memory_read(
+        query_key.flatten(2), memory_key.flatten(2), memory_value.flatten(2), similarity=similarity
+    )
+    torch.testing.assert_close(readout.flatten(2), global_read, atol=1e-10, rtol=1e-10)
+
+
+def test_padding_is_excluded_not_read_as_zero_keys():
+    # with a zero key at every padded position a corner pixel would share its softmax with
+    # five zero-logit pixels; excluded, the corner's window is its 2×2 in-frame neighbourhood
+    query_key, memory_key, memory_value = random_inputs(1, 3, 2, 4, 4, seed=1)
+    readout = window_read(query_key, memory_key, memory_value, radius=1)
+    scale = 1 / math.sqrt(3)
+    logits = torch.einsum("c,chw->hw", query_key[0, :, 0, 0], memory_key[0, :, :2, :2]) * scale
+    weights = torch.softmax(logits.flatten(), dim=0)
+    corner = memory_value[0, :, :2, :2].flatten(1) @ weights
+    torch.testing.assert_close(readout[0, :, 0, 0], corner, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+def test_radius_zero_returns_the_memory_value_at_the_same_position(similarity):
+    query_key, memory_key, memory_value = random_inputs(2, 4, 3, 5, 6, dtype=torch.float32)
+    readout = window_read(query_key, memory_key, memory_value, radius=0, similarity=similarity)
+    torch.testing.assert_close(readout, memory_value, atol=0, rtol=0)
+
+
+def test_one_by_one_grid_reads_its_only_pixel():
+    query_key, memory_key, memory_value = random_inputs(3, 4, 5, 1, 1)
+    readout = window_read(query_key, memory_key, memory_value, radius=3, similarity="l2")
+    torch.testing.assert_close(readout, memory_value, atol=0, rtol=0)
+
+
+def test_half_inputs_give_half_outputs_with_fp32_logits():
+    query_key, memory_key, memory_value = random_inputs(1, 4, 3, 4, 5)
+    readout = window_read(
+        query_key.half(), memory_key.half(), memory_value.half(), radius=1, backend="torch"
+    )
+    assert readout.dtype == torch.float16
+    expected = window_read(
+        query_key.half().double(),
+        memory_key.half().double(),
+        memory_value.half().double(),
+        radius=1,
+    )
+    torch.testing.assert_close(readout.double(), expected, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+def test_reference_gradcheck(similarity):
+    inputs = tuple(t.requires_grad_() for t in random_inputs(1, 3, 2, 3, 4, seed=2))
+
+    def read(query_key, memory_key, memory_value):
+        return window_read_reference(
+            query_key,
+            memory_key,
+            memory_value,
+            radius=1,
+            similarity=similarity,
+            max_chunk_elements=1,
+        )
+
+    assert torch.autograd.gradcheck(read, inputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# return_top: LMRC's comparator values and HMMN's tracking offsets
+
+
+def shifted_key_case(shift=(1, -2), height=6, width=7, key_channels=8):
+    """Memory keys equal to the query keys moved by ``shift``: mk[y + dy, x + dx] = qk[y, x]."""
+    g = torch.Generator().manual_seed(3)
+    query_key = torch.nn.functional.normalize(
+        torch.randn(1, key_channels, height, width, generator=g, dtype=torch.float64), dim=1
+    )
+    memory_key = torch.nn.functional.normalize(torch.randn_like(query_key), dim=1)
+    dy, dx = shift
+    ys, xs = slice(max(0, -dy), height - max(0, dy)), slice(max(0, -dx), width - max(0, dx))
+    ys_shifted = slice(ys.start + dy, ys.stop + dy)
+    xs_shifted = slice(xs.start + dx, xs.stop + dx)
+    memory_key[:, :, ys_shifted, xs_shifted] = query_key[:, :, ys, xs]
+    tracked = torch.zeros(height, width, dtype=torch.bool)
+    tracked[ys, xs] = True  # query pixels whose shifted position is inside the frame
+    return query_key, memory_key, tracked
+
+
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+def test_return_top_tracks_a_shifted_key(similarity):
+    # unit-norm keys: q·k and 2 q·k − ‖k‖² are both largest where k = q
+    query_key, memory_key, tracked = shifted_key_case(shift=(1, -2))
+    memory_value = torch.randn(1, 2, 6, 7, dtype=torch.float64)
+    readout, top = window_read(
+        query_key, memory_key, memory_value, radius=2, similarity=similarity, return_top=3
+    )
+    assert isinstance(top, WindowTop)
+    assert top.argmax_offset.shape == (1, 6, 7, 2) and top.argmax_offset.dtype == torch.int64
+    assert top.values.shape == (1, 6, 7, 3)
+    offsets = top.argmax_offset[0][tracked]
+    assert (offsets == torch.tensor([1, -2])).all()
+    # the best logit is the key matched with itself
+    scale = 1 / math.sqrt(8)
+    best = scale if similarity == "dot" else scale * (2 - 1)  # ‖q‖ = 1
+    torch.testing.assert_close(
+        top.values[0, ..., 0][tracked], torch.full((int(tracked.sum()),), best, dtype=torch.float64)
+    )
+    # readout is unchanged by asking for the top
+    plain = window_read(query_key, memory_key, memory_value, radius=2, similarity=similarity)
+    torch.testing.assert_close(readout, plain, atol=0, rtol=0)
+
+
+def test_return_top_values_are_the_sorted_window_logits_padded_with_minus_inf():
+    query_key, memory_key, memory_value = random_inputs(2, 4, 3, 4, 5, seed=4)
+    radius, k = 1, 12  # k > (2r+1)² = 9: every window has fewer than k valid positions
+    _, top = window_read(query_key, memory_key, memory_value, radius=radius, return_top=k)
+    dense = dense_window_logits(query_key, memory_key, radius, "dot")  # [B, N, M]
+    expected = dense.sort(dim=1, descending=True).values  # -inf (outside the window) last
+    expected = torch.cat((expected[:, :9], expected.new_full((2, 3, 20), -math.inf)), dim=1)
+    torch.testing.assert_close(top.values, expected.permute(0, 2, 1).reshape(2, 4, 5, k))
+    # a corner window holds 4 pixels, an edge window 6, an interior one 9
+    valid = torch.isfinite(top.values[0]).sum(-1)
+    assert valid[0, 0] == 4 and valid[0, 2] == 6 and valid[1, 2] == 9
+    # argmax offsets point at the best in-frame position
+    best_memory = dense.argmax(dim=1)[0].view(4, 5)
+    y, x = torch.meshgrid(torch.arange(4), torch.arange(5), indexing="ij")
+    expected_offset = torch.stack((best_memory // 5 - y, best_memory % 5 - x), dim=-1)
+    assert torch.equal(top.argmax_offset[0], expected_offset)
+
+
+def test_return_top_falls_back_to_the_reference_and_triton_refuses_it():
+    query_key, memory_key, memory_value = random_inputs(1, 4, 3, 3, 3, dtype=torch.float32)
+    readout, top = window_read(query_key, memory_key, memory_value, radius=1, return_top=2)
+    assert readout.shape == (1, 3, 3, 3) and top.values.shape == (1, 3, 3, 2)
+    with pytest.raises(BackendError, match="return_top"):
+        window_read(query_key, memory_key, memory_value, radius=1, return_top=2, backend="triton")
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+@pytest.mark.parametrize(
+    ("shapes", "kwargs", "message"),
+    [
+        (((1, 4, 5, 6), (1, 4, 5, 7), (1, 3, 5, 6)), {}, "same shape"),
+        (((1, 4, 5, 6), (1, 3, 5, 6), (1, 3, 5, 6)), {}, "same shape"),
+        (((1, 4, 5, 6), (1, 4, 5, 6), (2, 3, 5, 6)), {}, "memory_value"),
+        (((1, 4, 5, 6), (1, 4, 5, 6), (1, 3, 6, 5)), {}, "memory_value"),
+        (((1, 4, 30), (1, 4, 30), (1, 3, 30)), {}, r"\[B, C, H, W\]"),
+        (((1, 4, 5, 6), (1, 4, 5, 6), (1, 3, 5, 6)), {"radius": -1}, "radius"),
+        (((1, 4, 5, 6), (1, 4, 5, 6), (1, 3, 5, 6)), {"radius": 1.5}, "radius"),
+        (((1, 4, 5, 6), (1, 4, 5, 6), (1, 3, 5, 6)), {"similarity": "cosine"}, "similarity"),
+        (((1, 4, 5, 6), (1, 4, 5, 6), (1, 3, 5, 6)), {"return_top": 0}, "return_top"),
+    ],
+)
+def test_bad_input_raises_a_clear_value_error(shapes, kwargs, message):
+    tensors = [torch.zeros(shape) for shape in shapes]
+    kwargs = {"radius": 1, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        window_read(*tensors, **kwargs)
+
+
+def test_unknown_backend_raises():
+    tensors = random_inputs(1, 2, 2, 3, 3)
+    with pytest.raises(ValueError, match="backend"):
+        window_read(*tensors, radius=1, backend="cuda")
+
+
+def test_triton_backend_refuses_float64():
+    with pytest.raises(BackendError, match="float64"):
+        window_read(*random_inputs(1, 2, 2, 3, 3), radius=1, backend="triton")
+
+
+# ---------------------------------------------------------------------------------------------
+# the Triton kernel (interpreted on the CPU)
+
+KERNEL_CASES = [
+    # B, Ck, Cv, H, W, radius, similarity: grids that are not multiples of the 32-pixel block,
+    # Cv = 20 spanning two 16-channel value blocks, radius 0, a 1×1 grid, a radius > frame
+    pytest.param(2, 5, 20, 7, 9, 1, "dot", id="63px-2valueblocks-dot"),
+    pytest.param(1, 3, 4, 5, 6, 2, "l2", id="30px-r2-l2"),
+    pytest.param(1, 6, 5, 11, 5, 3, "dot", id="55px-r3-dot"),
+    pytest.param(1, 4, 3, 4, 5, 0, "l2", id="radius0-l2"),
+    pytest.param(2, 4, 3, 1, 1, 1, "dot", id="1x1"),
+    pytest.param(1, 3, 2, 3, 4, 6, "l2", id="radius-beyond-frame-l2"),
+]
+
+
+def kernel_and_reference(inputs, grad_readout, radius, similarity):
+    """Outputs and input gradients of both backends for the same inputs and upstream grad."""
+    results = {}
+    for backend in ("triton", "torch"):
+        leaves = [t.detach().clone().requires_grad_() for t in inputs]
+        readout = window_read(*leaves, radius=radius, similarity=similarity, backend=backend)
+        grads = torch.autograd.grad(readout, leaves, grad_readout)
+        results[backend] = (readout, *grads)
+    return results["triton"], results["torch"]
+
+
+@pytest.mark.parametrize(
+    ("batch", "ck", "cv", "height", "width", "radius", "similarity"), KERNEL_CASES
+)
+def test_kernel_matches_reference_fp32(batch, ck, cv, height, width, radius, similarity):
+    inputs = random_inputs(batch, ck, cv, height, width, seed=5, dtype=torch.float32)
+    grad_readout = torch.randn(batch, cv, height, width, generator=torch.Generator().manual_seed(6))
+    kernel, reference = kernel_and_reference(inputs, grad_readout, radius, similarity)
+    for name, got, expected in zip(("readout", "dQ", "dK", "dV"), kernel, reference):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+def test_kernel_fp16_error_is_at_most_twice_the_fp16_reference_error(similarity):
+    inputs64 = random_inputs(2, 8, 12, 7, 9, seed=7)
+    grad64 = torch.randn(
+        2, 12, 7, 9, generator=torch.Generator().manual_seed(8), dtype=torch.float64
+    )
+    # truth: float64 on the fp16-rounded inputs, so only the computation's precision differs
+    inputs64 = [t.half().double() for t in inputs64]
+    grad64 = grad64.half().double()
+    leaves = [t.clone().requires_grad_() for t in inputs64]
+    truth_readout = window_read_reference(*leaves, radius=2, similarity=similarity)
+    truth = (truth_readout, *torch.autograd.grad(truth_readout, leaves, grad64))
+    kernel, reference = kernel_and_reference(
+        [t.half() for t in inputs64], grad64.half(), 2, similarity
+    )
+    for name, got, ref, exact in zip(("readout", "dQ", "dK", "dV"), kernel, reference, truth):
+        assert got.dtype == torch.float16
+        kernel_error = (got.double() - exact).abs().max().item()
+        reference_error = (ref.double() - exact).abs().max().item()
+        assert kernel_error <= 2 * reference_error + 1e-5, (name, kernel_error, reference_error)
+
+
+def test_kernel_bf16_is_the_fp32_result_within_bf16_rounding():
+    # the kernel casts bf16 loads to fp32 and rounds only when storing: compare with fp32 math
+    # on the same bf16-rounded inputs, within one bf16 ulp (relative 2⁻⁷): a GPU rounds the
+    # store to nearest (half an ulp), Triton's interpreter truncates (less than one ulp)
+    inputs = [t.bfloat16() for t in random_inputs(1, 8, 6, 6, 7, seed=9, dtype=torch.float32)]
+    grad_readout = torch.randn(1, 6, 6, 7, generator=torch.Generator().manual_seed(10)).bfloat16()
+    leaves = [t.float().requires_grad_() for t in inputs]
+    fp32_readout = window_read_reference(*leaves, radius=1, similarity="l2")
+    fp32 = (fp32_readout, *torch.autograd.grad(fp32_readout, leaves, grad_readout.float()))
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    readout = window_read(*leaves, radius=1, similarity="l2", backend="triton")
+    kernel = (readout, *torch.autograd.grad(readout, leaves, grad_readout))
+    for name, got, expected in zip(("readout", "dQ", "dK", "dV"), kernel, fp32):
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), expected, atol=1e-4, rtol=2**-7, msg=name)
+
+
+def test_kernel_promotes_mixed_dtypes_and_keeps_the_value_dtype():
+    query_key, memory_key, memory_value = random_inputs(1, 4, 3, 4, 5, dtype=torch.float32)
+    readout = window_read(
+        query_key.half(), memory_key.half(), memory_value, radius=1, backend="triton"
+    )
+    assert readout.dtype == torch.float32
+    expected = window_read(
+        query_key.half(), memory_key.half(), memory_value, radius=1, backend="torch"
+    )
+    torch.testing.assert_close(readout, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_kernel_function_rejects_bad_inputs():
+    from vos.kernels.window_read import window_read_triton
+
+    query_key, memory_key, memory_value = random_inputs(1, 4, 3, 4, 5, dtype=torch.float32)
+    with pytest.raises(ValueError, match="share a dtype"):
+        window_read_triton(query_key, memory_key.half(), memory_value, radius=1)
+    with pytest.raises(ValueError, match="float16, bfloat16 or float32"):
+        window_read_triton(query_key.double(), memory_key.double(), memory_value.double(), radius=1)
+    with pytest.raises(ValueError, match="same shape"):
+        window_read_triton(query_key, memory_key[:, :3], memory_value, radius=1)
+    with pytest.raises(ValueError, match="radius"):
+        window_read_triton(query_key, memory_key, memory_value, radius=-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# cost model
+
+
+def test_cost_counts_the_in_frame_pairs():
+    # radius 0: one pair per pixel; radius covering the frame: every pair, as the global read
+    local = window_read_cost(B=2, Ck=8, Cv=4, H=5, W=6, radius=0, dtype_bytes=4)
+    assert local["flops"] == 2 * 30 * (2 * 8 + 2 * 4)
+    full = window_read_cost(B=2, Ck=8, Cv=4, H=5, W=6, radius=100, dtype_bytes=4)
+    assert full["flops"] == 2 * 30 * 30 * (2 * 8 + 2 * 4)
+    # radius 1 on 5×6: pairs = (5 + 2·4) · (6 + 2·5), matching the window mask
+    ones = window_read_cost(B=1, Ck=1, Cv=1, H=5, W=6, radius=1, dtype_bytes=2)
+    assert ones["flops"] == 4 * int(window_mask(5, 6, 1).sum())
+    assert ones["bytes"] == 2 * 30 * 4
