@@ -1,10 +1,37 @@
-"""The global memory read of STM (dot product) and STCN (negative squared L2).
+"""The global memory read of STM / STCN, with masks (RMNet), a Gaussian bias (HMMN) and top-k (STCN).
 
-readout[b, :, m] = Σ_n softmax_n(S[b, n, m]) · memory_value[b, :, n]
+Shapes (DESIGN.md): ``query_key [B, Ck, M]``, ``memory_key [B, Ck, N]``,
+``memory_value [B, Cv, N]``; M = H·W query pixels (raster order), N = T·H·W memory pixels.
 
-with S = q·k / √Ck (STM, "dot") or S = (2 q·k − ‖k‖²) / √Ck (STCN, "l2"; the −‖q‖² term is
-constant along the softmax axis and dropped). Affinities are computed in fp32 whatever the
-input precision, because half-precision logits over thousands of memory pixels overflow.
+Logits, for memory pixel n and query pixel m::
+
+    dot: S[b, n, m] = k_n · q_m · scale                       (STM)
+    l2:  S[b, n, m] = (2 k_n · q_m − ‖k_n‖²) · scale          (STCN: −‖q−k‖²·scale, the ‖q‖²
+                                                               term is constant over n, dropped)
+
+with ``scale = 1/√Ck`` by default, then
+
+    S  += bias[b, n, m]                                        (any additive bias; reference only)
+    S  += log G[b, n, m],  log G = −((y_m − cy_n)² + (x_m − cx_n)²) / (2 σ_n²)   (HMMN §3.1)
+    S[b, n, :] = −∞ where memory_mask[b, n] is False           (RMNet Eq. 7: exp(S) = 0)
+    W  = softmax over n of S                                   (top_k: only the k best n per m)
+    readout[b, :, m] = Σ_n W[b, n, m] · memory_value[b, :, n]; 0 where query_mask[b, m] is False
+
+HMMN multiplies the softmax by a Gaussian kernel G and L1-normalises over memory; since
+L1-normalise(G ⊙ softmax(S)) = softmax(S + log G), the kernel guidance is an additive log bias,
+which the Triton path computes inside the kernel from the centres and sigmas, block by block.
+(y_m, x_m) = divmod(m, W) for ``query_hw = (H, W)``; centres are (y, x) in query-grid cells.
+
+A query pixel whose memory is entirely masked out (an object that disappeared) reads 0 and gets
+zero gradients. Affinities are fp32 (fp64 for fp64 inputs) whatever the input precision, with
+autocast off: half-precision logits over thousands of memory pixels overflow.
+
+The reference skips masked pixels rather than computing and discarding them: for each batch
+element it gathers the valid memory and query pixels, reads densely, and scatters the result
+back (crop-then-read), so a read restricted to 20%-area boxes costs ~4% of the global read. It
+also bounds memory by processing the query pixels in chunks whose ``[B, N, chunk]`` logits
+stay under ``chunk_elements`` (under autograd the saved softmax weights still total N×M; the
+Triton kernel, flash-attention style, never materialises them).
 """
 
 from __future__ import annotations
@@ -13,10 +40,18 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from vos.ops.dispatch import resolve_backend
+
 Similarity = Literal["dot", "l2"]
-Backend = Literal["auto", "torch"]
+Backend = Literal["auto", "torch", "triton"]
+
+# Largest [B, N, chunk] logits tensor the reference builds at once (fp32: 64 MiB).
+DEFAULT_CHUNK_ELEMENTS = 1 << 24
+# The Triton kernel keeps a [BLOCK, Ck] key tile in registers.
+KERNEL_MAX_KEY_CHANNELS = 256
 
 
 def _at_least_fp32(x: Tensor) -> Tensor:
@@ -49,6 +84,166 @@ def affinity_logits(
     raise ValueError(f"unknown similarity {similarity!r}; expected 'dot' or 'l2'")
 
 
+def query_grid_positions(
+    query_hw: tuple[int, int],
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """(y, x) of every query pixel in raster order, ``[H·W, 2]``: (y_m, x_m) = divmod(m, W)."""
+    height, width = query_hw
+    index = torch.arange(height * width, device=device)
+    return torch.stack([index // width, index % width], dim=1).to(dtype)
+
+
+def gaussian_log_bias(gaussian_centers: Tensor, gaussian_sigma: Tensor, query_yx: Tensor) -> Tensor:
+    """HMMN's kernel as a log bias ``[B, N, M]``: log G = −‖p_m − c_n‖² / (2 σ_n²).
+
+    ``gaussian_centers [B, N, 2]`` (y, x) and ``gaussian_sigma [B, N]`` in query-grid cells;
+    ``query_yx [B or 1, M, 2]`` the query pixels' (y, x).
+    """
+    centers = gaussian_centers.unsqueeze(2)  # [B, N, 1, 2]
+    positions = query_yx.unsqueeze(1)  # [B, 1, M, 2]
+    squared_distance = (positions - centers).pow(2).sum(dim=-1)  # [B, N, M]
+    return -squared_distance / (2 * gaussian_sigma.pow(2).unsqueeze(2))
+
+
+def memory_read_cost(
+    B: int,
+    Ck: int,
+    Cv: int,
+    N: int,
+    M: int,
+    dtype_bytes: int,
+    memory_fraction: float = 1.0,
+    query_fraction: float = 1.0,
+) -> dict[str, float]:
+    """Analytic cost of one forward read: ``{"flops": ..., "bytes": ...}``.
+
+    Only the pixels a masked read computes are counted: ``memory_fraction`` and
+    ``query_fraction`` are the fractions of memory and query pixels inside the masks (boxes);
+    both the reference and the kernel skip the rest. FLOPs are the two matrix products,
+    2·n·m·Ck (logits) + 2·n·m·Cv (weighted sum), with n = memory_fraction·N and
+    m = query_fraction·M; the softmax's O(n·m) elementwise work is not counted (the
+    flash-attention convention). Bytes are the compulsory traffic: the valid query keys,
+    memory keys and values read once, the whole readout ``[B, Cv, M]`` written once (masked
+    queries are written as zeros) and the boolean masks read once. A tiled kernel re-reads
+    the memory tiles once per query block; that reuse is served by cache and not counted.
+    """
+    valid_memory = memory_fraction * N
+    valid_query = query_fraction * M
+    flops = 2.0 * B * valid_memory * valid_query * (Ck + Cv)
+    bytes_moved = dtype_bytes * B * (Ck * valid_query + (Ck + Cv) * valid_memory + Cv * M) + B * (
+        N * (memory_fraction < 1.0) + M * (query_fraction < 1.0)
+    )
+    return {"flops": flops, "bytes": float(bytes_moved)}
+
+
+def _check_inputs(
+    query_key: Tensor,
+    memory_key: Tensor,
+    memory_value: Tensor,
+    *,
+    similarity: str,
+    query_mask: Tensor | None,
+    memory_mask: Tensor | None,
+    bias: Tensor | None,
+    gaussian_centers: Tensor | None,
+    gaussian_sigma: Tensor | None,
+    query_hw: tuple[int, int] | None,
+    top_k: int | None,
+    return_top: int | None,
+) -> None:
+    for name, tensor in (
+        ("query_key", query_key),
+        ("memory_key", memory_key),
+        ("memory_value", memory_value),
+    ):
+        if tensor.dim() != 3:
+            raise ValueError(f"{name} must be [B, C, pixels], got shape {tuple(tensor.shape)}")
+    if query_key.shape[:2] != memory_key.shape[:2]:
+        raise ValueError(
+            f"query_key {tuple(query_key.shape)} and memory_key {tuple(memory_key.shape)} "
+            "must share [B, Ck]"
+        )
+    if memory_key.shape[2] != memory_value.shape[2] or memory_key.shape[0] != memory_value.shape[0]:
+        raise ValueError(
+            f"memory_key {tuple(memory_key.shape)} and memory_value {tuple(memory_value.shape)} "
+            "must share [B, ·, N]"
+        )
+    if similarity not in ("dot", "l2"):
+        raise ValueError(f"unknown similarity {similarity!r}; expected 'dot' or 'l2'")
+    batch, _, queries = query_key.shape
+    memories = memory_key.shape[2]
+    expected = {
+        "query_mask": (batch, queries),
+        "memory_mask": (batch, memories),
+        "bias": (batch, memories, queries),
+        "gaussian_centers": (batch, memories, 2),
+        "gaussian_sigma": (batch, memories),
+    }
+    given = {
+        "query_mask": query_mask,
+        "memory_mask": memory_mask,
+        "bias": bias,
+        "gaussian_centers": gaussian_centers,
+        "gaussian_sigma": gaussian_sigma,
+    }
+    for name, tensor in given.items():
+        if tensor is not None and tuple(tensor.shape) != expected[name]:
+            raise ValueError(
+                f"{name} must have shape {expected[name]} (B, N = memory pixels, M = query "
+                f"pixels), got {tuple(tensor.shape)}"
+            )
+    for name in ("query_mask", "memory_mask"):
+        if given[name] is not None and given[name].dtype != torch.bool:
+            raise ValueError(f"{name} must be a bool tensor, got {given[name].dtype}")
+    if (gaussian_centers is None) != (gaussian_sigma is None):
+        raise ValueError("gaussian_centers and gaussian_sigma must be given together")
+    if gaussian_centers is not None and query_hw is None:
+        raise ValueError(
+            "gaussian_centers needs query_hw=(H, W), the query grid the centres are given in"
+        )
+    if query_hw is not None and (len(query_hw) != 2 or query_hw[0] * query_hw[1] != queries):
+        raise ValueError(
+            f"query_hw={tuple(query_hw)} does not match the {queries} query pixels "
+            "(H·W must equal M)"
+        )
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be a positive number of memory pixels, got {top_k}")
+    if return_top is not None and not 1 <= return_top <= memories:
+        raise ValueError(f"return_top must be in [1, N={memories}], got {return_top}")
+
+
+def _kernel_unsupported_reason(
+    query_key: Tensor,
+    memory_key: Tensor,
+    memory_value: Tensor,
+    *,
+    bias: Tensor | None,
+    gaussian_centers: Tensor | None,
+    gaussian_sigma: Tensor | None,
+    top_k: int | None,
+    return_top: int | None,
+) -> str | None:
+    """Why the Triton kernel cannot run this call, or None when it can."""
+    if bias is not None:
+        return "a dense bias [B, N, M] is reference-only (the Gaussian bias is fused)"
+    if top_k is not None and top_k < memory_key.shape[2]:
+        return "top_k < N (truncated softmax) is reference-only"
+    if return_top is not None:
+        return "return_top is reference-only"
+    dtypes = {query_key.dtype, memory_key.dtype, memory_value.dtype}
+    if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float16, torch.bfloat16}:
+        return f"the kernel needs one dtype among fp32/fp16/bf16, got {sorted(map(str, dtypes))}"
+    if query_key.shape[1] > KERNEL_MAX_KEY_CHANNELS:
+        return f"Ck={query_key.shape[1]} > {KERNEL_MAX_KEY_CHANNELS} key channels"
+    if gaussian_centers is not None and (
+        gaussian_centers.requires_grad or gaussian_sigma.requires_grad
+    ):
+        return "the kernel computes no gradient for gaussian_centers / gaussian_sigma"
+    return None
+
+
 def memory_read(
     query_key: Tensor,
     memory_key: Tensor,
@@ -56,12 +251,18 @@ def memory_read(
     *,
     similarity: Similarity = "dot",
     scale: float | None = None,
-    memory_mask: Tensor | None = None,
     query_mask: Tensor | None = None,
+    memory_mask: Tensor | None = None,
+    bias: Tensor | None = None,
+    gaussian_centers: Tensor | None = None,
+    gaussian_sigma: Tensor | None = None,
+    query_hw: tuple[int, int] | None = None,
     top_k: int | None = None,
+    return_top: int | None = None,
     backend: Backend = "auto",
-) -> Tensor:
-    """Read memory values for every query pixel: ``[B, Cv, M]``.
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+    """Read memory values for every query pixel: ``readout [B, Cv, M]`` (input dtype).
 
     Args:
         query_key: ``[B, Ck, M]``.
@@ -69,32 +270,247 @@ def memory_read(
         memory_value: ``[B, Cv, N]``.
         similarity: ``"dot"`` (STM) or ``"l2"`` (STCN).
         scale: logit scale; ``1/√Ck`` by default.
-        memory_mask: ``[B, N]`` bool; False memory pixels are excluded from the softmax.
-            A query whose memory is entirely masked out reads 0.
-        query_mask: ``[B, M]`` bool; False query pixels read 0.
-        top_k: keep only the k largest logits per query pixel (STCN's truncated softmax).
-        backend: only the PyTorch reference exists so far; ``"auto"`` selects it.
+        query_mask: ``[B, M]`` bool; False query pixels read 0 (and are not computed).
+        memory_mask: ``[B, N]`` bool; False memory pixels are excluded from the softmax and
+            not computed (RMNet's boxes). A query with no valid memory pixel reads 0.
+        bias: ``[B, N, M]`` additive logit bias (reference only).
+        gaussian_centers: ``[B, N, 2]`` (y, x) per memory pixel, in query-grid cells (HMMN).
+        gaussian_sigma: ``[B, N]`` the Gaussian's σ in cells, > 0. No gradient flows to the
+            centres or sigmas on the kernel path (tracked positions are not learned).
+        query_hw: ``(H, W)`` of the query grid, ``H·W = M``; needed with the Gaussian.
+        top_k: STCN's truncated softmax over the k largest logits per query pixel; values tied
+            with the k-th are all kept. ``top_k >= N`` is the full softmax.
+        return_top: also return the ``return_top`` largest logits per query pixel over the
+            memory (after masks and biases, before top_k truncation) and their memory indices,
+            both ``[B, M, return_top]``; slots beyond the valid memory pixels, and masked-out
+            query pixels, hold ``-inf`` and index ``-1``. Logits are fp32 (fp64 for fp64).
+        backend: ``"auto"`` (kernel on CUDA when it supports the call), ``"torch"`` or
+            ``"triton"`` (see ``vos.ops.dispatch``).
+        chunk_elements: the reference's largest ``[B, N, chunk]`` logits tensor.
+
+    Returns:
+        ``readout``, or ``(readout, top_values, top_indices)`` with ``return_top``.
     """
-    if backend not in ("auto", "torch"):
-        raise ValueError(f"unknown backend {backend!r}; expected 'auto' or 'torch'")
-    if memory_key.shape[2] != memory_value.shape[2] or memory_key.shape[0] != memory_value.shape[0]:
-        raise ValueError(
-            f"memory_key {tuple(memory_key.shape)} and memory_value {tuple(memory_value.shape)} "
-            "must share [B, ·, N]"
+    _check_inputs(
+        query_key,
+        memory_key,
+        memory_value,
+        similarity=similarity,
+        query_mask=query_mask,
+        memory_mask=memory_mask,
+        bias=bias,
+        gaussian_centers=gaussian_centers,
+        gaussian_sigma=gaussian_sigma,
+        query_hw=query_hw,
+        top_k=top_k,
+        return_top=return_top,
+    )
+    scale = 1.0 / math.sqrt(query_key.shape[1]) if scale is None else float(scale)
+    unsupported = _kernel_unsupported_reason(
+        query_key,
+        memory_key,
+        memory_value,
+        bias=bias,
+        gaussian_centers=gaussian_centers,
+        gaussian_sigma=gaussian_sigma,
+        top_k=top_k,
+        return_top=return_top,
+    )
+    tensors = [query_key, memory_key, memory_value]
+    if resolve_backend("memory_read", backend, tensors, unsupported) == "triton":
+        from vos.kernels.memory_read import memory_read_triton  # lazy: Triton is optional
+
+        return memory_read_triton(
+            query_key,
+            memory_key,
+            memory_value,
+            similarity=similarity,
+            scale=scale,
+            query_mask=query_mask,
+            memory_mask=memory_mask,
+            gaussian_centers=gaussian_centers,
+            gaussian_sigma=gaussian_sigma,
+            query_hw=query_hw,
         )
     # autocast off: the softmax over N memory pixels needs fp32 logits (Cutie does the same)
     with torch.autocast(device_type=query_key.device.type, enabled=False):
-        logits = affinity_logits(query_key, memory_key, similarity=similarity, scale=scale)
-        if memory_mask is not None:
-            logits = logits.masked_fill(~memory_mask.bool().unsqueeze(2), float("-inf"))
-        if top_k is not None and top_k < logits.shape[1]:
-            kth = logits.topk(top_k, dim=1).values[:, -1:, :]  # [B, 1, M]
+        return _reference_read(
+            query_key,
+            memory_key,
+            memory_value,
+            similarity=similarity,
+            scale=scale,
+            query_mask=query_mask,
+            memory_mask=memory_mask,
+            bias=bias,
+            gaussian_centers=gaussian_centers,
+            gaussian_sigma=gaussian_sigma,
+            query_hw=query_hw,
+            top_k=top_k,
+            return_top=return_top,
+            chunk_elements=chunk_elements,
+        )
+
+
+def _safe_softmax(logits: Tensor, dim: int) -> Tensor:
+    """Softmax that gives 0 (and zero gradients, no NaN) where every logit is −∞."""
+    if logits.shape[dim] == 0:
+        return logits
+    # the shift cancels in the ratio, so it needs no gradient; −∞ rows shift by 0
+    peak = logits.detach().amax(dim=dim, keepdim=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    weights = torch.exp(logits - peak)
+    total = weights.sum(dim=dim, keepdim=True)
+    return weights / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def _dense_read(
+    query_key: Tensor,
+    memory_key: Tensor,
+    memory_value: Tensor,
+    *,
+    similarity: str,
+    scale: float,
+    bias: Tensor | None,
+    gaussian_centers: Tensor | None,
+    gaussian_sigma: Tensor | None,
+    query_yx: Tensor | None,
+    top_k: int | None,
+    return_top: int | None,
+    chunk_elements: int,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Unmasked read in chunks of query pixels: readout ``[B, Cv, M]`` in the compute dtype,
+    and with ``return_top`` the top logits and (local) memory indices ``[B, M, k]``."""
+    batch, _, queries = query_key.shape
+    memories = memory_key.shape[2]
+    values = _at_least_fp32(memory_value)
+    chunk = max(1, chunk_elements // max(1, batch * memories))
+    readouts, top_values, top_indices = [], [], []
+    for start in range(0, max(queries, 1), chunk):
+        columns = slice(start, start + chunk)
+        logits = affinity_logits(
+            query_key[:, :, columns], memory_key, similarity=similarity, scale=scale
+        )  # [B, N, chunk]
+        if bias is not None:
+            logits = logits + bias[:, :, columns].to(logits.dtype)
+        if gaussian_centers is not None:
+            logits = logits + gaussian_log_bias(
+                gaussian_centers.to(logits.dtype),
+                gaussian_sigma.to(logits.dtype),
+                query_yx[:, columns].to(logits.dtype),
+            )
+        if return_top is not None:
+            best = logits.topk(min(return_top, memories), dim=1)
+            top_values.append(best.values.transpose(1, 2))
+            top_indices.append(best.indices.transpose(1, 2))
+        if top_k is not None and top_k < memories:
+            # STCN's truncation; every logit tied with the k-th is kept
+            kth = logits.topk(top_k, dim=1).values[:, -1:, :]  # [B, 1, chunk]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-        weights = torch.softmax(logits, dim=1)
-        weights = torch.nan_to_num(weights, nan=0.0)  # rows with every memory pixel masked out
-        readout = torch.bmm(
-            _at_least_fp32(memory_value), weights.to(_at_least_fp32(memory_value).dtype)
-        ).to(memory_value.dtype)
-    if query_mask is not None:
-        readout = readout * query_mask.to(readout.dtype).unsqueeze(1)
-    return readout
+        weights = _safe_softmax(logits, dim=1)
+        readouts.append(torch.bmm(values.to(weights.dtype), weights))
+    readout = torch.cat(readouts, dim=2)
+    if return_top is None:
+        return readout, None, None
+    return readout, torch.cat(top_values, dim=1), torch.cat(top_indices, dim=1)
+
+
+def _reference_read(
+    query_key: Tensor,
+    memory_key: Tensor,
+    memory_value: Tensor,
+    *,
+    similarity: str,
+    scale: float,
+    query_mask: Tensor | None,
+    memory_mask: Tensor | None,
+    bias: Tensor | None,
+    gaussian_centers: Tensor | None,
+    gaussian_sigma: Tensor | None,
+    query_hw: tuple[int, int] | None,
+    top_k: int | None,
+    return_top: int | None,
+    chunk_elements: int,
+) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+    batch, _, queries = query_key.shape
+    value_channels = memory_value.shape[1]
+    device = query_key.device
+    query_yx = None
+    if gaussian_centers is not None:
+        query_yx = query_grid_positions(query_hw, device).unsqueeze(0)  # [1, M, 2]
+    options = dict(
+        similarity=similarity,
+        scale=scale,
+        top_k=top_k,
+        return_top=return_top,
+        chunk_elements=chunk_elements,
+    )
+    if memory_mask is None and query_mask is None:
+        readout, top_values, top_indices = _dense_read(
+            query_key,
+            memory_key,
+            memory_value,
+            bias=bias,
+            gaussian_centers=gaussian_centers,
+            gaussian_sigma=gaussian_sigma,
+            query_yx=query_yx,
+            **options,
+        )
+    else:
+        # Crop-then-read per batch element: masked pixels are never computed (RMNet's regions).
+        readouts, all_top_values, all_top_indices = [], [], []
+        for b in range(batch):
+            memory_index = None if memory_mask is None else memory_mask[b].nonzero().squeeze(1)
+            query_index = None if query_mask is None else query_mask[b].nonzero().squeeze(1)
+
+            def take(tensor: Tensor | None, dim: int, index: Tensor | None) -> Tensor | None:
+                if tensor is None or index is None:
+                    return tensor
+                return tensor.index_select(dim, index)
+
+            element_bias = (
+                None if bias is None else take(take(bias[b], 0, memory_index), 1, query_index)
+            )
+            read, top_values, top_indices = _dense_read(
+                take(query_key[b], 1, query_index).unsqueeze(0),
+                take(memory_key[b], 1, memory_index).unsqueeze(0),
+                take(memory_value[b], 1, memory_index).unsqueeze(0),
+                bias=None if element_bias is None else element_bias.unsqueeze(0),
+                gaussian_centers=None
+                if gaussian_centers is None
+                else take(gaussian_centers[b], 0, memory_index).unsqueeze(0),
+                gaussian_sigma=None
+                if gaussian_sigma is None
+                else take(gaussian_sigma[b], 0, memory_index).unsqueeze(0),
+                query_yx=None
+                if query_yx is None
+                else take(query_yx[0], 0, query_index).unsqueeze(0),
+                **options,
+            )
+            read = read[0]  # [Cv, m_b]
+            if query_index is not None:
+                read = read.new_zeros(value_channels, queries).index_copy(1, query_index, read)
+            readouts.append(read)
+            if return_top is not None:
+                top_values, top_indices = top_values[0], top_indices[0]  # [m_b, min(k, n_b)]
+                if memory_index is not None:
+                    top_indices = memory_index[top_indices]
+                missing = return_top - top_values.shape[1]  # fewer valid memory pixels than k
+                top_values = F.pad(top_values, (0, missing), value=float("-inf"))
+                top_indices = F.pad(top_indices, (0, missing), value=-1)
+                if query_index is not None:
+                    top_values = top_values.new_full(
+                        (queries, return_top), float("-inf")
+                    ).index_copy(0, query_index, top_values)
+                    top_indices = top_indices.new_full((queries, return_top), -1).index_copy(
+                        0, query_index, top_indices
+                    )
+                all_top_values.append(top_values)
+                all_top_indices.append(top_indices)
+        readout = torch.stack(readouts)
+        if return_top is not None:
+            top_values, top_indices = torch.stack(all_top_values), torch.stack(all_top_indices)
+    readout = readout.to(memory_value.dtype)
+    if return_top is None:
+        return readout
+    return readout, top_values, top_indices
