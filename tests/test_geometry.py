@@ -1,0 +1,76 @@
+import math
+
+import pytest
+import torch
+
+from vos.ops.geometry import boxes_from_masks, expand_index, sine_positional_encoding, warp_backward
+
+
+def _mask(height, width, y0, x0, y1, x1):
+    m = torch.zeros(1, 1, height, width)
+    m[..., y0:y1, x0:x1] = 0.9
+    return m
+
+
+def test_box_around_mask_with_padding_and_clamping():
+    boxes, maps = boxes_from_masks(_mask(10, 12, 2, 3, 5, 7), padding=1)
+    assert boxes.tolist() == [[[1, 2, 6, 8]]]
+    assert maps.sum().item() == 5 * 6
+    # a box touching the border is clamped to the frame
+    boxes, _ = boxes_from_masks(_mask(10, 12, 0, 9, 3, 12), padding=2)
+    assert boxes.tolist() == [[[0, 7, 5, 12]]]
+    # below the threshold nothing counts
+    weak = _mask(10, 12, 2, 3, 5, 7) * 0.5
+    assert boxes_from_masks(weak, min_pixels=1)[0].tolist() == [[[0, 0, 10, 12]]]
+
+
+def test_too_few_pixels_fall_back_to_full_frame_or_nothing():
+    tiny = _mask(8, 8, 3, 3, 5, 5)  # 4 pixels
+    boxes, maps = boxes_from_masks(tiny, min_pixels=10)
+    assert boxes.tolist() == [[[0, 0, 8, 8]]] and maps.all()
+    boxes, maps = boxes_from_masks(torch.zeros(1, 1, 8, 8), fallback="empty")
+    assert boxes.tolist() == [[[0, 0, 0, 0]]] and not maps.any()
+    with pytest.raises(ValueError, match="fallback"):
+        boxes_from_masks(tiny, fallback="nope")
+
+
+def test_warp_moves_a_square_by_the_flow():
+    previous = _mask(8, 12, 2, 2, 5, 5)  # frame t-1: square at x 2..4
+    flow = torch.zeros(1, 2, 8, 12)
+    flow[:, 0] = -3.0  # frame t pixel x came from x - 3: the square moved right by 3
+    flow[:, 1] = 1.0  # ... and up by 1 (frame t pixel y came from y + 1)
+    warped, valid = warp_backward(previous, flow)
+    torch.testing.assert_close(warped, _mask(8, 12, 1, 5, 4, 8) * valid)
+    # pixels whose source lies outside frame t-1 are invalid and 0
+    assert valid[0, 0, :, :3].sum() == 0 and valid[0, 0, -1].sum() == 0
+    assert valid[0, 0, :7, 3:].all()
+
+
+def test_sine_positional_encoding_is_distinct_per_position():
+    code = sine_positional_encoding(16, 5, 7)
+    assert code.shape == (16, 5, 7)
+    flat = code.flatten(1).T  # [positions, channels]
+    assert torch.cdist(flat, flat).add(torch.eye(35) * 1e3).min() > 1e-3
+    # (sin, cos) pairs lie on the unit circle
+    pairs = code.view(8, 2, 5, 7)
+    torch.testing.assert_close(pairs.pow(2).sum(dim=1), torch.ones(8, 5, 7))
+    # the first y pair is sin/cos of the normalised row position
+    y = (torch.arange(5) + 0.5) / 5 * 2 * math.pi
+    torch.testing.assert_close(code[0, :, 0], y.sin().float())
+    with pytest.raises(ValueError, match="multiple of 4"):
+        sine_positional_encoding(6, 2, 2)
+
+
+def test_expand_index_to_children():
+    # coarse grid 2x3, two frames; index 4 = frame 0, (y=1, x=1); index 6 = frame 1, (0, 0)
+    index = torch.tensor([[4, 6]])
+    fine = expand_index(index, (2, 3), factor=2)
+    # fine grid 4x6: (2,2) (2,3) (3,2) (3,3) of frame 0, then (0,0) (0,1) (1,0) (1,1) of frame 1
+    assert fine.tolist() == [[14, 15, 20, 21, 24, 25, 30, 31]]
+    # every child maps back to its parent
+    coarse = torch.arange(12).view(1, 12)
+    children = expand_index(coarse, (2, 3), factor=4).view(12, 16)
+    frame = children // (8 * 12)
+    y, x = (children % 96) // 12, (children % 96) % 12
+    parent = frame * 6 + (y // 4) * 3 + x // 4
+    assert torch.equal(parent, torch.arange(12).view(12, 1).expand(12, 16))
