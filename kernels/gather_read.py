@@ -1,0 +1,472 @@
+"""Triton kernels of `vos.ops.gather_read`: forward and backward of the gathered memory read.
+
+Equations (see `vos.ops.gather_read` for the conventions: −1 = no candidate, duplicates are
+separate candidates):
+
+    S[r, k]    = (q_r · k_{index[k]}) · scale        "dot"
+               = (2 q_r · k_{index[k]} − ‖k‖²) · scale   "l2"
+    P[r, k]    = softmax_k(S[r, k])                    (online over blocks of K)
+    readout_r  = Σ_k P[r, k] · v_{index[k]}
+
+Backward (recomputing S and P from the saved log-sum-exp, as flash-attention does):
+
+    dP[r, k] = dO_r · v_k,   D_r = dO_r · O_r,   dS = P ⊙ (dP − D)
+    dq_r     = scale · Σ_k dS[r, k] k_k                     (×2 for "l2")
+    dk_n    += scale · Σ_{(r, k): index = n} dS[r, k] q_r    ("l2": 2 dS q − 2 dS k)
+    dv_n    += Σ_{(r, k): index = n} P[r, k] dO_r
+
+dk and dv are scattered with fp32 atomic adds into pixel-major buffers ``[B, N, C]`` that a
+config ``pre_hook`` zeroes (autotuning reruns the kernel, so zeroing once would not do).
+
+Layout. Memory is passed pixel-major (``[B, N, C]``, a transposed copy made by the wrapper) so
+one candidate's channels are contiguous. Queries are seen as ``[B, Ck, G, g]`` (the plain form
+is ``g = 1``). A program owns rows of queries:
+
+- plain (``GROUPED=False``): ``BLOCK_M`` query pixels, each with its own index row, so the
+  candidate tiles are ``[BLOCK_M, BLOCK_K, C]``;
+- grouped (``GROUPED=True``): one group, its ``g`` pixels as rows (``BLOCK_M`` = next power
+  of two ≥ g) and one shared index row, so the candidate tiles are ``[1, BLOCK_K, C]``:
+  each candidate key and value is loaded once per group and broadcast over its pixels.
+
+The forward splits the value channels over the grid (``BLOCK_CV``), recomputing the logits
+per split; the backward loops over value blocks inside (dP needs all of Cv). All arithmetic
+is fp32 whatever the input dtype (fp32/fp16/bf16); outputs are written in fp32 and cast by
+the wrapper, and the fp32 readout is kept for the backward's D so half-precision gradients
+do not inherit the output's rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from vos.ops.gather_read import kernel_unsupported_reason, validate_gather_read
+
+_INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _zero_memory_grads(nargs: dict) -> None:
+    # dk/dv are accumulated atomically: every (benchmark or real) launch starts from zero
+    nargs["memory_key_grad_ptr"].zero_()
+    nargs["memory_value_grad_ptr"].zero_()
+
+
+def _configs(plain: bool, backward: bool) -> list[triton.Config]:
+    """Autotune configs; one small config under the interpreter (several need a GPU driver)."""
+    hook = _zero_memory_grads if backward else None
+    if _INTERPRETING:
+        # small blocks so the tiny test shapes still cross block boundaries
+        blocks = {"BLOCK_K": 8, "BLOCK_CV": 8, **({"BLOCK_M": 4} if plain else {})}
+        return [triton.Config(blocks, num_warps=1, num_stages=1, pre_hook=hook)]
+    configs = []
+    block_ms = (4, 8, 16) if plain else (None,)
+    for block_m in block_ms:
+        for block_k in (8, 16, 32):
+            for block_cv in (32, 64):
+                for num_warps in (4, 8):
+                    blocks = {"BLOCK_K": block_k, "BLOCK_CV": block_cv}
+                    if block_m is not None:
+                        blocks["BLOCK_M"] = block_m
+                    configs.append(
+                        triton.Config(blocks, num_warps=num_warps, num_stages=2, pre_hook=hook)
+                    )
+    return configs
+
+
+_AUTOTUNE_KEY = ["candidates", "key_channels", "value_channels", "group_size"]
+# fp32 elements per thread that one [rows, BLOCK_K, channels] tile may take in registers
+_TILE_ELEMENTS_PER_THREAD = 64
+
+
+def prune_configs(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """Drop configs whose candidate tiles would spill registers or overshoot Cv.
+
+    A tile is [BLOCK_M, BLOCK_K, max(BLOCK_CK, BLOCK_CV)] fp32; BLOCK_M is the config's
+    (plain) or the group's (grouped, passed in ``kwargs``). Keeps the smallest tile if none fits.
+    """
+    value_block_cap = triton.next_power_of_2(named_args["value_channels"])
+
+    def tile(config: triton.Config) -> int:
+        block_m = config.kwargs.get("BLOCK_M", kwargs.get("BLOCK_M", 1))
+        channels = max(kwargs["BLOCK_CK"], config.kwargs["BLOCK_CV"])
+        return block_m * config.kwargs["BLOCK_K"] * channels
+
+    smallest_cv = min(c.kwargs["BLOCK_CV"] for c in configs)
+    kept = [
+        c
+        for c in configs
+        if tile(c) <= _TILE_ELEMENTS_PER_THREAD * 32 * c.num_warps
+        and c.kwargs["BLOCK_CV"] <= max(value_block_cap, smallest_cv)
+    ]
+    return kept or [min(configs, key=lambda c: (tile(c), c.num_warps))]
+
+
+@triton.jit
+def _query_rows(pid_rows, groups, group_size, GROUPED: tl.constexpr, BLOCK_M: tl.constexpr):
+    """This program's query rows: (group, pixel) coordinates, validity, and index rows."""
+    rows = tl.arange(0, BLOCK_M)
+    if GROUPED:
+        # one group per program: rows are its pixels, all reading one shared index row
+        row_group = tl.zeros([BLOCK_M], tl.int32) + pid_rows
+        row_pixel = rows
+        row_valid = rows < group_size
+        index_row = tl.zeros([1], tl.int32) + pid_rows
+    else:
+        # BLOCK_M query pixels (groups of one), each with its own index row
+        row_group = pid_rows * BLOCK_M + rows
+        row_pixel = tl.zeros([BLOCK_M], tl.int32)
+        row_valid = row_group < groups
+        index_row = row_group
+    return row_group, row_pixel, row_valid, index_row
+
+
+@triton.jit
+def _load_candidates(
+    index_base, index_row, groups, candidates, k_start, stride_ig, stride_ik, BLOCK_K: tl.constexpr
+):
+    """Candidate memory pixels ``[rows, BLOCK_K]`` (−1 and padding → slot 0, valid=False)."""
+    offs_k = k_start + tl.arange(0, BLOCK_K)
+    in_range = (index_row < groups)[:, None] & (offs_k < candidates)[None, :]
+    index_ptrs = (
+        index_base + index_row[:, None].to(tl.int64) * stride_ig + offs_k[None, :] * stride_ik
+    )
+    index = tl.load(index_ptrs, mask=in_range, other=-1).to(tl.int64)
+    valid = index >= 0
+    return tl.where(valid, index, 0), valid
+
+
+@triton.jit
+def _logits(query, keys, valid, scale, L2: tl.constexpr):
+    """S = q·k·scale ("dot") or (2 q·k − ‖k‖²)·scale ("l2"); −inf for missing candidates."""
+    logits = tl.sum(query[:, None, :] * keys, axis=2)
+    if L2:
+        logits = 2.0 * logits - tl.sum(keys * keys, axis=2)
+    logits = logits * scale
+    return tl.where(valid, logits, float("-inf"))
+
+
+@triton.jit
+def _gather_read_fwd_kernel(
+    query_ptr, memory_key_ptr, memory_value_ptr, index_ptr, readout_ptr, lse_ptr,
+    scale, groups, group_size, candidates, key_channels, value_channels,
+    stride_qb, stride_qc, stride_qg, stride_qp,
+    stride_kb, stride_kn, stride_kc,
+    stride_vb, stride_vn, stride_vc,
+    stride_ib, stride_ig, stride_ik,
+    stride_ob, stride_oc, stride_og, stride_op,
+    stride_lb, stride_lg, stride_lp,
+    L2: tl.constexpr, GROUPED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_CK: tl.constexpr, BLOCK_CV: tl.constexpr,
+):  # fmt: skip
+    pid_rows = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    pid_cv = tl.program_id(2)
+    row_group, row_pixel, row_valid, index_row = _query_rows(
+        pid_rows, groups, group_size, GROUPED, BLOCK_M
+    )
+    offs_ck = tl.arange(0, BLOCK_CK)
+    ck_in = offs_ck < key_channels
+    offs_cv = pid_cv * BLOCK_CV + tl.arange(0, BLOCK_CV)
+    cv_in = offs_cv < value_channels
+
+    query_ptrs = (
+        query_ptr + batch * stride_qb + offs_ck[None, :] * stride_qc
+        + row_group[:, None] * stride_qg + row_pixel[:, None] * stride_qp
+    )  # fmt: skip
+    query = tl.load(query_ptrs, mask=row_valid[:, None] & ck_in[None, :], other=0.0)
+    query = query.to(tl.float32)
+    key_base = memory_key_ptr + batch * stride_kb
+    value_base = memory_value_ptr + batch * stride_vb
+    index_base = index_ptr + batch * stride_ib
+
+    # online softmax state: running max m, normaliser l = Σ exp(S − m), acc = Σ exp(S − m) v
+    running_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    normaliser = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_CV], tl.float32)
+    for k_start in range(0, candidates, BLOCK_K):
+        candidate, valid = _load_candidates(
+            index_base, index_row, groups, candidates, k_start, stride_ig, stride_ik, BLOCK_K
+        )
+        key_ptrs = key_base + candidate[:, :, None] * stride_kn + offs_ck[None, None, :] * stride_kc
+        keys = tl.load(key_ptrs, mask=valid[:, :, None] & ck_in[None, None, :], other=0.0)
+        logits = _logits(query, keys.to(tl.float32), valid, scale, L2)
+
+        # w = softmax_k(S), accumulated block by block with rescaling by exp(m_old − m_new)
+        new_max = tl.maximum(running_max, tl.max(logits, axis=1))
+        shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # no candidate seen yet
+        rescale = tl.exp(running_max - shift)
+        weights = tl.exp(logits - shift[:, None])
+        normaliser = normaliser * rescale + tl.sum(weights, axis=1)
+
+        # readout += Σ_k w_k v_k
+        value_ptrs = (
+            value_base + candidate[:, :, None] * stride_vn + offs_cv[None, None, :] * stride_vc
+        )
+        values = tl.load(value_ptrs, mask=valid[:, :, None] & cv_in[None, None, :], other=0.0)
+        acc = acc * rescale[:, None] + tl.sum(weights[:, :, None] * values.to(tl.float32), axis=1)
+        running_max = new_max
+
+    # readout = acc / l; a row with no candidate reads 0
+    has_candidate = normaliser > 0
+    readout = acc / tl.where(has_candidate, normaliser, 1.0)[:, None]
+    readout_ptrs = (
+        readout_ptr + batch * stride_ob + offs_cv[None, :] * stride_oc
+        + row_group[:, None] * stride_og + row_pixel[:, None] * stride_op
+    )  # fmt: skip
+    tl.store(readout_ptrs, readout, mask=row_valid[:, None] & cv_in[None, :])
+    # log-sum-exp for the backward (−inf for a row with no candidate); one split writes it
+    lse = tl.where(
+        has_candidate, running_max + tl.log(tl.where(has_candidate, normaliser, 1.0)), float("-inf")
+    )
+    lse_ptrs = lse_ptr + batch * stride_lb + row_group * stride_lg + row_pixel * stride_lp
+    tl.store(lse_ptrs, lse, mask=row_valid & (pid_cv == 0))
+
+
+@triton.jit
+def _gather_read_bwd_kernel(
+    query_ptr, memory_key_ptr, memory_value_ptr, index_ptr, grad_readout_ptr, lse_ptr, delta_ptr,
+    query_grad_ptr, memory_key_grad_ptr, memory_value_grad_ptr,
+    scale, groups, group_size, candidates, key_channels, value_channels,
+    stride_qb, stride_qc, stride_qg, stride_qp,
+    stride_kb, stride_kn, stride_kc,
+    stride_vb, stride_vn, stride_vc,
+    stride_ib, stride_ig, stride_ik,
+    stride_ob, stride_oc, stride_og, stride_op,
+    stride_lb, stride_lg, stride_lp,
+    L2: tl.constexpr, GROUPED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_CK: tl.constexpr, BLOCK_CV: tl.constexpr,
+):  # fmt: skip
+    # query_grad shares the query's strides, grad_readout the readout's, lse and delta one
+    # layout, and the memory grads the (pixel-major) memory's
+    pid_rows = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    row_group, row_pixel, row_valid, index_row = _query_rows(
+        pid_rows, groups, group_size, GROUPED, BLOCK_M
+    )
+    offs_ck = tl.arange(0, BLOCK_CK)
+    ck_in = offs_ck < key_channels
+
+    query_offsets = (
+        batch * stride_qb + offs_ck[None, :] * stride_qc
+        + row_group[:, None] * stride_qg + row_pixel[:, None] * stride_qp
+    )  # fmt: skip
+    query_mask = row_valid[:, None] & ck_in[None, :]
+    query = tl.load(query_ptr + query_offsets, mask=query_mask, other=0.0).to(tl.float32)
+    row_offsets = batch * stride_lb + row_group * stride_lg + row_pixel * stride_lp
+    lse = tl.load(lse_ptr + row_offsets, mask=row_valid, other=0.0)
+    lse = tl.where(lse == float("-inf"), 0.0, lse)  # rows with no candidate: every P is 0
+    delta = tl.load(delta_ptr + row_offsets, mask=row_valid, other=0.0)
+    grad_readout_base = grad_readout_ptr + batch * stride_ob
+    row_readout_offsets = row_group[:, None] * stride_og + row_pixel[:, None] * stride_op
+    key_base = memory_key_ptr + batch * stride_kb
+    value_base = memory_value_ptr + batch * stride_vb
+    key_grad_base = memory_key_grad_ptr + batch * stride_kb
+    value_grad_base = memory_value_grad_ptr + batch * stride_vb
+    index_base = index_ptr + batch * stride_ib
+
+    query_grad = tl.zeros([BLOCK_M, BLOCK_CK], tl.float32)
+    for k_start in range(0, candidates, BLOCK_K):
+        candidate, valid = _load_candidates(
+            index_base, index_row, groups, candidates, k_start, stride_ig, stride_ik, BLOCK_K
+        )
+        key_offsets = candidate[:, :, None] * stride_kn + offs_ck[None, None, :] * stride_kc
+        key_mask = valid[:, :, None] & ck_in[None, None, :]
+        keys = tl.load(key_base + key_offsets, mask=key_mask, other=0.0).to(tl.float32)
+        logits = _logits(query, keys, valid, scale, L2)
+        # P = exp(S − lse): the forward's softmax weights
+        weights = tl.where(row_valid[:, None], tl.exp(logits - lse[:, None]), 0.0)
+
+        weights_grad = tl.zeros([BLOCK_M, BLOCK_K], tl.float32)
+        for cv_start in range(0, value_channels, BLOCK_CV):
+            offs_cv = cv_start + tl.arange(0, BLOCK_CV)
+            cv_in = offs_cv < value_channels
+            grad_readout = tl.load(
+                grad_readout_base + row_readout_offsets + offs_cv[None, :] * stride_oc,
+                mask=row_valid[:, None] & cv_in[None, :],
+                other=0.0,
+            ).to(tl.float32)
+            value_offsets = candidate[:, :, None] * stride_vn + offs_cv[None, None, :] * stride_vc
+            value_mask = valid[:, :, None] & cv_in[None, None, :]
+            values = tl.load(value_base + value_offsets, mask=value_mask, other=0.0)
+            # dP = dO · v
+            weights_grad += tl.sum(grad_readout[:, None, :] * values.to(tl.float32), axis=2)
+            # dv_n += Σ P dO over the rows reading n (summed over a group's pixels first)
+            value_grad = weights[:, :, None] * grad_readout[:, None, :]
+            if GROUPED:
+                value_grad = tl.sum(value_grad, axis=0, keep_dims=True)
+            tl.atomic_add(
+                value_grad_base + value_offsets, value_grad, mask=value_mask, sem="relaxed"
+            )
+
+        # dS = P ⊙ (dP − D) (softmax backward), times the logit scale
+        logits_grad = weights * (weights_grad - delta[:, None]) * scale
+        if L2:
+            # S = (2 q·k − ‖k‖²)·scale: dq = 2 Σ_k dS k, dk = 2 Σ_rows dS q − 2 (Σ_rows dS) k
+            query_grad += 2.0 * tl.sum(logits_grad[:, :, None] * keys, axis=1)
+            key_grad = 2.0 * logits_grad[:, :, None] * query[:, None, :]
+            if GROUPED:
+                key_grad = tl.sum(key_grad, axis=0, keep_dims=True)
+                row_sum = tl.sum(logits_grad, axis=0, keep_dims=True)
+            else:
+                row_sum = logits_grad
+            key_grad -= 2.0 * row_sum[:, :, None] * keys
+        else:
+            # S = q·k·scale: dq = Σ_k dS k, dk = Σ_rows dS q
+            query_grad += tl.sum(logits_grad[:, :, None] * keys, axis=1)
+            key_grad = logits_grad[:, :, None] * query[:, None, :]
+            if GROUPED:
+                key_grad = tl.sum(key_grad, axis=0, keep_dims=True)
+        tl.atomic_add(key_grad_base + key_offsets, key_grad, mask=key_mask, sem="relaxed")
+
+    tl.store(query_grad_ptr + query_offsets, query_grad, mask=query_mask)
+
+
+_PRUNE = {"early_config_prune": prune_configs}
+_fwd_plain = triton.autotune(
+    _configs(plain=True, backward=False), key=_AUTOTUNE_KEY, prune_configs_by=_PRUNE
+)(_gather_read_fwd_kernel)
+_fwd_grouped = triton.autotune(
+    _configs(plain=False, backward=False), key=_AUTOTUNE_KEY, prune_configs_by=_PRUNE
+)(_gather_read_fwd_kernel)
+_bwd_plain = triton.autotune(
+    _configs(plain=True, backward=True), key=_AUTOTUNE_KEY, prune_configs_by=_PRUNE
+)(_gather_read_bwd_kernel)
+_bwd_grouped = triton.autotune(
+    _configs(plain=False, backward=True), key=_AUTOTUNE_KEY, prune_configs_by=_PRUNE
+)(_gather_read_bwd_kernel)
+
+
+def _grid(batch: int, groups: int, value_channels: int, grouped: bool, backward: bool):
+    """(row programs, batch, value-channel splits): rows first, the axis with the big limit."""
+
+    def grid(meta):
+        rows = groups if grouped else triton.cdiv(groups, meta["BLOCK_M"])
+        splits = 1 if backward else triton.cdiv(value_channels, meta["BLOCK_CV"])
+        return (rows, batch, splits)
+
+    return grid
+
+
+class _GatherRead(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, query_key, memory_key, memory_value, index, similarity, scale):
+        grouped = query_key.ndim == 4
+        queries = (query_key if grouped else query_key.unsqueeze(3)).contiguous()
+        batch, key_channels, groups, group_size = queries.shape
+        value_channels = memory_value.shape[1]
+        # pixel-major memory: a candidate's channels are one contiguous row
+        key_rows = memory_key.transpose(1, 2).contiguous()  # [B, N, Ck]
+        value_rows = memory_value.transpose(1, 2).contiguous()  # [B, N, Cv]
+        index = index.contiguous()
+        # every element of both is written by the kernel (zeros/−inf for rows with no candidate)
+        readout = torch.empty(
+            batch, value_channels, groups, group_size, device=queries.device, dtype=torch.float32
+        )
+        lse = torch.empty(batch, groups, group_size, device=queries.device, dtype=torch.float32)
+        l2 = similarity == "l2"
+        if readout.numel() > 0:
+            kernel = _fwd_grouped if grouped else _fwd_plain
+            blocks = {"BLOCK_M": triton.next_power_of_2(group_size)} if grouped else {}
+            with torch.cuda.device(queries.device) if queries.is_cuda else nullcontext():
+                kernel[_grid(batch, groups, value_channels, grouped, backward=False)](
+                    queries, key_rows, value_rows, index, readout, lse,
+                    scale, groups, group_size, index.shape[2], key_channels, value_channels,
+                    *queries.stride(), *key_rows.stride(), *value_rows.stride(),
+                    *index.stride(), *readout.stride(), *lse.stride(),
+                    L2=l2, GROUPED=grouped,
+                    BLOCK_CK=triton.next_power_of_2(key_channels), **blocks,
+                )  # fmt: skip
+        # the caller's memory tensors, not the pixel-major copies: the backward redoes the cheap
+        # transpose rather than keeping a second copy of the memory alive
+        ctx.save_for_backward(queries, memory_key, memory_value, index, readout, lse)
+        ctx.grouped, ctx.l2, ctx.scale = grouped, l2, scale
+        ctx.dtypes = (query_key.dtype, memory_key.dtype, memory_value.dtype)
+        result = readout.to(memory_value.dtype)
+        return result if grouped else result.squeeze(3)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_readout):
+        queries, memory_key, memory_value, index, readout, lse = ctx.saved_tensors
+        key_rows = memory_key.transpose(1, 2).contiguous()  # [B, N, Ck]
+        value_rows = memory_value.transpose(1, 2).contiguous()  # [B, N, Cv]
+        grouped = ctx.grouped
+        batch, key_channels, groups, group_size = queries.shape
+        value_channels = value_rows.shape[2]
+        grad_readout = (grad_readout if grouped else grad_readout.unsqueeze(3)).contiguous()
+        # D = Σ_c dO·O per query row: the softmax backward's row term
+        delta = (grad_readout.float() * readout).sum(dim=1).contiguous()  # [B, G, g]
+        query_grad = torch.empty(queries.shape, device=queries.device, dtype=torch.float32)
+        key_grad_rows = torch.empty(key_rows.shape, device=queries.device, dtype=torch.float32)
+        value_grad_rows = torch.empty(value_rows.shape, device=queries.device, dtype=torch.float32)
+        if readout.numel() > 0:
+            kernel = _bwd_grouped if grouped else _bwd_plain
+            blocks = {"BLOCK_M": triton.next_power_of_2(group_size)} if grouped else {}
+            with torch.cuda.device(queries.device) if queries.is_cuda else nullcontext():
+                kernel[_grid(batch, groups, value_channels, grouped, backward=True)](
+                    queries, key_rows, value_rows, index, grad_readout, lse, delta,
+                    query_grad, key_grad_rows, value_grad_rows,
+                    ctx.scale, groups, group_size, index.shape[2], key_channels, value_channels,
+                    *queries.stride(), *key_rows.stride(), *value_rows.stride(),
+                    *index.stride(), *grad_readout.stride(), *lse.stride(),
+                    L2=ctx.l2, GROUPED=grouped,
+                    BLOCK_CK=triton.next_power_of_2(key_channels), **blocks,
+                )  # fmt: skip
+        else:
+            query_grad.zero_()
+            key_grad_rows.zero_()
+            value_grad_rows.zero_()
+        query_dtype, key_dtype, value_dtype = ctx.dtypes
+        query_grad = query_grad.to(query_dtype)
+        key_grad = key_grad_rows.transpose(1, 2).to(key_dtype).contiguous()
+        value_grad = value_grad_rows.transpose(1, 2).to(value_dtype).contiguous()
+        return (
+            query_grad if grouped else query_grad.squeeze(3),
+            key_grad,
+            value_grad,
+            None,
+            None,
+            None,
+        )
+
+
+def gather_read_triton(
+    query_key: Tensor,
+    memory_key: Tensor,
+    memory_value: Tensor,
+    index: Tensor,
+    *,
+    similarity: str = "dot",
+    scale: float | None = None,
+    check_index_range: bool = True,
+) -> Tensor:
+    """The Triton gathered read (forward and backward); same contract as `vos.ops.gather_read`.
+
+    Each input may be fp32, fp16 or bf16 (read in its own dtype, fp32 arithmetic inside; the
+    readout has ``memory_value``'s dtype, each gradient its input's), with Ck ≤ 256 and
+    g ≤ 64; CPU tensors need ``TRITON_INTERPRET=1``. ``check_index_range=False``
+    skips the index range check (one host sync) when the caller has already done it.
+    """
+    if similarity not in ("dot", "l2"):
+        raise ValueError(f"gather_read: unknown similarity {similarity!r}; expected 'dot' or 'l2'")
+    validate_gather_read(
+        query_key, memory_key, memory_value, index, check_index_range=check_index_range
+    )
+    reason = kernel_unsupported_reason(query_key, memory_key, memory_value)
+    if reason is not None:
+        raise ValueError(f"gather_read (Triton): {reason}; use backend='torch'")
+    if not query_key.is_cuda and not _INTERPRETING:
+        raise RuntimeError(
+            "gather_read (Triton): CPU tensors need TRITON_INTERPRET=1 set before vos.kernels "
+            "is imported"
+        )
+    scale = query_key.shape[1] ** -0.5 if scale is None else float(scale)
+    return _GatherRead.apply(query_key, memory_key, memory_value, index, similarity, scale)

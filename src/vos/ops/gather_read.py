@@ -1,0 +1,295 @@
+"""The gathered memory read: each query pixel reads only K given memory pixels.
+
+HMMN's top-k guided fine-scale read (§3.2): a res3/res2 query pixel attends only to the memory
+pixels that its res4 cell matched best, instead of to the whole memory. With ``index[b, m, k]``
+the k-th candidate memory pixel of query pixel m,
+
+    S[b, m, k]       = similarity(query_key[b, :, m], memory_key[b, :, index[b, m, k]])
+    w[b, m, k]       = softmax_k(S[b, m, k])
+    readout[b, :, m] = Σ_k w[b, m, k] · memory_value[b, :, index[b, m, k]]
+
+with the similarities of `vos.ops.memory_read`: ``"dot"`` S = q·k · scale (STM) and ``"l2"``
+S = (2 q·k − ‖k‖²) · scale (STCN; the −‖q‖² term is constant along the softmax axis and
+dropped); the scale defaults to 1/√Ck. Logits are fp32 whatever the input precision.
+
+Candidate conventions:
+    - an index of −1 means "no candidate": it is excluded from the softmax, and a query pixel
+      with no candidate at all reads 0;
+    - duplicate indices are separate candidates: a memory pixel listed twice gets twice the
+      weight (``exp(S)`` counted twice in numerator and denominator), exactly as if two
+      memory pixels held the same key and value. Gradients of both copies accumulate.
+
+Shapes (DESIGN.md names; N = T·H·W memory pixels, M = H·W query pixels):
+    plain    query_key [B, Ck, M],    index [B, M, K] -> readout [B, Cv, M]
+    grouped  query_key [B, Ck, G, g], index [B, G, K] -> readout [B, Cv, G, g]
+    memory_key [B, Ck, N], memory_value [B, Cv, N], index int64 (or int32) in [−1, N).
+
+In the grouped form the g query pixels of a group share one candidate set (HMMN: the 2×2 res3
+or 4×4 res2 children of a res4 cell, after a pixel-unshuffle), so every candidate key and value
+is gathered once per group rather than once per pixel. The plain form is the grouped form with
+g = 1, and the reference below computes it that way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vos.ops.dispatch import Backend, resolve_backend
+
+Similarity = Literal["dot", "l2"]
+
+# the reference gathers candidates in chunks of groups holding at most this many elements
+# (4 MiB of fp32: cache-sized chunks measured fastest on a 2-core CPU)
+_REFERENCE_CHUNK_ELEMENTS = 1 << 20
+# beyond these the kernel's register tiles (a full key row, one group's pixels) grow too large
+KERNEL_MAX_KEY_CHANNELS = 256
+KERNEL_MAX_GROUP_SIZE = 64
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _at_least_fp32(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def validate_gather_read(
+    query_key: Tensor,
+    memory_key: Tensor,
+    memory_value: Tensor,
+    index: Tensor,
+    *,
+    check_index_range: bool = True,
+) -> bool:
+    """Check shapes, dtypes, devices and the index range; True for the grouped form.
+
+    The range check costs one min/max reduction over the index (a host sync on CUDA).
+    """
+    if memory_key.ndim != 3 or memory_value.ndim != 3:
+        raise ValueError(
+            f"gather_read: memory_key {tuple(memory_key.shape)} must be [B, Ck, N] and "
+            f"memory_value {tuple(memory_value.shape)} [B, Cv, N]"
+        )
+    batch, key_channels, memory_pixels = memory_key.shape
+    if memory_value.shape[0] != batch or memory_value.shape[2] != memory_pixels:
+        raise ValueError(
+            f"gather_read: memory_key {tuple(memory_key.shape)} and memory_value "
+            f"{tuple(memory_value.shape)} must share [B, ·, N]"
+        )
+    if query_key.ndim not in (3, 4):
+        raise ValueError(
+            f"gather_read: query_key {tuple(query_key.shape)} must be [B, Ck, M] (plain) or "
+            "[B, Ck, G, g] (grouped)"
+        )
+    grouped = query_key.ndim == 4
+    if tuple(query_key.shape[:2]) != (batch, key_channels):
+        raise ValueError(
+            f"gather_read: query_key {tuple(query_key.shape)} and memory_key "
+            f"{tuple(memory_key.shape)} must share [B, Ck]"
+        )
+    rows = "G" if grouped else "M"
+    expected = (batch, query_key.shape[2])
+    if index.ndim != 3 or tuple(index.shape[:2]) != expected:
+        raise ValueError(
+            f"gather_read: index {tuple(index.shape)} must be [B, {rows}, K] = "
+            f"[{expected[0]}, {expected[1]}, K] for query_key {tuple(query_key.shape)}"
+        )
+    if index.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"gather_read: index must be int64 (or int32), got {index.dtype}")
+    for name, tensor in (("query_key", query_key), ("memory_key", memory_key),
+                         ("memory_value", memory_value)):  # fmt: skip
+        if not tensor.is_floating_point():
+            raise TypeError(f"gather_read: {name} must be floating point, got {tensor.dtype}")
+    devices = {t.device for t in (query_key, memory_key, memory_value, index)}
+    if len(devices) != 1:
+        raise ValueError(
+            f"gather_read: all tensors must be on one device, got {sorted(map(str, devices))}"
+        )
+    if check_index_range and index.numel() > 0:
+        lowest, highest = (int(v) for v in torch.aminmax(index))
+        if lowest < -1 or highest >= memory_pixels:
+            raise ValueError(
+                f"gather_read: index values must lie in [-1, N) = [-1, {memory_pixels}) "
+                f"(-1 = no candidate); got values from {lowest} to {highest}"
+            )
+    return grouped
+
+
+def kernel_unsupported_reason(
+    query_key: Tensor, memory_key: Tensor, memory_value: Tensor
+) -> str | None:
+    """None when the Triton kernel handles these (validated) inputs, else why not."""
+    dtypes = {query_key.dtype, memory_key.dtype, memory_value.dtype}
+    if not dtypes <= set(KERNEL_DTYPES):
+        return (
+            "the kernel reads float32/float16/bfloat16 query_key, memory_key and memory_value, "
+            f"got {sorted(map(str, dtypes))}"
+        )
+    if memory_key.shape[1] > KERNEL_MAX_KEY_CHANNELS:
+        return f"key channels {memory_key.shape[1]} > {KERNEL_MAX_KEY_CHANNELS}"
+    if query_key.ndim == 4 and query_key.shape[3] > KERNEL_MAX_GROUP_SIZE:
+        return f"group size {query_key.shape[3]} > {KERNEL_MAX_GROUP_SIZE}"
+    return None
+
+
+def gather_read_reference(
+    query_key: Tensor,
+    memory_key: Tensor,
+    memory_value: Tensor,
+    index: Tensor,
+    *,
+    similarity: Similarity = "dot",
+    scale: float | None = None,
+) -> Tensor:
+    """The PyTorch reference (differentiable); see the module docstring for shapes.
+
+    Chunked over groups (query pixels in the plain form) so the gathered keys
+    ``[chunk, K, Ck]`` stay bounded; inputs are assumed validated by `validate_gather_read`.
+    """
+    grouped = query_key.ndim == 4
+    queries = query_key if grouped else query_key.unsqueeze(3)  # [B, Ck, G, g]
+    batch, key_channels, groups, group_size = queries.shape
+    value_channels, memory_pixels = memory_value.shape[1:]
+    candidates = index.shape[2]
+    scale = 1.0 / math.sqrt(key_channels) if scale is None else scale
+    if candidates == 0:  # nothing to read: every query pixel reads 0
+        readout = memory_value.new_zeros(batch, value_channels, groups, group_size)
+        return readout if grouped else readout.squeeze(3)
+
+    # autocast off: softmax logits stay fp32 (as in memory_read)
+    with torch.autocast(device_type=query_key.device.type, enabled=False):
+        compute_dtype = torch.promote_types(
+            torch.promote_types(_at_least_fp32(query_key).dtype, _at_least_fp32(memory_key).dtype),
+            _at_least_fp32(memory_value).dtype,
+        )
+        # pixel-major memory rows [B·N, C]: one gathered candidate is one contiguous row
+        # (.contiguous(): for B = 1 the reshape alone is a strided view, and gathers crawl)
+        key_rows = memory_key.to(compute_dtype).transpose(1, 2).contiguous().view(-1, key_channels)
+        value_rows = memory_value.to(compute_dtype).transpose(1, 2).contiguous()
+        value_rows = value_rows.view(-1, value_channels)
+        query_groups = queries.to(compute_dtype).permute(0, 2, 1, 3)  # [B, G, Ck, g]
+        row_offsets = torch.arange(batch, device=index.device).view(batch, 1, 1) * memory_pixels
+
+        per_group = batch * candidates * (key_channels + 3 * group_size)
+        chunk = max(1, _REFERENCE_CHUNK_ELEMENTS // max(1, per_group))
+        readouts = []
+        for start in range(0, groups, chunk):
+            stop = min(groups, start + chunk)
+            rows = batch * (stop - start)
+            chunk_index = index[:, start:stop].long()  # [B, Gc, K]
+            valid = (chunk_index >= 0).reshape(rows, candidates, 1)
+            flat = (chunk_index.clamp_min(0) + row_offsets).reshape(-1)
+            keys = key_rows.index_select(0, flat).view(rows, candidates, key_channels)
+            query = query_groups[:, start:stop].reshape(rows, key_channels, group_size)
+
+            # S = q·k · scale ("dot") or (2 q·k − ‖k‖²) · scale ("l2"): [rows, K, g]
+            logits = torch.bmm(keys, query)
+            if similarity == "l2":
+                logits = 2 * logits - keys.pow(2).sum(dim=2, keepdim=True)
+            logits = logits * scale
+            # −1 candidates get exp = 0; a row with none gets finite logits and weight 0, so
+            # neither the softmax nor its gradient sees an all −inf row (NaN)
+            any_valid = valid.any(dim=1, keepdim=True)
+            excluded = torch.where(any_valid, float("-inf"), 0.0).to(logits.dtype)
+            logits = torch.where(valid, logits, excluded)
+            weights = torch.softmax(logits, dim=1) * valid  # w = softmax_k(S)
+
+            # readout = Σ_k w_k v_k: one weighted bag of candidate rows per query pixel, which
+            # embedding_bag gathers and sums without materialising [rows, K, Cv]
+            bags = flat.view(rows, 1, candidates).expand(rows, group_size, candidates)
+            readout = F.embedding_bag(
+                bags.reshape(rows * group_size, candidates),
+                value_rows,
+                per_sample_weights=weights.transpose(1, 2).reshape(rows * group_size, candidates),
+                mode="sum",
+            )
+            readouts.append(readout.view(batch, stop - start, group_size, value_channels))
+
+        if readouts:
+            readout = torch.cat(readouts, dim=1).permute(0, 3, 1, 2)  # [B, Cv, G, g]
+        else:
+            readout = value_rows.new_zeros(batch, value_channels, 0, group_size)
+        readout = readout.to(memory_value.dtype)
+    return readout if grouped else readout.squeeze(3)
+
+
+def gather_read(
+    query_key: Tensor,
+    memory_key: Tensor,
+    memory_value: Tensor,
+    index: Tensor,
+    *,
+    similarity: Similarity = "dot",
+    scale: float | None = None,
+    backend: Backend = "auto",
+) -> Tensor:
+    """Read, for each query pixel, only the K memory pixels that ``index`` lists.
+
+    Args:
+        query_key: ``[B, Ck, M]`` (plain) or ``[B, Ck, G, g]`` (grouped: the g pixels of a
+            group share one candidate set); the form follows ``query_key.ndim``.
+        memory_key: ``[B, Ck, N]``.
+        memory_value: ``[B, Cv, N]``.
+        index: ``[B, M, K]`` (plain) or ``[B, G, K]`` (grouped), int64 memory pixel indices in
+            ``[0, N)``; −1 = no candidate (excluded; a query with none reads 0). Duplicates
+            count as separate candidates.
+        similarity: ``"dot"`` (STM) or ``"l2"`` (STCN).
+        scale: logit scale; ``1/√Ck`` by default.
+        backend: ``"auto"`` (the Triton kernel on CUDA when it supports the case, else the
+            reference), ``"torch"`` or ``"triton"`` (see `vos.ops.dispatch`). The kernel takes
+            fp32/fp16/bf16 inputs (mixed allowed) with Ck ≤ 256 and g ≤ 64; anything else
+            (float64, wider keys, larger groups) is the reference's.
+
+    Returns:
+        ``[B, Cv, M]`` (plain) or ``[B, Cv, G, g]`` (grouped), in ``memory_value``'s dtype.
+    """
+    if similarity not in ("dot", "l2"):
+        raise ValueError(f"gather_read: unknown similarity {similarity!r}; expected 'dot' or 'l2'")
+    validate_gather_read(query_key, memory_key, memory_value, index)
+    scale = 1.0 / math.sqrt(query_key.shape[1]) if scale is None else float(scale)
+    tensors = [query_key, memory_key, memory_value, index]
+    reason = kernel_unsupported_reason(query_key, memory_key, memory_value)
+    if resolve_backend("gather_read", backend, tensors, reason) == "triton":
+        from vos.kernels.gather_read import gather_read_triton
+
+        return gather_read_triton(
+            query_key,
+            memory_key,
+            memory_value,
+            index,
+            similarity=similarity,
+            scale=scale,
+            check_index_range=False,  # checked above
+        )
+    return gather_read_reference(
+        query_key, memory_key, memory_value, index, similarity=similarity, scale=scale
+    )
+
+
+def gather_read_cost(
+    B: int, Ck: int, Cv: int, M: int, K: int, group: int = 1, dtype_bytes: int = 4
+) -> dict[str, int]:
+    """Analytic FLOPs and bytes moved by one forward gather read.
+
+    ``M`` counts query pixels (``G·g`` in the grouped form, ``group = g``; 1 = plain).
+
+    - FLOPs: a multiply-add (2 FLOPs) per channel for every (query pixel, candidate) pair,
+      in the logits (Ck) and in the weighted sum (Cv): ``2·B·M·K·(Ck + Cv)``. The softmax's
+      O(B·M·K) exponentials and the ``l2`` key norms (O(K·Ck) per group) are not counted,
+      as in flash-attention's convention.
+    - Bytes: query keys and readout once (``B·M·(Ck + Cv)`` elements), the index once
+      (8 bytes per entry, ``B·(M/g)·K`` entries), and each candidate's key and value once per
+      group that lists it (``B·(M/g)·K·(Ck + Cv)`` elements): the grouped form moves
+      ``g`` times fewer candidate bytes than the plain form. Elements are ``dtype_bytes``.
+    """
+    if M % group:
+        raise ValueError(f"gather_read_cost: M={M} is not a multiple of the group size {group}")
+    groups = M // group
+    flops = 2 * B * M * K * (Ck + Cv)
+    query_and_readout = B * M * (Ck + Cv) * dtype_bytes
+    index_bytes = B * groups * K * 8
+    candidate_bytes = B * groups * K * (Ck + Cv) * dtype_bytes
+    return {"flops": flops, "bytes": query_and_readout + index_bytes + candidate_bytes}
