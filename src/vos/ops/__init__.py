@@ -2,8 +2,25 @@
 
 Shapes follow DESIGN.md: keys and values are flattened over pixels, ``[B, C, N]`` for
 memory (N = T·H·W) and ``[B, C, M]`` for the query (M = H·W); ``B`` may fold objects in.
+Each op has a PyTorch reference and a Triton kernel (``vos.kernels``), chosen by
+``backend="auto" | "torch" | "triton"`` (see `vos.ops.dispatch`).
 """
 
+from vos.ops.dispatch import BackendError
+from vos.ops.gather_read import gather_read
 from vos.ops.memory_read import affinity_logits, memory_read
+from vos.ops.geometry import boxes_from_masks, expand_index, sine_positional_encoding, warp_backward
+from vos.ops.window_read import WindowTop, window_read
 
-__all__ = ["affinity_logits", "memory_read"]
+__all__ = [
+    "BackendError",
+    "WindowTop",
+    "affinity_logits",
+    "boxes_from_masks",
+    "expand_index",
+    "gather_read",
+    "memory_read",
+    "sine_positional_encoding",
+    "warp_backward",
+    "window_read",
+]
