@@ -34,3 +34,32 @@ def test_bench_inference_prints_json_records():
         assert record["setting"]["resolution"] == "32x48"
     # the cap bounds the memory read at frame 8: 2 memory frames + the previous one
     assert records[1]["memory_frames"] <= 3
+
+
+def test_bench_ops_quick_prints_costs_and_speedups():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vos.bench",
+            "ops",
+            "--json",
+            "--quick",
+            "--memory-frames",
+            "1",
+            "--repeats",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    records = {r["name"]: r for r in json.loads(result.stdout)}
+    global_read = records["memory_read/global_T1"]
+    box_read = records["memory_read/box20_T1"]
+    # FLOPs are analytic: ~20% boxes on memory and query leave ~4% of the products
+    assert 0.03 < box_read["gflop"] / global_read["gflop"] < 0.05
+    assert global_read["setting"]["backend"] == "torch"
+    assert "speedup/memory_read/box20_T1_vs_memory_read/global_T1" in records
+    assert records["machine/matmul_fp32"]["gflops_per_s"] > 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from vos.bench import inference
+from vos.bench import inference, ops
 from vos.bench.common import print_records
 
-SUBCOMMANDS = {"inference": inference}
+SUBCOMMANDS = {"inference": inference, "ops": ops}
 
 
 def main(argv: list[str] | None = None) -> None:

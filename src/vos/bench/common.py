@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -33,6 +34,38 @@ def current_rss_mb() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError):
         return 0.0
+
+
+class RssSampler:
+    """Peak growth of the resident set over a ``with`` block, sampled every millisecond by a
+    thread (PyTorch's CPU kernels release the GIL, so the sampler sees their allocations)."""
+
+    def __init__(self, interval_s: float = 0.001):
+        self.interval_s = interval_s
+        self.base_mb = 0.0
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, current_rss_mb())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self.base_mb = self.peak_mb = current_rss_mb()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, current_rss_mb())
+
+    @property
+    def peak_growth_mb(self) -> float:
+        return self.peak_mb - self.base_mb
 
 
 class FramePeakMemory:
@@ -68,12 +101,12 @@ def print_records(records: Sequence[Record], as_json: bool) -> None:
         table.add_column(key)
     for row in rows:
         table.add_row(*[_fmt(row.get(k, "")) for k in keys])
-    Console().print(table)
+    Console(width=max(160, Console().width)).print(table)
 
 
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
+        return " ".join(f"{k}={v}" for k, v in value.items() if k not in ("device", "dtype"))
     return str(value)
