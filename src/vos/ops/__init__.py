@@ -8,8 +8,8 @@ Each op has a PyTorch reference and a Triton kernel (``vos.kernels``), chosen by
 
 from vos.ops.dispatch import BackendError
 from vos.ops.gather_read import gather_read
-from vos.ops.memory_read import affinity_logits, memory_read
 from vos.ops.geometry import boxes_from_masks, expand_index, sine_positional_encoding, warp_backward
+from vos.ops.memory_read import affinity_logits, memory_read
 from vos.ops.window_read import WindowTop, window_read
 
 __all__ = [
