@@ -105,3 +105,14 @@ def test_shape_errors_are_clear(qkv):
         ops.memory_read(qk, mk, mv[:, :, :7])
     with pytest.raises(ValueError, match="unknown similarity"):
         ops.memory_read(qk, mk, mv, similarity="cosine")
+
+
+def test_zero_bias_equals_no_bias(qkv):
+    qk, mk, mv = qkv
+    zeros = torch.zeros(2, 20, 12, dtype=qk.dtype)
+    torch.testing.assert_close(ops.memory_read(qk, mk, mv, bias=zeros), ops.memory_read(qk, mk, mv))
+    # an additive bias shifts the logits exactly
+    bias = torch.randn(2, 20, 12, generator=torch.Generator().manual_seed(3), dtype=qk.dtype)
+    s = ops.affinity_logits(qk, mk) + bias
+    expected = torch.einsum("bcn,bnm->bcm", mv, torch.softmax(s, dim=1))
+    torch.testing.assert_close(ops.memory_read(qk, mk, mv, bias=bias), expected)
