@@ -76,10 +76,15 @@ def test_eval_writes_palette_pngs_and_matches_evaluate(checkpoint, davis_root, t
     )
 
 
-def test_eval_missing_checkpoint_is_named(tmp_path):
+def test_eval_missing_or_corrupt_checkpoint_is_named(tmp_path):
     result = _run("vos.eval", f"ckpt_path={tmp_path / 'gone.ckpt'}", f"output_dir={tmp_path / 'o'}")
     assert result.returncode != 0
     assert "gone.ckpt" in result.stderr
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint")
+    result = _run("vos.eval", f"ckpt_path={corrupt}", f"output_dir={tmp_path / 'o'}")
+    assert result.returncode != 0
+    assert "corrupt.ckpt" in result.stderr
 
 
 def test_eval_on_generated_source_scores_in_memory_ground_truth(checkpoint, tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from rich.progress import Progress
 
@@ -39,7 +40,20 @@ def load_engine(
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path does not exist: {path}")
-    module = VOSModule.load_from_checkpoint(path, map_location=device)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated or not a torch file: torch raises several kinds
+        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not hparams or "model" not in hparams or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a vos training checkpoint (no model config stored in it)")
+    model = dict(hparams["model"])
+    # the checkpoint holds the trained weights: the backbone files it started from are not needed
+    model["backbone"] = {**model["backbone"], "weights": None}
+    model["value_backbone"] = {**model["value_backbone"], "weights": None}
+    module = VOSModule(**{**hparams, "model": model})
+    module.load_state_dict(checkpoint["state_dict"])
+    module.to(device)
     settings = dict(module.hparams.inference)
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
     network = module.network.to(device).eval()
@@ -69,19 +83,15 @@ def segment_split(
             progress.advance(task)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
-def main(cfg: DictConfig) -> None:
+def evaluate_checkpoint(cfg: DictConfig) -> None:
     output_dir = Path(hydra.utils.to_absolute_path(str(cfg.output_dir)))
-    try:
-        engine = load_engine(
-            hydra.utils.to_absolute_path(str(cfg.ckpt_path)),
-            pick_device(cfg.device),
-            dict(cfg.inference),
-        )
-        source = hydra.utils.instantiate(cfg.dataset.eval)
-        videos = source.videos()[: cfg.max_videos] if cfg.max_videos else source.videos()
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"vos.eval: error: {error}") from error
+    engine = load_engine(
+        hydra.utils.to_absolute_path(str(cfg.ckpt_path)),
+        pick_device(cfg.device),
+        dict(cfg.inference),
+    )
+    source = hydra.utils.instantiate(cfg.dataset.eval)
+    videos = source.videos()[: cfg.max_videos] if cfg.max_videos else source.videos()
     segment_split(engine, source, output_dir, videos)
     print(f"wrote predictions for {len(videos)} videos to {output_dir}")
     score = cfg.score
@@ -91,6 +101,15 @@ def main(cfg: DictConfig) -> None:
         metric = score_predictions(source, output_dir, videos)
         write_results(output_dir, metric)
         print(format_results(metric, title=str(cfg.dataset.split)))
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate_checkpoint(cfg)
+    except (ValueError, FileNotFoundError, InstantiationException) as error:
+        # input problems (files, config): DatasetError and ImageReadError are ValueErrors
+        raise SystemExit(f"vos.eval: error: {error}") from error
 
 
 if __name__ == "__main__":
