@@ -113,3 +113,24 @@ def test_killed_run_keeps_a_loadable_checkpoint(tmp_path):
         resumed,
     )
     assert metrics["global_step"] == state["global_step"] + 1
+
+
+def test_bad_dataset_root_is_one_clear_line(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vos.train",
+            "logger=none",
+            "dataset=davis2017",
+            f"dataset.root={tmp_path / 'no_davis_here'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "vos.train: error:" in result.stderr
+    assert "no_davis_here" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -15,19 +15,41 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
 from vos.config import CONFIG_DIR
 from vos.data.datamodule import VOSDataModule
+from vos.data.palette import ImageReadError
+from vos.data.source import DatasetError
 from vos.logging_setup import build_logger, finish_logger
 from vos.model.module import VOSModule
 
 
+class CheckpointError(ValueError):
+    """ckpt_path names a file that is not a usable training checkpoint."""
+
+
+# Errors about the user's input (files, config): reported in one line, without a traceback.
+INPUT_ERRORS = (
+    DatasetError,
+    ImageReadError,
+    FileNotFoundError,
+    CheckpointError,
+    InstantiationException,
+)
+
+
 def checkpoint_step(path: Path) -> int:
     """The global step stored in a Lightning checkpoint (to resume the data position)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return int(state.get("global_step", 0))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated or not a torch file: torch raises several kinds
+        raise CheckpointError(f"cannot read checkpoint {path} (ckpt_path): {error}") from error
+    if not isinstance(state, dict) or "global_step" not in state:
+        raise CheckpointError(f"{path} is not a Lightning training checkpoint (ckpt_path)")
+    return int(state["global_step"])
 
 
 def resolve_checkpoint(path: str | None) -> Path | None:
@@ -100,7 +122,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = train(cfg, run_dir)
+    try:
+        metrics = train(cfg, run_dir)
+    except INPUT_ERRORS as error:
+        raise SystemExit(f"vos.train: error: {error}") from error
     return metrics.get("val/J&F-Mean")
 
 
