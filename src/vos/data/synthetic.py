@@ -1229,18 +1229,32 @@ def _save_array(path: Path, array: np.ndarray) -> None:
     tmp.replace(path)
 
 
+def dataset_config_defaults() -> dict:
+    """Frame size and scene knobs of ``conf/dataset/synthetic.yaml``: the export and the
+    training data come from one definition."""
+    from omegaconf import OmegaConf
+
+    from vos.config import CONFIG_DIR
+
+    cfg = OmegaConf.load(CONFIG_DIR / "dataset" / "synthetic.yaml")
+    return {"height": cfg.height, "width": cfg.width, "scene": OmegaConf.to_container(cfg.scene)}
+
+
 def main(argv: list[str] | None = None) -> None:
+    defaults = dataset_config_defaults()
     parser = argparse.ArgumentParser(
-        description="Export the synthetic VOS dataset (train and val) in the DAVIS 2017 layout."
+        description="Export the synthetic VOS dataset (train and val) in the DAVIS 2017 layout, "
+        "with the frame size and scene knobs of conf/dataset/synthetic.yaml unless overridden."
     )
     parser.add_argument("--out", required=True, help="dataset root to write")
     parser.add_argument("--videos", type=int, default=8, help="videos per split")
     parser.add_argument("--frames", type=int, default=40, help="frames per video (val: >= 30)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=224)
-    parser.add_argument("--max-objects", type=int, default=4)
+    parser.add_argument("--height", type=int, default=defaults["height"])
+    parser.add_argument("--width", type=int, default=defaults["width"])
+    parser.add_argument("--max-objects", type=int, default=defaults["scene"]["max_objects"])
     args = parser.parse_args(argv)
+    scene = {**defaults["scene"], "max_objects": args.max_objects}
     written = export_davis(
         args.out,
         videos_per_split=args.videos,
@@ -1248,7 +1262,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         height=args.height,
         width=args.width,
-        max_objects=args.max_objects,
+        **scene,
     )
     print(
         f"wrote {len(written['train'])} train + {len(written['val'])} val videos x "
