@@ -115,7 +115,7 @@ class VOSNetwork(nn.Module):
         temporary: bool = False,
     ) -> None:
         values = self.encode_values(frame, object_probs)
-        extras = self.reader.memorize(frame, values, memory)
+        extras = self.reader.memorize(frame, values, memory, object_probs=object_probs)
         if temporary:
             memory.set_temporary(frame.index, frame.keys, values, object_valid, extras)
         else:

@@ -56,9 +56,17 @@ class MemoryReader(nn.Module, abc.ABC):
     needs: FeatureSpec
 
     def memorize(
-        self, frame: FrameFeatures, values: dict[str, Tensor], memory: MemoryBank
+        self,
+        frame: FrameFeatures,
+        values: dict[str, Tensor],
+        memory: MemoryBank,
+        object_probs: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Extra per-frame tensors to store with the frame's keys and values (none by default)."""
+        """Extra per-frame tensors to store with the frame's keys and values (none by default).
+
+        ``object_probs [B, O, H, W]`` are the soft masks the values were encoded from (input
+        resolution, padded), for readers that keep per-frame regions (RMNet).
+        """
         return {}
 
     @abc.abstractmethod
