@@ -63,3 +63,18 @@ def test_bench_ops_quick_prints_costs_and_speedups():
     assert global_read["setting"]["backend"] == "torch"
     assert "speedup/memory_read/box20_T1_vs_memory_read/global_T1" in records
     assert records["machine/matmul_fp32"]["gflops_per_s"] > 0
+
+
+def test_bench_readers_times_the_read_alone():
+    result = subprocess.run(
+        [sys.executable, "-m", "vos.bench", "readers", "--json", "--variants", "stm"]
+        + ["--model-size", "tiny", "--memory-frames", "2", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(result.stdout)
+    assert record["name"] == "reader/stm"
+    assert record["setting"]["res4"] == "30x54" and record["setting"]["T"] == 2
+    assert record["ms"] > 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from vos.bench import inference, ops
+from vos.bench import inference, ops, readers
 from vos.bench.common import print_records
 
-SUBCOMMANDS = {"inference": inference, "ops": ops}
+SUBCOMMANDS = {"inference": inference, "ops": ops, "readers": readers}
 
 
 def main(argv: list[str] | None = None) -> None:
