@@ -152,6 +152,25 @@ def _logits(query, keys, valid, scale, L2: tl.constexpr):
 
 
 @triton.jit
+def _row_offsets(batch, offs_c, row_group, row_pixel, stride_b, stride_c, stride_g, stride_p):
+    """Offsets ``[rows, channels]`` of the rows' channels in a ``[B, C, G, g]`` tensor."""
+    return (
+        batch * stride_b + offs_c[None, :] * stride_c
+        + row_group[:, None] * stride_g + row_pixel[:, None] * stride_p
+    )  # fmt: skip
+
+
+@triton.jit
+def _load_candidate_tile(base, candidate, valid, offs_c, c_in, stride_n, stride_c):
+    """Candidates' channels ``[rows, BLOCK_K, channels]`` (fp32) of pixel-major memory, with
+    their offsets and mask (the backward scatters the gradients there)."""
+    offsets = candidate[:, :, None] * stride_n + offs_c[None, None, :] * stride_c
+    mask = valid[:, :, None] & c_in[None, None, :]
+    tile = tl.load(base + offsets, mask=mask, other=0.0).to(tl.float32)
+    return tile, offsets, mask
+
+
+@triton.jit
 def _gather_read_fwd_kernel(
     query_ptr, memory_key_ptr, memory_value_ptr, index_ptr, readout_ptr, lse_ptr,
     scale, groups, group_size, candidates, key_channels, value_channels,
@@ -176,11 +195,10 @@ def _gather_read_fwd_kernel(
     offs_cv = pid_cv * BLOCK_CV + tl.arange(0, BLOCK_CV)
     cv_in = offs_cv < value_channels
 
-    query_ptrs = (
-        query_ptr + batch * stride_qb + offs_ck[None, :] * stride_qc
-        + row_group[:, None] * stride_qg + row_pixel[:, None] * stride_qp
-    )  # fmt: skip
-    query = tl.load(query_ptrs, mask=row_valid[:, None] & ck_in[None, :], other=0.0)
+    query_offsets = _row_offsets(
+        batch, offs_ck, row_group, row_pixel, stride_qb, stride_qc, stride_qg, stride_qp
+    )
+    query = tl.load(query_ptr + query_offsets, mask=row_valid[:, None] & ck_in[None, :], other=0.0)
     query = query.to(tl.float32)
     key_base = memory_key_ptr + batch * stride_kb
     value_base = memory_value_ptr + batch * stride_vb
@@ -194,9 +212,10 @@ def _gather_read_fwd_kernel(
         candidate, valid = _load_candidates(
             index_base, index_row, groups, candidates, k_start, stride_ig, stride_ik, BLOCK_K
         )
-        key_ptrs = key_base + candidate[:, :, None] * stride_kn + offs_ck[None, None, :] * stride_kc
-        keys = tl.load(key_ptrs, mask=valid[:, :, None] & ck_in[None, None, :], other=0.0)
-        logits = _logits(query, keys.to(tl.float32), valid, scale, L2)
+        keys, _, _ = _load_candidate_tile(
+            key_base, candidate, valid, offs_ck, ck_in, stride_kn, stride_kc
+        )
+        logits = _logits(query, keys, valid, scale, L2)
 
         # w = softmax_k(S), accumulated block by block with rescaling by exp(m_old − m_new)
         new_max = tl.maximum(running_max, tl.max(logits, axis=1))
@@ -206,21 +225,19 @@ def _gather_read_fwd_kernel(
         normaliser = normaliser * rescale + tl.sum(weights, axis=1)
 
         # readout += Σ_k w_k v_k
-        value_ptrs = (
-            value_base + candidate[:, :, None] * stride_vn + offs_cv[None, None, :] * stride_vc
+        values, _, _ = _load_candidate_tile(
+            value_base, candidate, valid, offs_cv, cv_in, stride_vn, stride_vc
         )
-        values = tl.load(value_ptrs, mask=valid[:, :, None] & cv_in[None, None, :], other=0.0)
-        acc = acc * rescale[:, None] + tl.sum(weights[:, :, None] * values.to(tl.float32), axis=1)
+        acc = acc * rescale[:, None] + tl.sum(weights[:, :, None] * values, axis=1)
         running_max = new_max
 
     # readout = acc / l; a row with no candidate reads 0
     has_candidate = normaliser > 0
     readout = acc / tl.where(has_candidate, normaliser, 1.0)[:, None]
-    readout_ptrs = (
-        readout_ptr + batch * stride_ob + offs_cv[None, :] * stride_oc
-        + row_group[:, None] * stride_og + row_pixel[:, None] * stride_op
-    )  # fmt: skip
-    tl.store(readout_ptrs, readout, mask=row_valid[:, None] & cv_in[None, :])
+    readout_offsets = _row_offsets(
+        batch, offs_cv, row_group, row_pixel, stride_ob, stride_oc, stride_og, stride_op
+    )
+    tl.store(readout_ptr + readout_offsets, readout, mask=row_valid[:, None] & cv_in[None, :])
     # log-sum-exp for the backward (−inf for a row with no candidate); one split writes it
     lse = tl.where(
         has_candidate, running_max + tl.log(tl.where(has_candidate, normaliser, 1.0)), float("-inf")
@@ -254,18 +271,15 @@ def _gather_read_bwd_kernel(
     offs_ck = tl.arange(0, BLOCK_CK)
     ck_in = offs_ck < key_channels
 
-    query_offsets = (
-        batch * stride_qb + offs_ck[None, :] * stride_qc
-        + row_group[:, None] * stride_qg + row_pixel[:, None] * stride_qp
-    )  # fmt: skip
+    query_offsets = _row_offsets(
+        batch, offs_ck, row_group, row_pixel, stride_qb, stride_qc, stride_qg, stride_qp
+    )
     query_mask = row_valid[:, None] & ck_in[None, :]
     query = tl.load(query_ptr + query_offsets, mask=query_mask, other=0.0).to(tl.float32)
     row_offsets = batch * stride_lb + row_group * stride_lg + row_pixel * stride_lp
     lse = tl.load(lse_ptr + row_offsets, mask=row_valid, other=0.0)
     lse = tl.where(lse == float("-inf"), 0.0, lse)  # rows with no candidate: every P is 0
     delta = tl.load(delta_ptr + row_offsets, mask=row_valid, other=0.0)
-    grad_readout_base = grad_readout_ptr + batch * stride_ob
-    row_readout_offsets = row_group[:, None] * stride_og + row_pixel[:, None] * stride_op
     key_base = memory_key_ptr + batch * stride_kb
     value_base = memory_value_ptr + batch * stride_vb
     key_grad_base = memory_key_grad_ptr + batch * stride_kb
@@ -277,9 +291,9 @@ def _gather_read_bwd_kernel(
         candidate, valid = _load_candidates(
             index_base, index_row, groups, candidates, k_start, stride_ig, stride_ik, BLOCK_K
         )
-        key_offsets = candidate[:, :, None] * stride_kn + offs_ck[None, None, :] * stride_kc
-        key_mask = valid[:, :, None] & ck_in[None, None, :]
-        keys = tl.load(key_base + key_offsets, mask=key_mask, other=0.0).to(tl.float32)
+        keys, key_offsets, key_mask = _load_candidate_tile(
+            key_base, candidate, valid, offs_ck, ck_in, stride_kn, stride_kc
+        )
         logits = _logits(query, keys, valid, scale, L2)
         # P = exp(S − lse): the forward's softmax weights
         weights = tl.where(row_valid[:, None], tl.exp(logits - lse[:, None]), 0.0)
@@ -288,16 +302,19 @@ def _gather_read_bwd_kernel(
         for cv_start in range(0, value_channels, BLOCK_CV):
             offs_cv = cv_start + tl.arange(0, BLOCK_CV)
             cv_in = offs_cv < value_channels
+            grad_readout_offsets = _row_offsets(
+                batch, offs_cv, row_group, row_pixel, stride_ob, stride_oc, stride_og, stride_op
+            )
             grad_readout = tl.load(
-                grad_readout_base + row_readout_offsets + offs_cv[None, :] * stride_oc,
+                grad_readout_ptr + grad_readout_offsets,
                 mask=row_valid[:, None] & cv_in[None, :],
                 other=0.0,
             ).to(tl.float32)
-            value_offsets = candidate[:, :, None] * stride_vn + offs_cv[None, None, :] * stride_vc
-            value_mask = valid[:, :, None] & cv_in[None, None, :]
-            values = tl.load(value_base + value_offsets, mask=value_mask, other=0.0)
+            values, value_offsets, value_mask = _load_candidate_tile(
+                value_base, candidate, valid, offs_cv, cv_in, stride_vn, stride_vc
+            )
             # dP = dO · v
-            weights_grad += tl.sum(grad_readout[:, None, :] * values.to(tl.float32), axis=2)
+            weights_grad += tl.sum(grad_readout[:, None, :] * values, axis=2)
             # dv_n += Σ P dO over the rows reading n (summed over a group's pixels first)
             value_grad = weights[:, :, None] * grad_readout[:, None, :]
             if GROUPED:

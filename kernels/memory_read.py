@@ -161,6 +161,162 @@ def _log_gaussian(query_y, query_x, center_y, center_x, sigma):
     return -(dy * dy + dx * dx) / (2.0 * sigma * sigma)
 
 
+@triton.jit
+def _grid_yx(offs_m, GRID_W):
+    # query pixel m's (y, x) cell in the query_hw grid, for the Gaussian
+    return (offs_m // GRID_W).to(tl.float32), (offs_m % GRID_W).to(tl.float32)
+
+
+@triton.jit
+def _load_valid(mask_ptr, b, P, offs_p, HAS_MASK: tl.constexpr):
+    # pixels in range and, with a mask, True in it (the mask slice is BLOCK bytes)
+    valid = offs_p < P
+    if HAS_MASK:
+        valid = tl.load(mask_ptr + b * P + offs_p, mask=offs_p < P, other=0) != 0
+    return valid
+
+
+@triton.jit
+def _any_valid(valid):
+    # block skipping: a block with no valid pixel is never loaded nor computed
+    return tl.max(valid.to(tl.int32), axis=0) > 0
+
+
+@triton.jit
+def _load_tile(
+    ptr,
+    b,
+    C,
+    P,
+    offs_c,
+    in_c,
+    offs_p,
+    valid_p,
+    PIXEL_ROWS: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+):
+    # a tile of a [B, C, P] tensor: [channels, pixels], or [pixels, channels] with PIXEL_ROWS;
+    # masked pixels and channels load as zeros, so a NaN outside a mask never reaches a product
+    base = ptr + b * C * P
+    if PIXEL_ROWS:
+        tile = tl.load(
+            base + offs_c[None, :] * P + offs_p[:, None],
+            mask=valid_p[:, None] & in_c[None, :],
+            other=0.0,
+        )
+    else:
+        tile = tl.load(
+            base + offs_c[:, None] * P + offs_p[None, :],
+            mask=in_c[:, None] & valid_p[None, :],
+            other=0.0,
+        )
+    if DOT_FP32:
+        tile = tile.to(tl.float32)
+    return tile
+
+
+@triton.jit
+def _load_gaussian(centers_ptr, sigma_ptr, b, N, offs_n, memory_valid):
+    # HMMN's Gaussian parameters of a memory block: centre (cy_n, cx_n) and σ_n
+    center_y = tl.load(centers_ptr + (b * N + offs_n) * 2, mask=memory_valid, other=0.0)
+    center_x = tl.load(centers_ptr + (b * N + offs_n) * 2 + 1, mask=memory_valid, other=0.0)
+    sigma = tl.load(sigma_ptr + b * N + offs_n, mask=memory_valid, other=1.0)
+    return center_y, center_x, sigma
+
+
+@triton.jit
+def _query_block_logits(
+    query,
+    query_y,
+    query_x,
+    memory_key_ptr,
+    centers_ptr,
+    sigma_ptr,
+    b,
+    scale,
+    CK,
+    N,
+    offs_ck,
+    in_ck,
+    offs_n,
+    memory_valid,
+    SIMILARITY_L2: tl.constexpr,
+    HAS_GAUSSIAN: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+):
+    # a query block's logits S [BLOCK_M, BLOCK_N] against one memory block (not yet masked),
+    # and the block's keys [BLOCK_CK, BLOCK_N]
+    key = _load_tile(
+        memory_key_ptr, b, CK, N, offs_ck, in_ck, offs_n, memory_valid, False, DOT_FP32
+    )
+    key_fp32 = key.to(tl.float32)
+    memory_norm = tl.sum(key_fp32 * key_fp32, axis=0)  # ‖k_n‖², used by l2
+    logits = _scaled_logits(
+        tl.dot(query, key, input_precision="ieee"),
+        memory_norm[None, :],
+        scale,
+        SIMILARITY_L2,
+    )
+    if HAS_GAUSSIAN:
+        center_y, center_x, sigma = _load_gaussian(
+            centers_ptr, sigma_ptr, b, N, offs_n, memory_valid
+        )
+        logits += _log_gaussian(
+            query_y[:, None],
+            query_x[:, None],
+            center_y[None, :],
+            center_x[None, :],
+            sigma[None, :],
+        )
+    return key, logits
+
+
+@triton.jit
+def _grad_probs(
+    grad_readout_ptr,
+    memory_value_ptr,
+    b,
+    CV,
+    M,
+    N,
+    offs_m,
+    query_valid,
+    offs_n,
+    memory_valid,
+    MEMORY_ROWS: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    BLOCK_CV: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    # dP = v · dO over all value channels: [BLOCK_N, BLOCK_M] with MEMORY_ROWS, else its
+    # transpose [BLOCK_M, BLOCK_N]
+    if MEMORY_ROWS:
+        grad_probs = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    else:
+        grad_probs = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for start_cv in range(0, CV, BLOCK_CV):
+        offs_c = start_cv + tl.arange(0, BLOCK_CV)
+        in_c = offs_c < CV
+        if MEMORY_ROWS:
+            value = _load_tile(
+                memory_value_ptr, b, CV, N, offs_c, in_c, offs_n, memory_valid, True, DOT_FP32
+            )  # [BLOCK_N, BLOCK_CV]
+            grad_out_t = _load_tile(
+                grad_readout_ptr, b, CV, M, offs_c, in_c, offs_m, query_valid, False, DOT_FP32
+            )  # [BLOCK_CV, BLOCK_M]
+            grad_probs += tl.dot(value, grad_out_t, input_precision="ieee")
+        else:
+            grad_out = _load_tile(
+                grad_readout_ptr, b, CV, M, offs_c, in_c, offs_m, query_valid, True, DOT_FP32
+            )  # [BLOCK_M, BLOCK_CV]
+            value_t = _load_tile(
+                memory_value_ptr, b, CV, N, offs_c, in_c, offs_n, memory_valid, False, DOT_FP32
+            )  # [BLOCK_CV, BLOCK_N]
+            grad_probs += tl.dot(grad_out, value_t, input_precision="ieee")
+    return grad_probs
+
+
 @triton.autotune(
     configs=_forward_configs(),
     key=_TUNING_KEY,
@@ -207,65 +363,28 @@ def _memory_read_forward_kernel(
     in_cv = offs_cv < CV
     in_ck = offs_ck < CK
 
-    query_valid = in_m
-    if HAS_QUERY_MASK:
-        query_valid = tl.load(query_mask_ptr + b * M + offs_m, mask=in_m, other=0) != 0
+    query_valid = _load_valid(query_mask_ptr, b, M, offs_m, HAS_QUERY_MASK)
 
     accumulator = tl.zeros([BLOCK_M, BLOCK_CV], dtype=tl.float32)
     running_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     running_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
     # a query block with no valid pixel loads nothing and writes zeros
-    if tl.max(query_valid.to(tl.int32), axis=0) > 0:
-        query = tl.load(
-            query_key_ptr + b * CK * M + offs_ck[None, :] * M + offs_m[:, None],
-            mask=query_valid[:, None] & in_ck[None, :],
-            other=0.0,
+    if _any_valid(query_valid):
+        query = _load_tile(
+            query_key_ptr, b, CK, M, offs_ck, in_ck, offs_m, query_valid, True, DOT_FP32
         )  # [BLOCK_M, BLOCK_CK]
-        if DOT_FP32:
-            query = query.to(tl.float32)
-        query_y = (offs_m // GRID_W).to(tl.float32)
-        query_x = (offs_m % GRID_W).to(tl.float32)
+        query_y, query_x = _grid_yx(offs_m, GRID_W)
         for start_n in range(0, N, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
-            memory_valid = offs_n < N
-            if HAS_MEMORY_MASK:
-                memory_valid = (
-                    tl.load(memory_mask_ptr + b * N + offs_n, mask=offs_n < N, other=0) != 0
-                )
+            memory_valid = _load_valid(memory_mask_ptr, b, N, offs_n, HAS_MEMORY_MASK)
             # block skipping: a memory block with no valid pixel is never loaded nor computed
-            if tl.max(memory_valid.to(tl.int32), axis=0) > 0:
+            if _any_valid(memory_valid):
                 if COUNT_BLOCKS:
                     tl.atomic_add(block_counter_ptr, 1)
-                key = tl.load(
-                    memory_key_ptr + b * CK * N + offs_ck[:, None] * N + offs_n[None, :],
-                    mask=in_ck[:, None] & memory_valid[None, :],
-                    other=0.0,
-                )  # [BLOCK_CK, BLOCK_N]
-                if DOT_FP32:
-                    key = key.to(tl.float32)
-                key_fp32 = key.to(tl.float32)
-                memory_norm = tl.sum(key_fp32 * key_fp32, axis=0)  # ‖k_n‖², used by l2
-                logits = _scaled_logits(
-                    tl.dot(query, key, input_precision="ieee"),
-                    memory_norm[None, :],
-                    scale,
-                    SIMILARITY_L2,
-                )  # [BLOCK_M, BLOCK_N]
-                if HAS_GAUSSIAN:
-                    center_y = tl.load(
-                        centers_ptr + (b * N + offs_n) * 2, mask=memory_valid, other=0.0
-                    )
-                    center_x = tl.load(
-                        centers_ptr + (b * N + offs_n) * 2 + 1, mask=memory_valid, other=0.0
-                    )
-                    sigma = tl.load(sigma_ptr + b * N + offs_n, mask=memory_valid, other=1.0)
-                    logits += _log_gaussian(
-                        query_y[:, None],
-                        query_x[:, None],
-                        center_y[None, :],
-                        center_x[None, :],
-                        sigma[None, :],
-                    )
+                key, logits = _query_block_logits(
+                    query, query_y, query_x, memory_key_ptr, centers_ptr, sigma_ptr, b, scale, CK,
+                    N, offs_ck, in_ck, offs_n, memory_valid, SIMILARITY_L2, HAS_GAUSSIAN, DOT_FP32,
+                )  # [BLOCK_M, BLOCK_N]  # fmt: skip
                 # RMNet Eq. 7: excluded memory pixels get exp(S) = 0
                 logits = tl.where(memory_valid[None, :], logits, float("-inf"))
                 # online softmax: rescale the running sum and accumulator to the new max
@@ -274,13 +393,9 @@ def _memory_read_forward_kernel(
                 correction = tl.exp(running_max - shift)
                 weights = tl.exp(logits - shift[:, None])
                 running_sum = running_sum * correction + tl.sum(weights, axis=1)
-                value = tl.load(
-                    memory_value_ptr + b * CV * N + offs_cv[None, :] * N + offs_n[:, None],
-                    mask=memory_valid[:, None] & in_cv[None, :],
-                    other=0.0,
+                value = _load_tile(
+                    memory_value_ptr, b, CV, N, offs_cv, in_cv, offs_n, memory_valid, True, DOT_FP32
                 )  # [BLOCK_N, BLOCK_CV]
-                if DOT_FP32:
-                    value = value.to(tl.float32)
                 # readout += softmax weights · values
                 accumulator = accumulator * correction[:, None] + tl.dot(
                     weights.to(value.dtype), value, input_precision="ieee"
@@ -348,44 +463,30 @@ def _memory_read_backward_memory_kernel(
     in_cv = offs_cv < CV
     in_ck = offs_ck < CK
 
-    memory_valid = in_n
-    if HAS_MEMORY_MASK:
-        memory_valid = tl.load(memory_mask_ptr + b * N + offs_n, mask=in_n, other=0) != 0
+    memory_valid = _load_valid(memory_mask_ptr, b, N, offs_n, HAS_MEMORY_MASK)
 
     grad_key = tl.zeros([BLOCK_N, BLOCK_CK], dtype=tl.float32)  # Σ_m dS q_m
     grad_logit_sum = tl.zeros([BLOCK_N], dtype=tl.float32)  # Σ_m dS, for l2
     grad_value = tl.zeros([BLOCK_N, BLOCK_CV], dtype=tl.float32)
     key_fp32 = tl.zeros([BLOCK_N, BLOCK_CK], dtype=tl.float32)  # for l2's −k Σ dS term
     # skipped memory blocks get zero gradients, nothing loaded
-    if tl.max(memory_valid.to(tl.int32), axis=0) > 0:
-        key = tl.load(
-            memory_key_ptr + b * CK * N + offs_ck[None, :] * N + offs_n[:, None],
-            mask=memory_valid[:, None] & in_ck[None, :],
-            other=0.0,
+    if _any_valid(memory_valid):
+        key = _load_tile(
+            memory_key_ptr, b, CK, N, offs_ck, in_ck, offs_n, memory_valid, True, DOT_FP32
         )  # [BLOCK_N, BLOCK_CK]
-        if DOT_FP32:
-            key = key.to(tl.float32)
         key_fp32 = key.to(tl.float32)
         memory_norm = tl.sum(key_fp32 * key_fp32, axis=1)
         if HAS_GAUSSIAN:
-            center_y = tl.load(centers_ptr + (b * N + offs_n) * 2, mask=memory_valid, other=0.0)
-            center_x = tl.load(centers_ptr + (b * N + offs_n) * 2 + 1, mask=memory_valid, other=0.0)
-            sigma = tl.load(sigma_ptr + b * N + offs_n, mask=memory_valid, other=1.0)
+            center_y, center_x, sigma = _load_gaussian(
+                centers_ptr, sigma_ptr, b, N, offs_n, memory_valid
+            )
         for start_m in range(0, M, BLOCK_M):
             offs_m = start_m + tl.arange(0, BLOCK_M)
-            query_valid = offs_m < M
-            if HAS_QUERY_MASK:
-                query_valid = (
-                    tl.load(query_mask_ptr + b * M + offs_m, mask=offs_m < M, other=0) != 0
-                )
-            if tl.max(query_valid.to(tl.int32), axis=0) > 0:
-                query = tl.load(
-                    query_key_ptr + b * CK * M + offs_ck[:, None] * M + offs_m[None, :],
-                    mask=in_ck[:, None] & query_valid[None, :],
-                    other=0.0,
+            query_valid = _load_valid(query_mask_ptr, b, M, offs_m, HAS_QUERY_MASK)
+            if _any_valid(query_valid):
+                query = _load_tile(
+                    query_key_ptr, b, CK, M, offs_ck, in_ck, offs_m, query_valid, False, DOT_FP32
                 )  # [BLOCK_CK, BLOCK_M]
-                if DOT_FP32:
-                    query = query.to(tl.float32)
                 # recompute S and P = exp(S − L) for this (memory, query) block pair
                 logits = _scaled_logits(
                     tl.dot(key, query, input_precision="ieee"),
@@ -394,9 +495,10 @@ def _memory_read_backward_memory_kernel(
                     SIMILARITY_L2,
                 )  # [BLOCK_N, BLOCK_M]
                 if HAS_GAUSSIAN:
+                    query_y, query_x = _grid_yx(offs_m, GRID_W)
                     logits += _log_gaussian(
-                        (offs_m // GRID_W).to(tl.float32)[None, :],
-                        (offs_m % GRID_W).to(tl.float32)[None, :],
+                        query_y[None, :],
+                        query_x[None, :],
                         center_y[:, None],
                         center_x[:, None],
                         sigma[:, None],
@@ -406,33 +508,17 @@ def _memory_read_backward_memory_kernel(
                 probs = tl.where(pair_valid, tl.exp(logits - logsumexp[None, :]), 0.0)
                 if COMPUTE_DV:
                     # dV = P · dOᵀ (this program's value channels)
-                    grad_out = tl.load(
-                        grad_readout_ptr + b * CV * M + offs_cv[None, :] * M + offs_m[:, None],
-                        mask=query_valid[:, None] & in_cv[None, :],
-                        other=0.0,
-                    )  # [BLOCK_M, BLOCK_CV]
-                    if DOT_FP32:
-                        grad_out = grad_out.to(tl.float32)
+                    grad_out = _load_tile(
+                        grad_readout_ptr, b, CV, M, offs_cv, in_cv, offs_m, query_valid, True,
+                        DOT_FP32,
+                    )  # [BLOCK_M, BLOCK_CV]  # fmt: skip
                     grad_value += tl.dot(probs.to(grad_out.dtype), grad_out, input_precision="ieee")
                 if COMPUTE_DK:
                     # dP = v · dO over all value channels, then dS = P (dP − Δ)
-                    grad_probs = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-                    for start_cv in range(0, CV, BLOCK_CV):
-                        offs_c = start_cv + tl.arange(0, BLOCK_CV)
-                        value = tl.load(
-                            memory_value_ptr + b * CV * N + offs_c[None, :] * N + offs_n[:, None],
-                            mask=memory_valid[:, None] & (offs_c < CV)[None, :],
-                            other=0.0,
-                        )  # [BLOCK_N, BLOCK_CV]
-                        grad_out_t = tl.load(
-                            grad_readout_ptr + b * CV * M + offs_c[:, None] * M + offs_m[None, :],
-                            mask=(offs_c < CV)[:, None] & query_valid[None, :],
-                            other=0.0,
-                        )  # [BLOCK_CV, BLOCK_M]
-                        if DOT_FP32:
-                            value = value.to(tl.float32)
-                            grad_out_t = grad_out_t.to(tl.float32)
-                        grad_probs += tl.dot(value, grad_out_t, input_precision="ieee")
+                    grad_probs = _grad_probs(
+                        grad_readout_ptr, memory_value_ptr, b, CV, M, N, offs_m, query_valid,
+                        offs_n, memory_valid, True, DOT_FP32, BLOCK_CV, BLOCK_M, BLOCK_N,
+                    )  # [BLOCK_N, BLOCK_M]  # fmt: skip
                     delta = tl.load(delta_ptr + b * M + offs_m, mask=query_valid, other=0.0)
                     grad_logits = probs * (grad_probs - delta[None, :])
                     grad_key += tl.dot(
@@ -498,82 +584,32 @@ def _memory_read_backward_query_kernel(
     in_m = offs_m < M
     in_ck = offs_ck < CK
 
-    query_valid = in_m
-    if HAS_QUERY_MASK:
-        query_valid = tl.load(query_mask_ptr + b * M + offs_m, mask=in_m, other=0) != 0
+    query_valid = _load_valid(query_mask_ptr, b, M, offs_m, HAS_QUERY_MASK)
 
     grad_query = tl.zeros([BLOCK_M, BLOCK_CK], dtype=tl.float32)  # Σ_n dS k_n
-    if tl.max(query_valid.to(tl.int32), axis=0) > 0:
-        query = tl.load(
-            query_key_ptr + b * CK * M + offs_ck[None, :] * M + offs_m[:, None],
-            mask=query_valid[:, None] & in_ck[None, :],
-            other=0.0,
+    if _any_valid(query_valid):
+        query = _load_tile(
+            query_key_ptr, b, CK, M, offs_ck, in_ck, offs_m, query_valid, True, DOT_FP32
         )  # [BLOCK_M, BLOCK_CK]
-        if DOT_FP32:
-            query = query.to(tl.float32)
-        query_y = (offs_m // GRID_W).to(tl.float32)
-        query_x = (offs_m % GRID_W).to(tl.float32)
+        query_y, query_x = _grid_yx(offs_m, GRID_W)
         logsumexp = tl.load(logsumexp_ptr + b * M + offs_m, mask=query_valid, other=0.0)
         delta = tl.load(delta_ptr + b * M + offs_m, mask=query_valid, other=0.0)
         for start_n in range(0, N, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
-            memory_valid = offs_n < N
-            if HAS_MEMORY_MASK:
-                memory_valid = (
-                    tl.load(memory_mask_ptr + b * N + offs_n, mask=offs_n < N, other=0) != 0
-                )
-            if tl.max(memory_valid.to(tl.int32), axis=0) > 0:
-                key = tl.load(
-                    memory_key_ptr + b * CK * N + offs_ck[:, None] * N + offs_n[None, :],
-                    mask=in_ck[:, None] & memory_valid[None, :],
-                    other=0.0,
-                )  # [BLOCK_CK, BLOCK_N]
-                if DOT_FP32:
-                    key = key.to(tl.float32)
-                key_fp32 = key.to(tl.float32)
-                memory_norm = tl.sum(key_fp32 * key_fp32, axis=0)
+            memory_valid = _load_valid(memory_mask_ptr, b, N, offs_n, HAS_MEMORY_MASK)
+            if _any_valid(memory_valid):
                 # recompute S and P = exp(S − L)
-                logits = _scaled_logits(
-                    tl.dot(query, key, input_precision="ieee"),
-                    memory_norm[None, :],
-                    scale,
-                    SIMILARITY_L2,
-                )  # [BLOCK_M, BLOCK_N]
-                if HAS_GAUSSIAN:
-                    center_y = tl.load(
-                        centers_ptr + (b * N + offs_n) * 2, mask=memory_valid, other=0.0
-                    )
-                    center_x = tl.load(
-                        centers_ptr + (b * N + offs_n) * 2 + 1, mask=memory_valid, other=0.0
-                    )
-                    sigma = tl.load(sigma_ptr + b * N + offs_n, mask=memory_valid, other=1.0)
-                    logits += _log_gaussian(
-                        query_y[:, None],
-                        query_x[:, None],
-                        center_y[None, :],
-                        center_x[None, :],
-                        sigma[None, :],
-                    )
+                key, logits = _query_block_logits(
+                    query, query_y, query_x, memory_key_ptr, centers_ptr, sigma_ptr, b, scale, CK,
+                    N, offs_ck, in_ck, offs_n, memory_valid, SIMILARITY_L2, HAS_GAUSSIAN, DOT_FP32,
+                )  # [BLOCK_M, BLOCK_N]  # fmt: skip
                 pair_valid = query_valid[:, None] & memory_valid[None, :]
                 probs = tl.where(pair_valid, tl.exp(logits - logsumexp[:, None]), 0.0)
                 # dP = dO · v over all value channels, then dS = P (dP − Δ)
-                grad_probs = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-                for start_cv in range(0, CV, BLOCK_CV):
-                    offs_c = start_cv + tl.arange(0, BLOCK_CV)
-                    grad_out = tl.load(
-                        grad_readout_ptr + b * CV * M + offs_c[None, :] * M + offs_m[:, None],
-                        mask=query_valid[:, None] & (offs_c < CV)[None, :],
-                        other=0.0,
-                    )  # [BLOCK_M, BLOCK_CV]
-                    value_t = tl.load(
-                        memory_value_ptr + b * CV * N + offs_c[:, None] * N + offs_n[None, :],
-                        mask=(offs_c < CV)[:, None] & memory_valid[None, :],
-                        other=0.0,
-                    )  # [BLOCK_CV, BLOCK_N]
-                    if DOT_FP32:
-                        grad_out = grad_out.to(tl.float32)
-                        value_t = value_t.to(tl.float32)
-                    grad_probs += tl.dot(grad_out, value_t, input_precision="ieee")
+                grad_probs = _grad_probs(
+                    grad_readout_ptr, memory_value_ptr, b, CV, M, N, offs_m, query_valid, offs_n,
+                    memory_valid, False, DOT_FP32, BLOCK_CV, BLOCK_M, BLOCK_N,
+                )  # [BLOCK_M, BLOCK_N]  # fmt: skip
                 grad_logits = probs * (grad_probs - delta[:, None])
                 grad_query += tl.dot(
                     grad_logits.to(key.dtype), tl.trans(key), input_precision="ieee"

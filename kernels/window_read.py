@@ -73,6 +73,91 @@ def _configs() -> list[triton.Config]:
 _TUNING_KEY = ["M", "key_channels", "value_channels", "radius_y", "radius_x"]
 
 
+@triton.jit
+def _load_rows(ptr, base, offs_c, c_ok, offs_p, valid_p, M):
+    # a [B, C, M] tensor's tile [pixels, channels] in fp32; outside pixels load as zeros
+    return tl.load(
+        ptr + base + offs_c[None, :] * M + offs_p[:, None],
+        mask=valid_p[:, None] & c_ok[None, :],
+        other=0.0,
+    ).to(tl.float32)
+
+
+@triton.jit
+def _pixel_block(M, width, BLOCK_M: tl.constexpr):
+    # this program's block of pixels (grid axis 1), which are in the frame, and their (y, x)
+    offs = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    return offs, offs < M, offs // width, offs % width
+
+
+@triton.jit
+def _row_inside(in_frame, y, dy, height):
+    # in the frame, and the pixel dy rows away is too
+    return in_frame & (y + dy >= 0) & (y + dy < height)
+
+
+@triton.jit
+def _shift(offs, x, row_ok, dy, dx, width):
+    # the pixel at offset (dy, dx) in the flattened index, and whether it is inside the frame
+    inside = row_ok & (x + dx >= 0) & (x + dx < width)
+    return offs + dy * width + dx, inside
+
+
+@triton.jit
+def _window_logits(query, key, key_norm, scale, SIMILARITY_L2: tl.constexpr):
+    # Eq. 4: the logit of one window offset, q_p·k_q·scale or (2 q_p·k_q − ‖k_q‖²)·scale
+    dot = tl.sum(query * key, axis=1)
+    if SIMILARITY_L2:
+        logits = (2.0 * dot - key_norm) * scale
+    else:
+        logits = dot * scale
+    return logits
+
+
+@triton.jit
+def _query_side_logits(
+    query,
+    memory_key_ptr,
+    key_base,
+    offs_c,
+    c_ok,
+    offs_n,
+    inside,
+    M,
+    scale,
+    SIMILARITY_L2: tl.constexpr,
+):
+    # the shifted keys [BLOCK_M, BLOCK_C] of a block of query pixels and their logits
+    key = _load_rows(memory_key_ptr, key_base, offs_c, c_ok, offs_n, inside, M)
+    logits = _window_logits(query, key, tl.sum(key * key, axis=1), scale, SIMILARITY_L2)
+    return key, logits
+
+
+@triton.jit
+def _grad_probs(
+    grad_readout_ptr,
+    memory_value_ptr,
+    value_base,
+    offs_m,
+    query_ok,
+    offs_n,
+    memory_ok,
+    M,
+    value_channels,
+    BLOCK_CV: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    # dP[p, q] = dO_p · v_q over all value channels, for the pairs (offs_m, offs_n)
+    grad_probs = tl.zeros([BLOCK_M], tl.float32)
+    for cv0 in range(0, value_channels, BLOCK_CV):
+        offs_cv = cv0 + tl.arange(0, BLOCK_CV)
+        cv_ok = offs_cv < value_channels
+        grad_out = _load_rows(grad_readout_ptr, value_base, offs_cv, cv_ok, offs_m, query_ok, M)
+        value = _load_rows(memory_value_ptr, value_base, offs_cv, cv_ok, offs_n, memory_ok, M)
+        grad_probs += tl.sum(grad_out * value, axis=1)
+    return grad_probs
+
+
 @triton.autotune(configs=_configs(), key=_TUNING_KEY)
 @triton.jit
 def _window_read_fwd_kernel(
@@ -95,42 +180,30 @@ def _window_read_fwd_kernel(
     BLOCK_CV: tl.constexpr,
 ):
     batch = tl.program_id(0).to(tl.int64)
-    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m, query_in_frame, y, x = _pixel_block(M, width, BLOCK_M)
     offs_cv = tl.program_id(2) * BLOCK_CV + tl.arange(0, BLOCK_CV)
     offs_c = tl.arange(0, BLOCK_C)
-    query_in_frame = offs_m < M
-    y = offs_m // width
-    x = offs_m % width
     c_ok = offs_c < key_channels
     cv_ok = offs_cv < value_channels
     key_base = batch * key_channels * M
     value_base = batch * value_channels * M
 
-    query = tl.load(
-        query_key_ptr + key_base + offs_c[None, :] * M + offs_m[:, None],
-        mask=query_in_frame[:, None] & c_ok[None, :],
-        other=0.0,
-    ).to(tl.float32)  # [BLOCK_M, BLOCK_C]
+    query = _load_rows(
+        query_key_ptr, key_base, offs_c, c_ok, offs_m, query_in_frame, M
+    )  # [BLOCK_M, BLOCK_C]
 
     running_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
     running_sum = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_CV], tl.float32)
     for dy in range(-radius_y, radius_y + 1):
-        row_ok = query_in_frame & (y + dy >= 0) & (y + dy < height)
+        row_ok = _row_inside(query_in_frame, y, dy, height)
         for dx in range(-radius_x, radius_x + 1):
-            inside = row_ok & (x + dx >= 0) & (x + dx < width)
-            offs_n = offs_m + dy * width + dx
-            key = tl.load(
-                memory_key_ptr + key_base + offs_c[None, :] * M + offs_n[:, None],
-                mask=inside[:, None] & c_ok[None, :],
-                other=0.0,
-            ).to(tl.float32)
-            # Eq. 4: the logit of this window offset; padding is excluded (-inf), not a zero key
-            dot = tl.sum(query * key, axis=1)
-            if SIMILARITY_L2:
-                logits = (2.0 * dot - tl.sum(key * key, axis=1)) * scale
-            else:
-                logits = dot * scale
+            offs_n, inside = _shift(offs_m, x, row_ok, dy, dx, width)
+            _, logits = _query_side_logits(
+                query, memory_key_ptr, key_base, offs_c, c_ok, offs_n, inside, M, scale,
+                SIMILARITY_L2,
+            )  # fmt: skip
+            # padding is excluded (-inf), not a zero key
             logits = tl.where(inside, logits, float("-inf"))
             # online softmax: rescale what was accumulated under the old running max
             new_max = tl.maximum(running_max, logits)
@@ -138,11 +211,7 @@ def _window_read_fwd_kernel(
             rescale = tl.exp(running_max - safe_max)
             weights = tl.exp(logits - safe_max)
             running_sum = running_sum * rescale + weights
-            value = tl.load(
-                memory_value_ptr + value_base + offs_cv[None, :] * M + offs_n[:, None],
-                mask=inside[:, None] & cv_ok[None, :],
-                other=0.0,
-            ).to(tl.float32)
+            value = _load_rows(memory_value_ptr, value_base, offs_cv, cv_ok, offs_n, inside, M)
             # Eq. 5: weighted sum of the window's values (normalised after the loop)
             acc = acc * rescale[:, None] + weights[:, None] * value
             running_max = new_max
@@ -184,20 +253,13 @@ def _window_read_bwd_dq_kernel(
     BLOCK_CV: tl.constexpr,
 ):
     batch = tl.program_id(0).to(tl.int64)
-    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m, query_in_frame, y, x = _pixel_block(M, width, BLOCK_M)
     offs_c = tl.arange(0, BLOCK_C)
-    query_in_frame = offs_m < M
-    y = offs_m // width
-    x = offs_m % width
     c_ok = offs_c < key_channels
     key_base = batch * key_channels * M
     value_base = batch * value_channels * M
 
-    query = tl.load(
-        query_key_ptr + key_base + offs_c[None, :] * M + offs_m[:, None],
-        mask=query_in_frame[:, None] & c_ok[None, :],
-        other=0.0,
-    ).to(tl.float32)
+    query = _load_rows(query_key_ptr, key_base, offs_c, c_ok, offs_m, query_in_frame, M)
     lse = tl.load(lse_ptr + batch * M + offs_m, mask=query_in_frame, other=0.0)
 
     # dQ_p = Σ_q P (dP − Δ_p) k_q = Σ_q P dP k_q − Δ_p Σ_q P k_q, with Δ_p = Σ_q P dP: one pass
@@ -206,38 +268,20 @@ def _window_read_bwd_dq_kernel(
     prob_key = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)  # Σ_q P k_q
     delta = tl.zeros([BLOCK_M], tl.float32)  # Σ_q P dP = Σ_c dO · O
     for dy in range(-radius_y, radius_y + 1):
-        row_ok = query_in_frame & (y + dy >= 0) & (y + dy < height)
+        row_ok = _row_inside(query_in_frame, y, dy, height)
         for dx in range(-radius_x, radius_x + 1):
-            inside = row_ok & (x + dx >= 0) & (x + dx < width)
-            offs_n = offs_m + dy * width + dx
-            key = tl.load(
-                memory_key_ptr + key_base + offs_c[None, :] * M + offs_n[:, None],
-                mask=inside[:, None] & c_ok[None, :],
-                other=0.0,
-            ).to(tl.float32)
+            offs_n, inside = _shift(offs_m, x, row_ok, dy, dx, width)
             # Eq. 4 recomputed: P = exp(S − lse)
-            dot = tl.sum(query * key, axis=1)
-            if SIMILARITY_L2:
-                logits = (2.0 * dot - tl.sum(key * key, axis=1)) * scale
-            else:
-                logits = dot * scale
+            key, logits = _query_side_logits(
+                query, memory_key_ptr, key_base, offs_c, c_ok, offs_n, inside, M, scale,
+                SIMILARITY_L2,
+            )  # fmt: skip
             probs = tl.where(inside, tl.exp(logits - lse), 0.0)
             # dP = dO_p · v_q over all value channels
-            grad_probs = tl.zeros([BLOCK_M], tl.float32)
-            for cv0 in range(0, value_channels, BLOCK_CV):
-                offs_cv = cv0 + tl.arange(0, BLOCK_CV)
-                cv_ok = offs_cv < value_channels
-                grad_out = tl.load(
-                    grad_readout_ptr + value_base + offs_cv[None, :] * M + offs_m[:, None],
-                    mask=query_in_frame[:, None] & cv_ok[None, :],
-                    other=0.0,
-                ).to(tl.float32)
-                value = tl.load(
-                    memory_value_ptr + value_base + offs_cv[None, :] * M + offs_n[:, None],
-                    mask=inside[:, None] & cv_ok[None, :],
-                    other=0.0,
-                ).to(tl.float32)
-                grad_probs += tl.sum(grad_out * value, axis=1)
+            grad_probs = _grad_probs(
+                grad_readout_ptr, memory_value_ptr, value_base, offs_m, query_in_frame, offs_n,
+                inside, M, value_channels, BLOCK_CV, BLOCK_M,
+            )  # fmt: skip
             prob_grad_key += (probs * grad_probs)[:, None] * key
             prob_key += probs[:, None] * key
             delta += probs * grad_probs
@@ -283,23 +327,18 @@ def _window_read_bwd_dkdv_kernel(
     # one program per block of MEMORY pixels (offs_n) and block of value channels; the
     # programs of the first value block also compute dK, which needs dP over every channel
     batch = tl.program_id(0).to(tl.int64)
-    offs_n = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n, memory_in_frame, y, x = _pixel_block(M, width, BLOCK_M)
     first_value_block = tl.program_id(2) == 0
     offs_cv = tl.program_id(2) * BLOCK_CV + tl.arange(0, BLOCK_CV)
     offs_c = tl.arange(0, BLOCK_C)
-    memory_in_frame = offs_n < M
-    y = offs_n // width
-    x = offs_n % width
     c_ok = offs_c < key_channels
     cv_ok = offs_cv < value_channels
     key_base = batch * key_channels * M
     value_base = batch * value_channels * M
 
-    key = tl.load(
-        memory_key_ptr + key_base + offs_c[None, :] * M + offs_n[:, None],
-        mask=memory_in_frame[:, None] & c_ok[None, :],
-        other=0.0,
-    ).to(tl.float32)  # [BLOCK_M, BLOCK_C]
+    key = _load_rows(
+        memory_key_ptr, key_base, offs_c, c_ok, offs_n, memory_in_frame, M
+    )  # [BLOCK_M, BLOCK_C]
     key_norm = tl.sum(key * key, axis=1)
 
     grad_value = tl.zeros([BLOCK_M, BLOCK_CV], tl.float32)
@@ -307,47 +346,23 @@ def _window_read_bwd_dkdv_kernel(
     grad_logits_sum = tl.zeros([BLOCK_M], tl.float32)  # Σ_p dS, for the l2 term −2·scale·k_q
     for dy in range(-radius_y, radius_y + 1):
         # memory pixel q sits at offset (dy, dx) of query pixel p = q − (dy, dx)
-        row_ok = memory_in_frame & (y - dy >= 0) & (y - dy < height)
+        row_ok = _row_inside(memory_in_frame, y, -dy, height)
         for dx in range(-radius_x, radius_x + 1):
-            inside = row_ok & (x - dx >= 0) & (x - dx < width)
-            offs_m = offs_n - dy * width - dx
-            query = tl.load(
-                query_key_ptr + key_base + offs_c[None, :] * M + offs_m[:, None],
-                mask=inside[:, None] & c_ok[None, :],
-                other=0.0,
-            ).to(tl.float32)
+            offs_m, inside = _shift(offs_n, x, row_ok, -dy, -dx, width)
+            query = _load_rows(query_key_ptr, key_base, offs_c, c_ok, offs_m, inside, M)
             lse = tl.load(lse_ptr + batch * M + offs_m, mask=inside, other=0.0)
             # Eq. 4 recomputed from the memory side: P[p, q] = exp(S[p, q] − lse_p)
-            dot = tl.sum(query * key, axis=1)
-            if SIMILARITY_L2:
-                logits = (2.0 * dot - key_norm) * scale
-            else:
-                logits = dot * scale
+            logits = _window_logits(query, key, key_norm, scale, SIMILARITY_L2)
             probs = tl.where(inside, tl.exp(logits - lse), 0.0)
             # dV_q += P[p, q] · dO_p (this program's value channels)
-            grad_out = tl.load(
-                grad_readout_ptr + value_base + offs_cv[None, :] * M + offs_m[:, None],
-                mask=inside[:, None] & cv_ok[None, :],
-                other=0.0,
-            ).to(tl.float32)
+            grad_out = _load_rows(grad_readout_ptr, value_base, offs_cv, cv_ok, offs_m, inside, M)
             grad_value += probs[:, None] * grad_out
             if first_value_block:
                 # dP[p, q] = dO_p · v_q over all value channels, then the softmax backward
-                grad_probs = tl.zeros([BLOCK_M], tl.float32)
-                for cv0 in range(0, value_channels, BLOCK_CV):
-                    offs_all_cv = cv0 + tl.arange(0, BLOCK_CV)
-                    all_cv_ok = offs_all_cv < value_channels
-                    grad_out_all = tl.load(
-                        grad_readout_ptr + value_base + offs_all_cv[None, :] * M + offs_m[:, None],
-                        mask=inside[:, None] & all_cv_ok[None, :],
-                        other=0.0,
-                    ).to(tl.float32)
-                    value = tl.load(
-                        memory_value_ptr + value_base + offs_all_cv[None, :] * M + offs_n[:, None],
-                        mask=memory_in_frame[:, None] & all_cv_ok[None, :],
-                        other=0.0,
-                    ).to(tl.float32)
-                    grad_probs += tl.sum(grad_out_all * value, axis=1)
+                grad_probs = _grad_probs(
+                    grad_readout_ptr, memory_value_ptr, value_base, offs_m, inside, offs_n,
+                    memory_in_frame, M, value_channels, BLOCK_CV, BLOCK_M,
+                )  # fmt: skip
                 delta = tl.load(delta_ptr + batch * M + offs_m, mask=inside, other=0.0)
                 grad_logits = probs * (grad_probs - delta)
                 # dK_q += dS[p, q] · q_p (scale and the l2 term applied once, below)
