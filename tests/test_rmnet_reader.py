@@ -1,0 +1,325 @@
+"""RMNet's regional memory reader: regions, the two semantics, query-region modes, config."""
+
+from __future__ import annotations
+
+import math
+
+import hydra
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import vos.config
+from vos import ops
+from vos.model.memory import MemoryBank
+from vos.model.readers.base import FrameFeatures, ReaderState
+from vos.model.readers.rmnet import RMNetReader, cells_in_boxes
+from vos.model.readers.stm import STMReader
+
+STRIDE = 16
+
+
+def make_frame(keys: torch.Tensor, index: int = 0, values: int = 4, flow=None) -> FrameFeatures:
+    """A frame whose res4 key is ``keys [B, Ck, h, w]``; input resolution is 16× the grid."""
+    batch, _, height, width = keys.shape
+    generator = torch.Generator().manual_seed(100 + index)
+    return FrameFeatures(
+        index=index,
+        frames=torch.zeros(batch, 3, height * STRIDE, width * STRIDE),
+        features={},
+        keys={"res4": keys},
+        query_value=torch.randn(batch, values, height, width, generator=generator),
+        flow=flow,
+    )
+
+
+def square_probs(batch, objects, size_hw, squares) -> torch.Tensor:
+    """Soft masks ``[B, O, H, W]``: ``squares[o] = (y0, x0, y1, x1)`` in pixels (or None)."""
+    probs = torch.zeros(batch, objects, *size_hw)
+    for obj, square in enumerate(squares):
+        if square is not None:
+            y0, x0, y1, x1 = square
+            probs[:, obj, y0:y1, x0:x1] = 0.9
+    return probs
+
+
+def remember(reader, memory, keys, values, probs=None, index=0):
+    frame = make_frame(keys, index)
+    extras = reader.memorize(frame, {"res4": values}, memory, object_probs=probs)
+    memory.add(index, {"res4": keys}, {"res4": values}, extras=extras, permanent=index == 0)
+
+
+def random_memory(reader, batch=2, objects=2, key_channels=8, values=4, grid=(4, 5), frames=3):
+    generator = torch.Generator().manual_seed(0)
+    memory = MemoryBank()
+    for t in range(frames):
+        keys = torch.randn(batch, key_channels, *grid, generator=generator)
+        vals = torch.randn(batch, objects, values, *grid, generator=generator)
+        remember(reader, memory, keys, vals, None, t)
+    query = make_frame(torch.randn(batch, key_channels, *grid, generator=generator), frames)
+    return memory, query
+
+
+# -- regions ---------------------------------------------------------------------------------
+def test_cells_in_boxes_rules():
+    boxes = torch.tensor([[[17, 0, 33, 16]]])  # rows 17..32 touch cells 1 and 2
+    any_cell = cells_in_boxes(boxes, (4, 4), STRIDE, "any")[0, 0]
+    top_left = cells_in_boxes(boxes, (4, 4), STRIDE, "top_left")[0, 0]
+    assert any_cell[:, 0].tolist() == [False, True, True, False]
+    assert top_left[:, 0].tolist() == [False, False, True, False]  # only pixel 32 is a corner
+    assert not any_cell[:, 1:].any()
+
+
+def test_memory_region_is_padded_box_and_absent_object_is_empty():
+    reader = RMNetReader(key_channels=8, value_channels=4, padding=1)
+    probs = square_probs(1, 2, (128, 128), [(48, 64, 64, 80), None])  # object 0 in cell (3, 4)
+    frame = make_frame(torch.zeros(1, 8, 8, 8))
+    extras = reader.memorize(frame, {"res4": torch.zeros(1, 2, 4, 8, 8)}, MemoryBank(), probs)
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[2:5, 3:6] = True
+    assert torch.equal(extras["region"][0, 0], expected)
+    assert not extras["region"][0, 1].any()
+    assert extras["object_cells"][0, 0].sum() == 1 and extras["object_cells"][0, 0, 3, 4]
+
+
+def test_memorize_without_masks_is_whole_frame():
+    reader = RMNetReader(key_channels=8, value_channels=4)
+    frame = make_frame(torch.zeros(2, 8, 3, 5))
+    extras = reader.memorize(frame, {"res4": torch.zeros(2, 3, 4, 3, 5)}, MemoryBank())
+    assert extras["region"].shape == (2, 3, 3, 5) and extras["region"].all()
+
+
+# -- equality with STM -------------------------------------------------------------------------
+@pytest.mark.parametrize("semantics", ["paper", "official"])
+@pytest.mark.parametrize("how", ["switches_off", "regions_cover_frame"])
+def test_all_true_regions_equal_stm(semantics, how):
+    if how == "switches_off":
+        reader = RMNetReader(
+            8, 4, memory_region=False, query_region_mode="none", region_semantics=semantics
+        )
+    else:
+        reader = RMNetReader(
+            8, 4, padding=10, query_region_mode="previous", region_semantics=semantics
+        )
+    stm = STMReader(8, 4)
+    generator = torch.Generator().manual_seed(1)
+    memory = MemoryBank()
+    grid = (4, 5)
+    for t in range(3):
+        keys = torch.randn(2, 8, *grid, generator=generator)
+        values = torch.randn(2, 2, 4, *grid, generator=generator)
+        # a small object in the middle: padding 10 cells covers the frame
+        probs = square_probs(2, 2, (64, 80), [(16, 16, 48, 48), (20, 40, 40, 60)])
+        remember(reader, memory, keys, values, probs, t)
+    query = make_frame(torch.randn(2, 8, *grid, generator=generator), 3)
+    state = ReaderState(previous_probs=square_probs(2, 2, (64, 80), [(16, 16, 48, 48)] * 2))
+    ours = reader.read(query, memory, state).features["res4"]
+    theirs = stm.read(query, memory, state).features["res4"]
+    assert ours.shape == theirs.shape == (2, 2, 8, *grid)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+# -- absent objects --------------------------------------------------------------------------
+def test_absent_memory_object_contributes_nothing():
+    reader = RMNetReader(8, 4, padding=1, query_region_mode="none")
+    generator = torch.Generator().manual_seed(2)
+    grid, size = (4, 4), (64, 64)
+    keys = [torch.randn(1, 8, *grid, generator=generator) for _ in range(2)]
+    values = [torch.randn(1, 2, 4, *grid, generator=generator) for _ in range(2)]
+    # object 1 absent in frame 0, present in frame 1; object 0 present in frame 0 only
+    probs = [
+        square_probs(1, 2, size, [(0, 0, 16, 16), None]),
+        square_probs(1, 2, size, [None, (32, 32, 48, 48)]),
+    ]
+    both = MemoryBank()
+    for t in range(2):
+        remember(reader, both, keys[t], values[t], probs[t], t)
+    only_second = MemoryBank()
+    remember(reader, only_second, keys[1], values[1], probs[1], 0)
+    query = make_frame(torch.randn(1, 8, *grid, generator=generator), 2)
+    read_both = reader.read(query, both, ReaderState()).features["res4"]
+    read_second = reader.read(query, only_second, ReaderState()).features["res4"]
+    torch.testing.assert_close(read_both[:, 1], read_second[:, 1])
+    # object 0 is absent from every frame of `only_second`: its read is 0, its query value stays
+    assert torch.all(read_second[:, 0, :4] == 0)
+    torch.testing.assert_close(read_second[:, 0, 4:], query.query_value)
+
+
+def test_late_object_regions_are_padded():
+    reader = RMNetReader(8, 4, padding=1, query_region_mode="none")
+    memory, query = random_memory(reader, batch=1, objects=1, grid=(4, 4), frames=1)
+    memory.add_objects(1)  # the new object has no value in frame 0
+    out = reader.read(query, memory, ReaderState()).features["res4"]
+    assert out.shape == (1, 2, 8, 4, 4)
+    assert torch.all(out[:, 1, :4] == 0)
+
+
+# -- paper vs official semantics -------------------------------------------------------------
+def hand_case(semantics):
+    """Memory 2×2 grid, one frame: the top row (2 pixels) in the region, the bottom row out."""
+    reader = RMNetReader(
+        2, 1, padding=0, query_region_mode="previous", region_semantics=semantics, min_pixels=1
+    )
+    memory_keys = torch.tensor([[1.0, 0.5], [2.0, -1.0]]).view(1, 1, 2, 2).repeat(1, 2, 1, 1)
+    memory_keys[:, 1] = torch.tensor([[0.3, -0.2], [0.7, 0.1]])
+    memory_values = torch.tensor([[1.0, 3.0], [5.0, 7.0]]).view(1, 1, 1, 2, 2)
+    memory = MemoryBank()
+    remember(
+        reader, memory, memory_keys, memory_values, square_probs(1, 1, (32, 32), [(0, 0, 16, 32)])
+    )
+    query_keys = torch.tensor([[0.4, -0.6], [1.2, 0.8]]).view(1, 2, 1, 2).expand(1, 2, 2, 2)
+    query = make_frame(query_keys.contiguous(), 1, values=1)
+    # the query region: the left column only (query pixels (0, 1) and (1, 1) are outside)
+    state = ReaderState(previous_probs=square_probs(1, 1, (32, 32), [(0, 0, 32, 16)]))
+    out = reader.read(query, memory, state).features["res4"][0, 0]  # [2, 2, 2]
+    return out, memory_keys.flatten(2)[0], memory_values.flatten(), query_keys.flatten(2)[0], query
+
+
+@pytest.mark.parametrize("semantics", ["paper", "official"])
+def test_paper_and_official_semantics(semantics):
+    out, memory_keys, memory_values, query_keys, query = hand_case(semantics)
+    read, query_value = out[0].flatten(), out[1].flatten()
+    inside_memory = [0, 1]  # top row
+    inside_query = [0, 2]  # left column in raster order
+    for q in range(4):
+        logits = (memory_keys.T @ query_keys[:, q]) / math.sqrt(2)  # s(p, q) for the 4 p
+        in_weights = logits[inside_memory].exp()
+        in_values = memory_values[inside_memory]
+        if q in inside_query and semantics == "paper":
+            expected = (in_weights * in_values).sum() / in_weights.sum()
+        elif q in inside_query:  # zeroed memory keys: logit 0, weight e^0 = 1, value 0
+            expected = (in_weights * in_values).sum() / (in_weights.sum() + 2)
+        elif semantics == "paper":  # Eq. 7: no similarity at all -> reads 0
+            expected = torch.tensor(0.0)
+        else:  # zeroed query key: uniform weights over the 4 memory pixels, 2 with value 0
+            expected = in_values.sum() / 4
+        torch.testing.assert_close(read[q], expected, atol=1e-6, rtol=1e-6)
+        # the regional query value A_Q · v_Q (§3.1.2) in both semantics
+        own = query.query_value.flatten()[q] if q in inside_query else torch.tensor(0.0)
+        torch.testing.assert_close(query_value[q], own)
+
+
+# -- query regions ---------------------------------------------------------------------------
+def query_region_of(reader, previous_probs, flow=None, memory=None, query_keys=None):
+    if memory is None:
+        memory, _ = random_memory(reader, batch=1, objects=1, grid=(8, 8), frames=1)
+    keys = query_keys if query_keys is not None else torch.zeros(1, 8, 8, 8)
+    query = make_frame(keys, 5, flow=flow)
+    return reader.query_regions(query, memory, ReaderState(previous_probs=previous_probs))[0, 0]
+
+
+def test_query_region_eta_fallback_and_first_frame():
+    reader = RMNetReader(8, 4, padding=0, query_region_mode="previous")
+    probs = torch.zeros(1, 1, 128, 128)
+    probs[0, 0, 40, 40:43] = 1.0  # 3 pixels < η = 10
+    assert query_region_of(reader, probs).all()
+    probs[0, 0, 40:44, 40:43] = 1.0  # 12 pixels
+    assert query_region_of(reader, probs).sum() == 1
+    assert query_region_of(reader, None).all()  # no previous mask: the whole frame
+
+
+def test_flow_mode_warps_and_previous_mode_ignores_flow():
+    probs = square_probs(1, 1, (128, 128), [(32, 32, 48, 48)])  # cell (2, 2)
+    flow = torch.zeros(1, 2, 128, 128)
+    flow[:, 0], flow[:, 1] = -32.0, -16.0  # backward flow: the object moved by (+16, +32) px
+    flow_reader = RMNetReader(8, 4, padding=1, query_region_mode="flow")
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[2:5, 3:6] = True  # cell (3, 4) padded by 1 cell
+    assert torch.equal(query_region_of(flow_reader, probs, flow), expected)
+    with pytest.raises(ValueError, match="flow"):
+        query_region_of(flow_reader, probs, None)
+    previous_reader = RMNetReader(8, 4, padding=1, query_region_mode="previous")
+    unmoved = torch.zeros(8, 8, dtype=torch.bool)
+    unmoved[1:4, 1:4] = True
+    assert torch.equal(query_region_of(previous_reader, probs, flow), unmoved)
+    assert torch.equal(query_region_of(previous_reader, probs, None), unmoved)
+
+
+def test_best_match_box_is_around_best_matching_pixel():
+    reader = RMNetReader(2, 1, padding=1, query_region_mode="best_match")
+    memory_keys = torch.zeros(1, 2, 8, 8)
+    memory_keys[0, 1] = 1.0
+    memory_keys[0, :, 2, 2] = torch.tensor([1.0, 0.0])  # the object's only cell
+    memory_keys[0, :, 6, 6] = torch.tensor([3.0, 0.0])  # a better match, but outside the mask
+    memory = MemoryBank()
+    remember(
+        reader,
+        memory,
+        memory_keys,
+        torch.ones(1, 1, 1, 8, 8),
+        square_probs(1, 1, (128, 128), [(32, 32, 48, 48)]),
+    )
+    query_keys = torch.zeros(1, 2, 8, 8)
+    query_keys[0, 1] = 0.1
+    query_keys[0, :, 6, 5] = torch.tensor([5.0, 0.0])
+    query_keys[0, :, 0, 0] = torch.tensor([-5.0, 9.0])  # matches the background, not the object
+    previous = square_probs(1, 1, (128, 128), [(0, 0, 16, 16)])
+    region = query_region_of(reader, previous, memory=memory, query_keys=query_keys)
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[5:8, 4:7] = True  # the 3×3-cell padded object box centred on (6, 5)
+    assert torch.equal(region, expected)
+
+
+def test_needs_flow_only_for_flow_mode():
+    for mode in ("flow", "previous", "best_match", "none"):
+        assert RMNetReader(8, 4, query_region_mode=mode).needs.needs_flow == (mode == "flow")
+    assert not RMNetReader(8, 4, query_region=False).needs.needs_flow
+    with pytest.raises(ValueError):
+        RMNetReader(8, 4, query_region_mode="gaussian")
+    with pytest.raises(ValueError):
+        RMNetReader(8, 4, region_semantics="masked")
+
+
+def test_regional_read_skips_outside_pixels():
+    """Regions make `memory_read` compute only the boxed pixels (the speed claim)."""
+    reader = RMNetReader(8, 4, padding=0, query_region_mode="previous")
+    memory, query = random_memory(reader, batch=1, objects=1, grid=(4, 4), frames=1)
+    memory.entries[0].extras["region"] = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    memory.entries[0].extras["region"][0, 0, :2, :2] = True
+    previous = square_probs(1, 1, (64, 64), [(0, 0, 16, 16)])
+    out = reader.read(query, memory, ReaderState(previous_probs=previous)).features["res4"]
+    expected = ops.memory_read(
+        query.keys["res4"].flatten(2)[:, :, :1],
+        memory.keys("res4")[:, :, 0, :2, :2].flatten(2),
+        memory.values("res4")[:, 0, :, 0, :2, :2].flatten(2),
+    )
+    torch.testing.assert_close(out[0, 0, :4, 0, 0], expected[0, :, 0])
+    assert torch.all(out[0, 0].flatten(1)[:, 1:] == 0)  # outside the query box: all zero
+
+
+# -- config ------------------------------------------------------------------------------------
+def test_config_composes_and_builds_reader():
+    with initialize_config_dir(config_dir=str(vos.config.CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["model=rmnet"])
+    assert cfg.model.name == "rmnet"
+    reader = hydra.utils.instantiate(cfg.model.reader)
+    assert isinstance(reader, RMNetReader)
+    assert reader.needs.needs_flow and reader.region_semantics == "paper"
+    assert reader.padding == 4 and reader.min_pixels == 10
+    assert reader.needs.key_scales == {"res4": cfg.model.key_channels}
+
+
+def test_reader_runs_inside_the_network():
+    """Shapes and gradients through `VOSNetwork` (which does not pass masks to memorize yet)."""
+    from vos.model.network import build_network
+
+    with initialize_config_dir(config_dir=str(vos.config.CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "model=rmnet",
+                "model.key_channels=8",
+                "model.value_channels=16",
+                "model.decoder_channels=8",
+            ],
+        )
+    network = build_network(cfg.model)
+    frames = torch.rand(2, 3, 64, 64)
+    given = square_probs(2, 2, (64, 64), [(8, 8, 24, 24), (32, 40, 56, 60)])
+    memory = MemoryBank()
+    network.memorize(memory, network.encode_frame(frames, 0), given, permanent=True)
+    query = network.encode_frame(frames, 1, flow=torch.zeros(2, 2, 64, 64))
+    logits = network.segment(query, memory, ReaderState(previous_probs=given))
+    assert logits.shape == (2, 3, 64, 64)
+    logits.logsumexp(dim=1).mean().backward()
+    assert network.key_projection["res4"].weight.grad.abs().sum() > 0
