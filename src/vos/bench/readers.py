@@ -1,7 +1,7 @@
 """Reader-only time (no encoders, no decoder, no I/O), as RMNet's Table 5 measures it.
 
-A 480p frame (padded to 480×864, res4 30×54), T memory frames, O objects whose masks are
-boxes of ``--region-area`` of the frame; keys and values are random (the read's cost does not
+A 480p frame (padded to 480×864, res4 30×54), T memory frames, O objects whose regions
+(their boxes padded by the reader's φ) cover ``--region-area`` of the frame; keys and values are random (the read's cost does not
 depend on them). Each reader variant is built from its ``model=`` config plus overrides, so a
 paper's switches (e.g. RMNet's ``memory_region`` / ``query_region``) are benchmarked as
 configured. ``ms`` is the median of ``--repeats`` reads after one warm-up read.
@@ -43,10 +43,14 @@ VARIANTS = {
 }
 
 
-def _object_boxes(objects: int, height: int, width: int, area: float) -> torch.Tensor:
-    """[1, O, H, W] soft masks: boxes of ``area`` of the frame at spread-out positions."""
+def _object_boxes(
+    objects: int, height: int, width: int, area: float, padding_px: int
+) -> torch.Tensor:
+    """[1, O, H, W] soft masks: boxes at spread-out positions whose regions, once padded by
+    ``padding_px`` on each side (RMNet's φ), cover ``area`` of the frame."""
     side = area**0.5
-    bh, bw = round(height * side), round(width * side)
+    bh = max(1, round(height * side) - 2 * padding_px)
+    bw = max(1, round(width * side) - 2 * padding_px)
     probs = torch.zeros(1, objects, height, width)
     for o in range(objects):
         y0 = (height - bh) * (o + 1) // (objects + 1)
@@ -75,7 +79,8 @@ def run(args) -> list[Record]:
         reader = hydra.utils.instantiate(cfg.model.reader).to(device).eval()
         spec = reader.needs
         key_channels = spec.key_scales["res4"]
-        probs = _object_boxes(args.objects, height, width, args.region_area).to(device)
+        padding_px = 16 * int(getattr(reader, "padding", 0))  # φ is given in res4 cells
+        probs = _object_boxes(args.objects, height, width, args.region_area, padding_px).to(device)
 
         def frame(index: int, ck=key_channels, spec=spec) -> FrameFeatures:
             return FrameFeatures(
