@@ -132,6 +132,7 @@ class InferenceEngine:
         result = VideoResult(labels=np.zeros((num_frames, height, width), dtype=np.uint8))
         stopwatch = Stopwatch(self.device)
         lut = np.zeros(1, dtype=np.uint8)
+        previous_image: Tensor | None = None
         for t in range(num_frames):
             start = time.perf_counter()
             read_before = stopwatch.seconds
@@ -141,7 +142,12 @@ class InferenceEngine:
                 result.read_seconds.append(0.0)
                 result.memory_frames.append(0)
                 continue
-            frame = self.network.encode_frame(self._prepare(source.read_frame(video, t), hw), t)
+            image = self._prepare(source.read_frame(video, t), hw)
+            flow = None
+            if self.network.reader.needs.needs_flow and previous_image is not None:
+                flow = self._flow(source, video, t, image, previous_image, hw)
+            previous_image = image
+            frame = self.network.encode_frame(image, t, flow=flow)
             padded_hw = frame.frames.shape[-2:]
             result.memory_frames.append(len(memory))
             if active:
@@ -182,6 +188,31 @@ class InferenceEngine:
             if on_frame is not None:
                 on_frame(t, labels)
         return result
+
+    def _flow(self, source, video: str, t: int, image: Tensor, previous: Tensor, hw) -> Tensor:
+        """Backward flow t -> t-1 ``[1, 2, H, W]`` at the processing size (padded), from the
+        network's flow estimator (TinyFlowNet, RAFT) or, with ``model.flow.name=oracle``, the
+        dataset's ground-truth flow."""
+        if self.network.flow_name == "oracle":
+            flow = source.read_flow(video, t)
+            if flow is None:
+                raise ValueError(
+                    f"inference.flow=oracle, but the dataset has no optical flow for {video!r}"
+                )
+            flow = torch.from_numpy(flow).to(self.device).float().unsqueeze(0)
+            height, width = flow.shape[-2:]
+            if (height, width) != hw:
+                # resample the field and rescale its (u, v) to the new pixel units
+                flow = F.interpolate(flow, size=hw, mode="bilinear", align_corners=False)
+                flow[:, 0] *= hw[1] / width
+                flow[:, 1] *= hw[0] / height
+            return pad_to_stride(flow)
+        if self.network.flow_estimator is None:
+            raise ValueError(
+                "the reader needs optical flow but model.flow.name is "
+                f"{self.network.flow_name!r}: choose tinyflownet, raft or oracle"
+            )
+        return self.network.flow_estimator(image, previous)
 
     def _given_masks(self, mask: np.ndarray, ids: list[int], hw, padded_hw) -> Tensor:
         m = (

@@ -29,6 +29,8 @@ class VOSNetwork(nn.Module):
         value_weights: str | None = None,
         decoder_channels: int = 256,
         freeze_batchnorm: bool = True,
+        flow_name: str = "none",
+        flow_estimator: nn.Module | None = None,
     ):
         super().__init__()
         spec = reader.needs
@@ -50,12 +52,20 @@ class VOSNetwork(nn.Module):
         self.reader = reader
         self.decoder = Decoder(spec.readout_channels, channels, decoder_channels)
         self.freeze_bn = freeze_batchnorm
+        # optical flow for readers that need it (RMNet): a separately trained estimator, kept
+        # frozen here, or "oracle" (the dataset's flow) / "none"
+        self.flow_name = flow_name
+        self.flow_estimator = flow_estimator
+        if flow_estimator is not None:
+            flow_estimator.requires_grad_(False)
         self.train()
 
     def train(self, mode: bool = True) -> VOSNetwork:
         super().train(mode)
         if self.freeze_bn:
             freeze_batchnorm(self)
+        if self.flow_estimator is not None:
+            self.flow_estimator.eval()
         return self
 
     # -- the four steps of DESIGN.md ------------------------------------------------------
@@ -128,6 +138,13 @@ def build_network(model_cfg: Mapping[str, Any] | DictConfig) -> VOSNetwork:
     """The network a `model=` config describes (also used to rebuild it from a checkpoint)."""
     cfg = model_cfg if isinstance(model_cfg, DictConfig) else OmegaConf.create(dict(model_cfg))
     reader = hydra.utils.instantiate(cfg.reader)
+    flow_cfg = cfg.get("flow") or {"name": "none", "weights": None}
+    flow_name = str(flow_cfg["name"])
+    flow_estimator = None
+    if flow_name not in ("none", "oracle"):
+        from vos.model.flow import build_flow_estimator
+
+        flow_estimator = build_flow_estimator(flow_name, flow_cfg.get("weights"))
     return VOSNetwork(
         reader,
         key_depth=cfg.backbone.depth,
@@ -136,6 +153,8 @@ def build_network(model_cfg: Mapping[str, Any] | DictConfig) -> VOSNetwork:
         value_weights=cfg.value_backbone.weights,
         decoder_channels=cfg.decoder_channels,
         freeze_batchnorm=cfg.freeze_batchnorm,
+        flow_name=flow_name,
+        flow_estimator=flow_estimator,
     )
 
 
