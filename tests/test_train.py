@@ -134,3 +134,47 @@ def test_bad_dataset_root_is_one_clear_line(tmp_path):
     assert "vos.train: error:" in result.stderr
     assert "no_davis_here" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=rmnet"],  # flow-guided query region, oracle flow from the generated data
+        ["model=rmnet", "model.reader.query_region_mode=previous", "model.flow.name=none"],
+        ["model=rmnet", "model.reader.region_semantics=official"],
+    ],
+)
+def test_other_readers_train_and_validate(tmp_path, overrides):
+    metrics = train(
+        compose_config(
+            "train",
+            [
+                *TINY,
+                *overrides,
+                "trainer.max_steps=2",
+                "trainer.val_check_interval=2",
+                "dataset.eval.num_videos=1",
+            ],
+        ),
+        tmp_path,
+    )
+    assert metrics["global_step"] == 2
+    assert 0.0 <= metrics["val/J&F-Mean"] <= 1.0
+
+
+def test_flow_reader_without_flow_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="model.flow.name"):
+        train(
+            compose_config(
+                "train",
+                [
+                    *TINY,
+                    "model=rmnet",
+                    "model.flow.name=none",
+                    "trainer.max_steps=1",
+                    "trainer.val_check_interval=1",
+                    "dataset.eval.num_videos=1",
+                ],
+            ),
+            tmp_path,
+        )
