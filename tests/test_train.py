@@ -178,3 +178,47 @@ def test_flow_reader_without_flow_is_a_clear_error(tmp_path):
             ),
             tmp_path,
         )
+
+
+def test_tinyflownet_trains_alone_and_rmnet_loads_it(tmp_path):
+    flow_run = tmp_path / "flow"
+    metrics = train(
+        compose_config(
+            "train",
+            [
+                *[o for o in TINY if not o.startswith("model.")],
+                "model=tinyflownet",
+                "model.val_pairs=4",
+                "trainer.max_steps=2",
+                "trainer.val_check_interval=2",
+            ],
+        ),
+        flow_run,
+    )
+    assert metrics["val/epe"] >= 0.0
+    weights = flow_run / "checkpoints" / "last.ckpt"
+    rmnet_run = tmp_path / "rmnet"
+    overrides = ["model=rmnet", "model.flow.name=tinyflownet", f"model.flow.weights={weights}"]
+    metrics = train(
+        compose_config(
+            "train",
+            [
+                *TINY,
+                *overrides,
+                "trainer.max_steps=1",
+                "trainer.val_check_interval=1",
+                "dataset.eval.num_videos=1",
+            ],
+        ),
+        rmnet_run,
+    )
+    assert 0.0 <= metrics["val/J&F-Mean"] <= 1.0
+    # the flow network is loaded, frozen, and not trained with RMNet
+    state = torch.load(
+        rmnet_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    flow_state = torch.load(weights, map_location="cpu", weights_only=False)["state_dict"]
+    key = next(k for k in flow_state if k.endswith("weight"))
+    torch.testing.assert_close(
+        state["state_dict"]["network.flow_estimator." + key.removeprefix("flow.")], flow_state[key]
+    )

@@ -20,10 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
 from vos.config import CONFIG_DIR
-from vos.data.datamodule import VOSDataModule
+from vos.data.datamodule import FlowDataModule, VOSDataModule
 from vos.data.palette import ImageReadError
 from vos.data.source import DatasetError
 from vos.logging_setup import build_logger, finish_logger
+from vos.model.flow import FlowModule
 from vos.model.module import VOSModule
 
 
@@ -72,18 +73,33 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     train_source = hydra.utils.instantiate(cfg.dataset.train)
     eval_source = hydra.utils.instantiate(cfg.dataset.eval)
-    module = VOSModule(model=cfg.model, optim=cfg.optim, loss=cfg.loss, inference=cfg.inference)
-    datamodule = VOSDataModule(
-        train_source,
-        eval_source,
-        batch_size=cfg.data.batch_size,
-        num_workers=cfg.data.num_workers,
-        total_steps=cfg.trainer.max_steps,
-        clip=cfg.data.clip,
-        seed=cfg.seed,
-        val_videos=cfg.data.val_videos,
-        with_flow=module.network.reader.needs.needs_flow,
-    )
+    if cfg.model.get("task", "vos") == "flow":
+        # a flow network trained on its own task (RMNet's TinyFlowNet): L1 against the
+        # dataset's ground-truth flow, validated by end-point error
+        module = FlowModule(lr=cfg.model.lr, weight_decay=cfg.model.weight_decay)
+        datamodule = FlowDataModule(
+            train_source,
+            eval_source,
+            batch_size=cfg.data.batch_size,
+            num_workers=cfg.data.num_workers,
+            total_steps=cfg.trainer.max_steps,
+            seed=cfg.seed,
+            crop=cfg.model.crop,
+            val_pairs=cfg.model.val_pairs,
+        )
+    else:
+        module = VOSModule(model=cfg.model, optim=cfg.optim, loss=cfg.loss, inference=cfg.inference)
+        datamodule = VOSDataModule(
+            train_source,
+            eval_source,
+            batch_size=cfg.data.batch_size,
+            num_workers=cfg.data.num_workers,
+            total_steps=cfg.trainer.max_steps,
+            clip=cfg.data.clip,
+            seed=cfg.seed,
+            val_videos=cfg.data.val_videos,
+            with_flow=module.network.reader.needs.needs_flow,
+        )
     if ckpt_path is not None:
         datamodule.start_step = checkpoint_step(ckpt_path)
 
