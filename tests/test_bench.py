@@ -78,3 +78,17 @@ def test_bench_readers_times_the_read_alone():
     assert record["name"] == "reader/stm"
     assert record["setting"]["res4"] == "30x54" and record["setting"]["T"] == 2
     assert record["ms"] > 0
+
+
+def test_bench_flow_times_both_networks():
+    result = subprocess.run(
+        [sys.executable, "-m", "vos.bench", "flow", "--json", "--height", "64", "--width", "64"]
+        + ["--repeats", "1", "--raft-updates", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    records = {r["name"]: r for r in json.loads(result.stdout)}
+    assert records["flow/tinyflownet"]["ms"] > 0 and records["flow/raft_small"]["ms"] > 0
+    assert records["speedup/tinyflownet_vs_raft_small"]["speedup"] > 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from vos.bench import inference, ops, readers
+from vos.bench import flow, inference, ops, readers
 from vos.bench.common import print_records
 
-SUBCOMMANDS = {"inference": inference, "ops": ops, "readers": readers}
+SUBCOMMANDS = {"inference": inference, "ops": ops, "readers": readers, "flow": flow}
 
 
 def main(argv: list[str] | None = None) -> None:
