@@ -79,14 +79,15 @@ def run(args) -> list[Record]:
         )
         pairs = FlowPairDataset(source, length=args.eval_pairs, seed=1, flip_prob=0.0)
         trained = build_flow_estimator("tinyflownet", args.tinyflownet_weights).to(device)
+        items = [pairs[i] for i in range(len(pairs))]  # indexing past len() never ends
         errors = []
         with torch.inference_mode():
-            for item in pairs:
+            for item in items:
                 predicted = trained(
                     item["frame"][None].to(device), item["previous"][None].to(device)
                 )
                 errors.append(float(endpoint_error(predicted, item["flow"][None].to(device))))
-        zero = [float(item["flow"].norm(dim=0).mean()) for item in pairs]
+        zero = [float(item["flow"].norm(dim=0).mean()) for item in items]
         records.append(
             Record(
                 "flow/tinyflownet_epe",
