@@ -11,6 +11,28 @@ from vos.data.clips import ClipDataset, ResumableSampler
 from vos.data.source import VideoSource
 
 
+def _rank_and_world(module: pl.LightningDataModule) -> tuple[int, int]:
+    trainer = module.trainer
+    return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+
+
+def _resumable_loader(module, make_dataset) -> DataLoader:
+    """Training batches that continue at ``module.start_step`` on a resumed run; each rank
+    takes its share. ``make_dataset(length)`` builds a dataset deterministic by index."""
+    rank, world = _rank_and_world(module)
+    per_step = module.batch_size * world
+    dataset = make_dataset(module.total_steps * per_step)
+    sampler = ResumableSampler(len(dataset), module.start_step * per_step, rank, world)
+    return DataLoader(
+        dataset,
+        batch_size=module.batch_size,
+        sampler=sampler,
+        num_workers=module.num_workers,
+        persistent_workers=module.num_workers > 0,
+        drop_last=True,
+    )
+
+
 class _VideoNames(Dataset):
     def __init__(self, names: list[str]):
         self.names = names
@@ -48,30 +70,16 @@ class VOSDataModule(pl.LightningDataModule):
         self.with_flow = with_flow
         self.start_step = 0  # set when resuming, so the sampler continues where it stopped
 
-    def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
-
     def train_dataloader(self) -> DataLoader:
-        rank, world = self._world()
-        per_step = self.batch_size * world
-        dataset = ClipDataset(
-            self.train_source,
-            length=self.total_steps * per_step,
-            seed=self.seed,
-            with_flow=self.with_flow,
-            **self.clip,
-        )
-        sampler = ResumableSampler(len(dataset), self.start_step * per_step, rank, world)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=True,
+        return _resumable_loader(
+            self,
+            lambda length: ClipDataset(
+                self.train_source,
+                length=length,
+                seed=self.seed,
+                with_flow=self.with_flow,
+                **self.clip,
+            ),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -111,21 +119,11 @@ class FlowDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         from vos.data.flow_pairs import FlowPairDataset
 
-        rank, world = (
-            (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
-        )
-        per_step = self.batch_size * world
-        dataset = FlowPairDataset(
-            self.train_source, length=self.total_steps * per_step, seed=self.seed, crop=self.crop
-        )
-        sampler = ResumableSampler(len(dataset), self.start_step * per_step, rank, world)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=True,
+        return _resumable_loader(
+            self,
+            lambda length: FlowPairDataset(
+                self.train_source, length=length, seed=self.seed, crop=self.crop
+            ),
         )
 
     def val_dataloader(self) -> DataLoader:
