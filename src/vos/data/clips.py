@@ -54,6 +54,7 @@ class ClipDataset(Dataset):
         crop: Sequence[int] | None = None,
         flip_prob: float = 0.5,
         color_jitter: float = 0.1,
+        frame_brightness_jitter: float = 0.02,
         with_flow: bool = False,
         max_attempts: int = 20,
     ):
@@ -73,6 +74,7 @@ class ClipDataset(Dataset):
         self.crop = tuple(crop) if crop else None
         self.flip_prob = flip_prob
         self.color_jitter = color_jitter
+        self.frame_brightness_jitter = frame_brightness_jitter
         self.with_flow = with_flow
         self.max_attempts = max_attempts
 
@@ -169,7 +171,8 @@ class ClipDataset(Dataset):
             # but the same object keeps looking like itself across the clip
             brightness = 1 + rng.uniform(-self.color_jitter, self.color_jitter)
             contrast = 1 + rng.uniform(-self.color_jitter, self.color_jitter)
-            per_frame = 1 + rng.uniform(-0.02, 0.02, size=(len(frames), 1, 1, 1))
+            spread = self.frame_brightness_jitter
+            per_frame = 1 + rng.uniform(-spread, spread, size=(len(frames), 1, 1, 1))
             mean = frames.mean(axis=(1, 2, 3), keepdims=True)
             frames = np.clip(((frames - mean) * contrast + mean) * brightness * per_frame, 0, 1)
         return frames.astype(np.float32), labels, flow
