@@ -9,6 +9,11 @@ Frame sampling follows STCN: a first frame, then each next frame 1..max_skip aft
 previous one, with a chance of reversed time order. Only objects visible in the clip's first
 frame are kept (up to ``max_objects``, chosen at random) and relabelled 1..k; other objects
 become background, void (255) stays void.
+
+With ``with_flow`` (readers whose query region follows optical flow, RMNet) each clip frame
+carries the flow to the clip frame before it, i.e. between the frames actually paired, not
+the video's t -> t-1 flow: with skips and reversed clips those differ, the mismatch the released
+RMNet code has when ``frame_step > 1`` (its issue #3).
 """
 
 from __future__ import annotations
@@ -101,6 +106,7 @@ class ClipDataset(Dataset):
             video = self.videos[int(rng.integers(len(self.videos)))]
             info = self.source.info(video)
             frame_ids = self._frame_indices(rng, info.num_frames, max_skip)
+            flow = self._clip_flow(video, frame_ids) if self.with_flow else None
             masks = np.stack([self.source.read_mask(video, t) for t in frame_ids])
             visible = [i for i in np.unique(masks[0]) if 0 < i < VOID_LABEL]
             if visible:
@@ -119,12 +125,6 @@ class ClipDataset(Dataset):
             np.stack([self.source.read_frame(video, t) for t in frame_ids]).astype(np.float32)
             / 255.0
         )
-        flow = None
-        if self.with_flow:
-            flows = [self.source.read_flow(video, t) for t in frame_ids]
-            if any(f is None for f in flows):
-                raise DatasetError(f"video {video!r} has no optical flow, but the reader needs it")
-            flow = np.stack(flows)
 
         frames, labels, flow = self._augment(rng, frames, labels, flow)
         present = np.zeros(self.max_objects, dtype=bool)
@@ -140,6 +140,24 @@ class ClipDataset(Dataset):
         if flow is not None:
             item["flow"] = torch.from_numpy(np.ascontiguousarray(flow))
         return item
+
+    def _clip_flow(self, video: str, frame_ids: list[int]) -> np.ndarray:
+        """``[T, 2, H, W]``: the flow from each clip frame to the clip frame before it (the
+        frames the reader actually pairs, whatever the skip and direction); zeros for the
+        first. A reversed clip whose source has backward flow only is put back in time order
+        (``frame_ids`` is changed in place) rather than trained with the wrong flow."""
+        pairs = list(zip(frame_ids[1:], frame_ids[:-1]))
+        flows = [self.source.read_flow_between(video, t, r) for t, r in pairs]
+        if any(f is None for f in flows) and frame_ids != sorted(frame_ids):
+            frame_ids.sort()
+            pairs = list(zip(frame_ids[1:], frame_ids[:-1]))
+            flows = [self.source.read_flow_between(video, t, r) for t, r in pairs]
+        if any(f is None for f in flows):
+            raise DatasetError(
+                f"video {video!r} has no optical flow between frames {frame_ids}, but the reader "
+                "needs it"
+            )
+        return np.stack([np.zeros_like(flows[0]), *flows])
 
     def _augment(self, rng, frames, labels, flow):
         # Crop: one window for the whole clip, chosen to contain the first frame's objects

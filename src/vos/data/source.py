@@ -8,7 +8,8 @@ Conventions (shared by all sources):
 - masks are label maps ``uint8 [H, W]``: 0 background, 1..O objects, 255 void;
 - ``flow`` is backward optical flow ``float32 [2, H, W]`` (u, v) in pixels, mapping a pixel of
   frame t to its position in frame t-1 (so frame t-1 sampled at ``p + flow(p)`` gives frame t);
-  frame 0's flow is all zeros.
+  frame 0's flow is all zeros. ``read_flow_between`` gives the flow from frame t to any frame
+  r (a training clip's actual previous frame, which may be several frames back or ahead).
 """
 
 from __future__ import annotations
@@ -71,5 +72,47 @@ class VideoSource(abc.ABC):
         """Backward flow ``float32 [2, H, W]`` (t -> t-1), or None when the source has none."""
         return None
 
+    def read_flow_between(self, video: str, target: int, reference: int) -> np.ndarray | None:
+        """Flow ``float32 [2, H, W]`` from frame ``target`` to frame ``reference``: where each
+        pixel of ``target`` is in ``reference``. None when the source cannot give it.
+
+        The default chains the backward flows ``target -> target-1 -> ... -> reference``
+        (each sampled bilinearly, clamped at the border, where the previous step landed), so
+        it needs ``reference <= target``; a source that knows the motion (the generated
+        dataset) overrides it with the exact flow in both directions.
+        """
+        if reference > target:
+            return None
+        total = None
+        for index in range(target, reference, -1):
+            step = self.read_flow(video, index)
+            if step is None:
+                return None
+            step = np.asarray(step, dtype=np.float32)
+            total = step if total is None else total + sample_bilinear(step, total)
+        if total is None:  # reference == target
+            info = self.info(video)
+            return np.zeros((2, info.height, info.width), dtype=np.float32)
+        return total
+
     def __len__(self) -> int:
         return len(self.videos())
+
+
+def sample_bilinear(field: np.ndarray, displacement: np.ndarray) -> np.ndarray:
+    """``field [C, H, W]`` sampled at ``p + displacement(p)`` (``[2, H, W]``, u then v, in
+    pixels), bilinearly, with positions clamped to the frame."""
+    _, height, width = field.shape
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    x = np.clip(cols + displacement[0], 0, width - 1)
+    y = np.clip(rows + displacement[1], 0, height - 1)
+    # the left/top neighbour stays one short of the edge so that x1/y1 exist
+    x0 = np.clip(np.floor(x), 0, max(width - 2, 0)).astype(np.int64)
+    y0 = np.clip(np.floor(y), 0, max(height - 2, 0)).astype(np.int64)
+    x1 = np.minimum(x0 + 1, width - 1)
+    y1 = np.minimum(y0 + 1, height - 1)
+    wx = x - x0
+    wy = y - y0
+    top = field[:, y0, x0] * (1 - wx) + field[:, y0, x1] * wx
+    bottom = field[:, y1, x0] * (1 - wx) + field[:, y1, x1] * wx
+    return (top * (1 - wy) + bottom * wy).astype(np.float32)

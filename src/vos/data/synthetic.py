@@ -45,9 +45,11 @@ sequence, so each staged factor covers its probability's share of any split (the
 the draw on small splits). Train and val videos get their seeds from
 ``SeedSequence([seed, split word, index])``, so no val video is a train video.
 
-Flow: ``SyntheticScene.flow(t)`` is the exact backward flow (t -> t-1) of the visible surface at
-each pixel: for an object, its frame-t placement is inverted and its frame-(t-1) placement
-applied; for the background it is the camera offset difference.
+Flow: ``SyntheticScene.flow(t, reference)`` is the exact flow from frame t to any frame (default
+t-1, the backward flow) of the visible surface at each pixel: for an object, its frame-t
+placement is inverted and the reference frame's placement applied; for the background it is
+the camera offset difference. Training clips that skip or run backwards get the flow between
+their actual frames this way (`read_flow_between`).
 
 Run ``python -m vos.data.synthetic --out data/syn --videos 8 --frames 40 --seed 0`` to export a
 split pair in the DAVIS 2017 layout (see `export_davis`).
@@ -347,14 +349,19 @@ class SyntheticScene:
                 silhouette[y0 : y0 + placed.shape[0], x0 : x0 + placed.shape[1]] = placed
         return silhouette
 
-    def flow(self, t: int) -> np.ndarray:
-        """Exact backward flow ``float32 [2, H, W]`` (u, v): where the surface seen at each
-        pixel of frame ``t`` was in frame ``t - 1``; zeros for frame 0."""
+    def flow(self, t: int, reference: int | None = None) -> np.ndarray:
+        """Exact flow ``float32 [2, H, W]`` (u, v) from frame ``t`` to frame ``reference``
+        (default ``t - 1``, the backward flow): where the surface seen at each pixel of frame
+        ``t`` is in frame ``reference``, occluded or out of frame there or not. Zeros when
+        ``reference == t`` and for frame 0's default."""
         t = self._check_frame(t)
+        if reference is None:
+            reference = max(t - 1, 0)
+        reference = self._check_frame(reference)
         flow = np.zeros((2, self.height, self.width), dtype=np.float32)
-        if t == 0:
+        if reference == t:
             return flow
-        pan_step = self._pan[t] - self._pan[t - 1]
+        pan_step = self._pan[t] - self._pan[reference]
         flow[0] = pan_step[0]
         flow[1] = pan_step[1]
         composition = self._compose(t)
@@ -366,12 +373,12 @@ class SyntheticScene:
             rows, cols = np.nonzero(region)
             points = np.stack([cols + x0, rows + y0], axis=1).astype(np.float64)
             layer = self._layers[index]
-            # undo the frame-t placement, apply the frame-(t-1) one: p' = B (p - c_t) + c_{t-1}
-            step = _rotation(layer.angle[t - 1] - layer.angle[t]) * (
-                layer.radius[t - 1] / layer.radius[t]
+            # undo the frame-t placement, apply the reference one: p' = B (p - c_t) + c_ref
+            step = _rotation(layer.angle[reference] - layer.angle[t]) * (
+                layer.radius[reference] / layer.radius[t]
             )
-            previous = (points - layer.centre[t]) @ step.T + layer.centre[t - 1]
-            displacement = (previous - points).astype(np.float32)
+            moved = (points - layer.centre[t]) @ step.T + layer.centre[reference]
+            displacement = (moved - points).astype(np.float32)
             flow[0, rows + y0, cols + x0] = displacement[:, 0]
             flow[1, rows + y0, cols + x0] = displacement[:, 1]
         return flow
@@ -1144,6 +1151,9 @@ class SyntheticSource(VideoSource):
 
     def read_flow(self, video: str, index: int) -> np.ndarray:
         return self.scene(video).flow(index)
+
+    def read_flow_between(self, video: str, target: int, reference: int) -> np.ndarray:
+        return self.scene(video).flow(target, reference)
 
     def _video_index(self, video: str) -> int:
         if video not in self._index:
