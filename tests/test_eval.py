@@ -1,13 +1,17 @@
 import csv
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 from helpers import TINY, compose_config
 from PIL import Image
 
 from vos.data.synthetic import export_davis
+from vos.eval import load_engine
+from vos.model.flow import TinyFlowNet
 from vos.train import train
 
 
@@ -108,3 +112,75 @@ def test_eval_on_generated_source_scores_in_memory_ground_truth(checkpoint, tmp_
     assert len(list((out / "syn_val_0000").glob("*.png"))) == 30
     row = _read_csv(out / "global_results.csv")[0]
     assert 0.0 <= float(row["J&F-Mean"]) <= 1.0
+
+
+@pytest.fixture(scope="module")
+def rmnet_checkpoint(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("rmnet")
+    train(
+        compose_config(
+            "train",
+            [*TINY, "model=rmnet", "trainer.max_steps=1", "+trainer.limit_val_batches=0"],
+        ),
+        run_dir,
+    )
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def test_model_overrides_switch_the_reader_with_the_same_weights(rmnet_checkpoint):
+    plain = load_engine(rmnet_checkpoint, torch.device("cpu"))
+    switched = load_engine(
+        rmnet_checkpoint,
+        torch.device("cpu"),
+        model_overrides={"reader": {"query_region_mode": "previous", "memory_region": False}},
+    )
+    assert plain.network.reader.query_region_mode == "flow"
+    assert switched.network.reader.query_region_mode == "previous"
+    assert not switched.network.reader.memory_region
+    a, b = plain.network.state_dict(), switched.network.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_model_overrides_choose_another_flow_network(rmnet_checkpoint, tmp_path):
+    weights = tmp_path / "tinyflownet.pth"
+    reference = TinyFlowNet().state_dict()
+    torch.save(reference, weights)
+    engine = load_engine(
+        rmnet_checkpoint,
+        torch.device("cpu"),
+        model_overrides={"flow": {"name": "tinyflownet", "weights": str(weights)}},
+    )
+    assert engine.network.flow_name == "tinyflownet"
+    loaded = engine.network.flow_estimator.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in reference.items())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"reader": {"query_region_modes": "previous"}}, "model.reader.query_region_modes"),
+        ({"readers": {"padding": 1}}, "model.readers"),
+        ({"reader": {"padding": {"cells": 1}}}, "model.reader.padding"),
+    ],
+)
+def test_unknown_model_override_is_named(rmnet_checkpoint, overrides, named):
+    with pytest.raises(ValueError, match=re.escape(named)):
+        load_engine(rmnet_checkpoint, torch.device("cpu"), model_overrides=overrides)
+
+
+def test_eval_cli_takes_model_overrides(rmnet_checkpoint, tmp_path):
+    out = tmp_path / "pred"
+    common = [
+        f"ckpt_path={rmnet_checkpoint}",
+        "dataset.height=48",
+        "dataset.width=64",
+        "dataset.eval.num_videos=1",
+        "dataset.eval.num_frames=30",
+        f"output_dir={out}",
+    ]
+    result = _run("vos.eval", *common, "+model.reader.query_region_mode=best_match")
+    assert result.returncode == 0, result.stderr
+    assert len(list((out / "syn_val_0000").glob("*.png"))) == 30
+    result = _run("vos.eval", *common, "+model.reader.no_such_key=1")
+    assert result.returncode != 0
+    assert "model.reader.no_such_key" in result.stderr

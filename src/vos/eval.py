@@ -1,19 +1,24 @@
 """``python -m vos.eval``: segment every video of a split with a trained checkpoint.
 
 The network is rebuilt from the configs stored in the checkpoint; `inference.*` keys given
-here override the stored inference settings. Predictions are palette PNGs at the original
+here override the stored inference settings, and `+model.<key>=...` overrides the stored model
+config for inference-time ablations with the same weights (a reader switch such as
+``+model.reader.query_region_mode=previous``, or another flow network with
+``+model/flow=tinyflownet model.flow.weights=PATH``). Only keys the stored config has can be
+overridden, apart from ``model.flow``, which is replaced whole. Predictions are palette PNGs at the original
 size, ``<output_dir>/<video>/<frame>.png``; they are scored by the same function as
 ``python -m vos.evaluate`` (read back from disk), so both report identical numbers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
 
 from vos.config import CONFIG_DIR
@@ -33,10 +38,33 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _check_model_overrides(stored: Mapping, overrides: Mapping, prefix: str = "model") -> None:
+    for key, value in overrides.items():
+        path = f"{prefix}.{key}"
+        if path == "model.flow":
+            continue  # a flow network is chosen whole (`+model/flow=NAME`)
+        if key not in stored:
+            raise ValueError(
+                f"{path} is not in the checkpoint's model config; its keys there are "
+                f"{sorted(stored)}"
+            )
+        if isinstance(value, Mapping):
+            if not isinstance(stored[key], Mapping):
+                raise ValueError(f"{path} is a value in the checkpoint's model config, not a group")
+            _check_model_overrides(stored[key], value, path)
+
+
+FLOW_ESTIMATOR_PREFIX = "network.flow_estimator."
+
+
 def load_engine(
-    ckpt_path: str | Path, device: torch.device, overrides: dict | None = None
+    ckpt_path: str | Path,
+    device: torch.device,
+    overrides: dict | None = None,
+    model_overrides: Mapping | None = None,
 ) -> InferenceEngine:
-    """The inference engine of a trained checkpoint, with inference settings overridden."""
+    """The inference engine of a trained checkpoint, with inference settings (``overrides``)
+    and model config keys (``model_overrides``, nested) overridden."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path does not exist: {path}")
@@ -47,12 +75,25 @@ def load_engine(
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or "model" not in hparams or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a vos training checkpoint (no model config stored in it)")
-    model = dict(hparams["model"])
+    stored_model = OmegaConf.to_container(OmegaConf.create(hparams["model"]))
+    model_overrides = dict(model_overrides or {})
+    _check_model_overrides(stored_model, model_overrides)
+    model = OmegaConf.to_container(OmegaConf.merge(stored_model, model_overrides))
+    state = checkpoint["state_dict"]
+    if "flow" in model_overrides:
+        # the flow network comes from model.flow.weights, not from the checkpoint
+        state = {k: v for k, v in state.items() if not k.startswith(FLOW_ESTIMATOR_PREFIX)}
     # the checkpoint holds the trained weights: the backbone files it started from are not needed
     model["backbone"] = {**model["backbone"], "weights": None}
     model["value_backbone"] = {**model["value_backbone"], "weights": None}
     module = VOSModule(**{**hparams, "model": model})
-    module.load_state_dict(checkpoint["state_dict"])
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(FLOW_ESTIMATOR_PREFIX)]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not fit the model config (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}): a model override may change the network's weights"
+        )
     module.to(device)
     settings = dict(module.hparams.inference)
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -89,6 +130,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
         hydra.utils.to_absolute_path(str(cfg.ckpt_path)),
         pick_device(cfg.device),
         dict(cfg.inference),
+        OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") else None,
     )
     source = hydra.utils.instantiate(cfg.dataset.eval)
     videos = source.videos()[: cfg.max_videos] if cfg.max_videos else source.videos()
