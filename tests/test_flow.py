@@ -170,12 +170,14 @@ def _warp_errors(item: dict) -> tuple[float, float, float]:
     return float(error), float(error_reversed), float(unwarped)
 
 
-@pytest.mark.parametrize("flip_prob", [0.0, 1.0])
-def test_flow_pairs_warp_previous_onto_frame(flip_prob: float) -> None:
+@pytest.mark.parametrize(("flip_prob", "max_skip"), [(0.0, 1), (1.0, 1), (0.5, 4)])
+def test_flow_pairs_warp_previous_onto_frame(flip_prob: float, max_skip: int) -> None:
     """warp_backward(previous, flow) ≈ frame on SyntheticSource pairs, with and without the
-    flip: clearly better than no warp and than the opposite flow direction."""
+    flip and with skipped pairs: clearly better than no warp and than the opposite flow."""
     source = SyntheticSource("train", 3, 8, seed=0, **FAST)
-    dataset = FlowPairDataset(source, length=6, seed=1, crop=(48, 80), flip_prob=flip_prob)
+    dataset = FlowPairDataset(
+        source, length=6, seed=1, crop=(48, 80), flip_prob=flip_prob, max_skip=max_skip
+    )
     for index in range(len(dataset)):
         item = dataset[index]
         assert item["frame"].shape == item["previous"].shape == (3, 48, 80)

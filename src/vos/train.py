@@ -86,6 +86,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             seed=cfg.seed,
             crop=cfg.model.crop,
             val_pairs=cfg.model.val_pairs,
+            max_skip=cfg.model.max_skip,
         )
     else:
         module = VOSModule(model=cfg.model, optim=cfg.optim, loss=cfg.loss, inference=cfg.inference)

@@ -104,6 +104,7 @@ class FlowDataModule(pl.LightningDataModule):
         seed: int = 0,
         crop: list[int] | None = None,
         val_pairs: int = 64,
+        max_skip: int = 1,
     ):
         super().__init__()
         self.train_source = train_source
@@ -114,6 +115,7 @@ class FlowDataModule(pl.LightningDataModule):
         self.seed = seed
         self.crop = crop
         self.val_pairs = val_pairs
+        self.max_skip = max_skip
         self.start_step = 0
 
     def train_dataloader(self) -> DataLoader:
@@ -122,14 +124,19 @@ class FlowDataModule(pl.LightningDataModule):
         return _resumable_loader(
             self,
             lambda length: FlowPairDataset(
-                self.train_source, length=length, seed=self.seed, crop=self.crop
+                self.train_source,
+                length=length,
+                seed=self.seed,
+                crop=self.crop,
+                max_skip=self.max_skip,
             ),
         )
 
     def val_dataloader(self) -> DataLoader:
         from vos.data.flow_pairs import FlowPairDataset
 
-        # a fixed set of whole-frame pairs from the eval split: the EPE is comparable across runs
+        # a fixed set of whole-frame adjacent pairs from the eval split (the pairs RMNet warps
+        # with at inference): the EPE is comparable across runs
         dataset = FlowPairDataset(
             self.eval_source, length=self.val_pairs, seed=self.seed + 1, flip_prob=0.0
         )

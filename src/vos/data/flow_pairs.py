@@ -4,10 +4,12 @@ RMNet trains its flow network on its own, with L1 against precomputed flow (refe
 §1.6); here the flow comes from any `VideoSource` whose ``read_flow`` returns arrays (the
 generated dataset's exact flow, or flow files a DAVIS-layout dataset provides).
 
-Item ``i`` is a pure function of (seed, i), like `vos.data.clips.ClipDataset`: a random video
-and a random ``t >= 1``; ``frame`` is frame t, ``previous`` frame t−1 (float [0, 1],
-``[3, H, W]``) and ``flow`` the backward flow t → t−1 ``[2, H, W]`` in pixels, so
-``warp_backward(previous, flow) ≈ frame``. Augmentation keeps that relation:
+Item ``i`` is a pure function of (seed, i), like `vos.data.clips.ClipDataset`: a random video,
+a random step s in 1..``max_skip`` and a random ``t >= s``; ``frame`` is frame t, ``previous``
+frame t−s (float [0, 1], ``[3, H, W]``) and ``flow`` the flow t → t−s ``[2, H, W]`` in pixels
+(``VideoSource.read_flow_between``), so ``warp_backward(previous, flow) ≈ frame``. Steps over 1
+show the network larger motions than adjacent frames have (the generated data moves about a
+pixel per frame); ``max_skip=1`` is the plain backward-flow task. Augmentation keeps that relation:
 
 - crop: one window for both frames, so the flow vectors need no correction (the official
   ``RandomCrop`` only corrects by ``x_min_t − x_min_{t−1}`` when the windows differ);
@@ -35,8 +37,11 @@ class FlowPairDataset(Dataset):
         seed: int = 0,
         crop: Sequence[int] | None = None,
         flip_prob: float = 0.5,
+        max_skip: int = 1,
         max_attempts: int = 20,
     ):
+        if max_skip < 1:
+            raise ValueError(f"model.max_skip must be >= 1, got {max_skip}")
         self.source = source
         self.videos = source.videos()
         if not self.videos:
@@ -52,6 +57,7 @@ class FlowPairDataset(Dataset):
         self.seed = seed
         self.crop = tuple(crop) if crop else None
         self.flip_prob = flip_prob
+        self.max_skip = max_skip
         self.max_attempts = max_attempts
 
     def __len__(self) -> int:
@@ -69,12 +75,17 @@ class FlowPairDataset(Dataset):
                 f"no video with at least 2 frames after {self.max_attempts} tries "
                 f"(last {video!r}); a flow pair needs frames t-1 and t"
             )
-        t = int(rng.integers(1, num_frames))
-        flow = self.source.read_flow(video, t)
+        step = int(rng.integers(1, min(self.max_skip, num_frames - 1) + 1))
+        t = int(rng.integers(step, num_frames))
+        flow = (
+            self.source.read_flow(video, t)
+            if step == 1
+            else self.source.read_flow_between(video, t, t - step)
+        )
         if flow is None:
-            raise DatasetError(f"video {video!r} frame {t} has no optical flow")
+            raise DatasetError(f"video {video!r} has no optical flow from frame {t} to {t - step}")
         frame = self.source.read_frame(video, t).astype(np.float32) / 255.0
-        previous = self.source.read_frame(video, t - 1).astype(np.float32) / 255.0
+        previous = self.source.read_frame(video, t - step).astype(np.float32) / 255.0
         flow = np.asarray(flow, dtype=np.float32)
 
         if self.crop is not None:
