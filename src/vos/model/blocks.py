@@ -29,15 +29,29 @@ class ResBlock(nn.Module):
 
 
 class Refine(nn.Module):
-    """STM's refinement module: merge a skip feature with the upsampled coarser output."""
+    """STM's refinement module: merge a skip feature with the upsampled coarser output.
 
-    def __init__(self, skip_channels: int, channels: int):
+    With ``memory_channels`` (HMMN) a memory readout at the skip's scale is added to the skip
+    through a bias-free 3×3 conv before ``ResFS``: ``ResFS(convFS(skip) + convMemory(mem))``.
+    """
+
+    def __init__(self, skip_channels: int, channels: int, memory_channels: int | None = None):
         super().__init__()
         self.convFS = nn.Conv2d(skip_channels, channels, 3, padding=1)
+        self.convMemory = (
+            None
+            if memory_channels is None
+            else nn.Conv2d(memory_channels, channels, 3, padding=1, bias=False)
+        )
         self.ResFS = ResBlock(channels)
         self.ResMM = ResBlock(channels)
 
-    def forward(self, skip: Tensor, coarse: Tensor) -> Tensor:
-        s = self.ResFS(self.convFS(skip))
+    def forward(self, skip: Tensor, coarse: Tensor, memory: Tensor | None = None) -> Tensor:
+        s = self.convFS(skip)
+        if memory is not None:
+            if self.convMemory is None:
+                raise ValueError("Refine got a memory readout but was built without one")
+            s = s + self.convMemory(memory)
+        s = self.ResFS(s)
         m = s + F.interpolate(coarse, size=s.shape[-2:], mode="bilinear", align_corners=False)
         return self.ResMM(m)

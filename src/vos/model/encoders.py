@@ -109,9 +109,11 @@ class KeyEncoder(_ResNetTrunk):
 
 
 class ValueEncoder(_ResNetTrunk):
-    """Frame + object mask + other objects' mask -> a per-object value at res4.
+    """Frame + object mask + other objects' mask -> per-object values.
 
-    The trunk's res4 output is fused with the key encoder's res4 features (STCN's fusion).
+    res4: the trunk's res4 output fused with the key encoder's res4 features (STCN's fusion).
+    ``fine_value_channels`` (HMMN) adds values at res3/res2: a 3×3 conv on the trunk's
+    (mask-aware) features at that scale, as HMMN's memory encoder has a key/value head per scale.
     """
 
     def __init__(
@@ -120,18 +122,33 @@ class ValueEncoder(_ResNetTrunk):
         key_feature_channels: int,
         depth: int = 18,
         weights: str | None = None,
+        fine_value_channels: dict[str, int] | None = None,
     ):
         super().__init__(depth, weights, extra_in_channels=2)
         hidden = self.channels["res4"]
         self.fuse = nn.Sequential(
             ResBlock(hidden + key_feature_channels, value_channels), ResBlock(value_channels)
         )
+        self.fine_value = nn.ModuleDict(
+            {
+                scale: nn.Conv2d(self.channels[scale], channels, 3, padding=1)
+                for scale, channels in (fine_value_channels or {}).items()
+            }
+        )
 
-    def forward(self, frames: Tensor, key_res4: Tensor, masks: Tensor, others: Tensor) -> Tensor:
-        """frames ``[B·O, 3, H, W]``, key_res4 ``[B·O, C, h, w]``, masks/others ``[B·O, 1, H, W]``."""
+    def forward(
+        self, frames: Tensor, key_res4: Tensor, masks: Tensor, others: Tensor
+    ) -> dict[str, Tensor]:
+        """frames ``[B·O, 3, H, W]``, key_res4 ``[B·O, C, h, w]``, masks/others ``[B·O, 1, H, W]``
+        -> ``{"res4": [B·O, Cv, h, w], <fine scale>: [B·O, Cv_s, ·, ·]}``."""
         x = torch.cat([self.normalise(frames), masks, others], dim=1)
-        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
-        return self.fuse(torch.cat([x, key_res4], dim=1))
+        trunk = {"res2": self.layer1(self.stem(x))}
+        trunk["res3"] = self.layer2(trunk["res2"])
+        trunk["res4"] = self.layer3(trunk["res3"])
+        values = {"res4": self.fuse(torch.cat([trunk["res4"], key_res4], dim=1))}
+        for scale, conv in self.fine_value.items():
+            values[scale] = conv(trunk[scale])
+        return values
 
 
 def freeze_batchnorm(module: nn.Module) -> None:

@@ -17,6 +17,7 @@ exclude the others from that object's softmax.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -106,17 +107,29 @@ class MemoryBank:
     def frame_indices(self) -> list[int]:
         return [e.frame_index for e in self._all_entries()]
 
-    def keys(self, scale: str = "res4") -> Tensor:
-        """``[B, Ck, T, H, W]``."""
-        return torch.stack([e.keys[scale] for e in self._all_entries()], dim=2)
+    def resolve_positions(self, positions: Sequence[int] | None) -> list[int]:
+        """Read-order positions of a selection: all frames for None, else ``positions`` with
+        negatives counted from the end (``[0, -1]``: the first and the most recent frame),
+        each once, in read order."""
+        if positions is None:
+            return list(range(len(self)))
+        return sorted({p % len(self) for p in positions})
 
-    def values(self, scale: str = "res4") -> Tensor:
+    def _select(self, positions: Sequence[int] | None) -> list[MemoryEntry]:
+        entries = self._all_entries()
+        return [entries[p] for p in self.resolve_positions(positions)]
+
+    def keys(self, scale: str = "res4", positions: Sequence[int] | None = None) -> Tensor:
+        """``[B, Ck, T, H, W]`` (T = the selected frames)."""
+        return torch.stack([e.keys[scale] for e in self._select(positions)], dim=2)
+
+    def values(self, scale: str = "res4", positions: Sequence[int] | None = None) -> Tensor:
         """``[B, O, Cv, T, H, W]``."""
-        return torch.stack([e.values[scale] for e in self._all_entries()], dim=3)
+        return torch.stack([e.values[scale] for e in self._select(positions)], dim=3)
 
-    def object_valid(self) -> Tensor:
+    def object_valid(self, positions: Sequence[int] | None = None) -> Tensor:
         """``[B, O, T]`` bool."""
-        return torch.stack([e.object_valid for e in self._all_entries()], dim=2)
+        return torch.stack([e.object_valid for e in self._select(positions)], dim=2)
 
     def extras(self, name: str) -> list[Tensor]:
         return [e.extras[name] for e in self._all_entries()]

@@ -47,10 +47,19 @@ class VOSNetwork(nn.Module):
             nn.init.zeros_(conv.bias)
         self.query_value = nn.Conv2d(channels["res4"], spec.value_channels, 3, padding=1)
         self.value_encoder = ValueEncoder(
-            spec.value_channels, channels["res4"], value_depth, value_weights
+            spec.value_channels,
+            channels["res4"],
+            value_depth,
+            value_weights,
+            fine_value_channels=spec.fine_value_channels,
         )
         self.reader = reader
-        self.decoder = Decoder(spec.readout_channels, channels, decoder_channels)
+        self.decoder = Decoder(
+            spec.readout_channels,
+            channels,
+            decoder_channels,
+            memory_channels=spec.fine_value_channels,
+        )
         self.freeze_bn = freeze_batchnorm
         # optical flow for readers that need it (RMNet): a separately trained estimator, kept
         # frozen here, or "oracle" (the dataset's flow) / "none"
@@ -83,20 +92,21 @@ class VOSNetwork(nn.Module):
         )
 
     def encode_values(self, frame: FrameFeatures, object_probs: Tensor) -> dict[str, Tensor]:
-        """Per-object values ``{"res4": [B, O, Cv, h, w]}`` from soft masks ``[B, O, H, W]``."""
+        """Per-object values ``{"res4": [B, O, Cv, h, w], ...}`` from soft masks
+        ``[B, O, H, W]`` (finer scales for readers that declare them)."""
         batch, objects = object_probs.shape[:2]
         others = (object_probs.sum(dim=1, keepdim=True) - object_probs).clamp(0, 1)
 
         def per_object(x: Tensor) -> Tensor:
             return x.unsqueeze(1).expand(-1, objects, *x.shape[1:]).flatten(0, 1)
 
-        value = self.value_encoder(
+        values = self.value_encoder(
             per_object(frame.frames),
             per_object(frame.features["res4"]),
             object_probs.flatten(0, 1).unsqueeze(1),
             others.flatten(0, 1).unsqueeze(1),
         )
-        return {"res4": value.view(batch, objects, *value.shape[1:])}
+        return {scale: v.view(batch, objects, *v.shape[1:]) for scale, v in values.items()}
 
     def segment(
         self,
@@ -109,8 +119,9 @@ class VOSNetwork(nn.Module):
         """Label logits ``[B, O+1, H, W]`` (background first) after soft aggregation."""
         with read_timer or nullcontext():
             readout = self.reader.read(frame, memory, state)
+        fine = {k: v for k, v in readout.features.items() if k != "res4"}
         object_logits = self.decoder(
-            readout.features["res4"], frame.features, frame.frames.shape[-2:]
+            readout.features["res4"], frame.features, frame.frames.shape[-2:], fine
         )
         return soft_aggregate(torch.sigmoid(object_logits), present)
 

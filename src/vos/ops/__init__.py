@@ -9,7 +9,12 @@ Each op has a PyTorch reference and a Triton kernel (``vos.kernels``), chosen by
 from vos.ops.dispatch import BackendError
 from vos.ops.gather_read import gather_read
 from vos.ops.geometry import boxes_from_masks, expand_index, sine_positional_encoding, warp_backward
-from vos.ops.memory_read import affinity_logits, memory_read
+from vos.ops.memory_read import (
+    affinity_logits,
+    gaussian_log_bias,
+    memory_read,
+    query_grid_positions,
+)
 from vos.ops.window_read import WindowTop, window_read
 
 __all__ = [
@@ -19,7 +24,9 @@ __all__ = [
     "boxes_from_masks",
     "expand_index",
     "gather_read",
+    "gaussian_log_bias",
     "memory_read",
+    "query_grid_positions",
     "sine_positional_encoding",
     "warp_backward",
     "window_read",

@@ -22,6 +22,9 @@ class FeatureSpec:
     key_scales: dict[str, int] = field(default_factory=lambda: {"res4": 128})  # scale -> Ck
     value_channels: int = 512  # Cv of the res4 value (memory) and of the query value
     readout_channels: int = 1024  # channels of the res4 readout fed to the decoder
+    # memory values at finer scales (HMMN: res3 256, res2 128): the value encoder adds them, and
+    # the reader's readouts at those scales (same channels) enter the decoder's skips there
+    fine_value_channels: dict[str, int] = field(default_factory=dict)
     needs_flow: bool = False
 
 
@@ -47,7 +50,8 @@ class ReaderState:
 
 @dataclass
 class Readout:
-    """What the decoder receives: per-object features per scale, ``[B, O, C, h, w]``."""
+    """What the decoder receives: per-object features per scale, ``[B, O, C, h, w]``: "res4"
+    always; "res3"/"res2" for the scales in ``FeatureSpec.fine_value_channels``."""
 
     features: dict[str, Tensor]
 
