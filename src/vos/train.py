@@ -26,6 +26,7 @@ from vos.data.source import DatasetError
 from vos.logging_setup import build_logger, finish_logger
 from vos.model.flow import FlowModule
 from vos.model.module import VOSModule
+from vos.model.schedule import ReaderSchedule
 
 
 class CheckpointError(ValueError):
@@ -114,6 +115,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         save_last=True,
     )
     callbacks = [checkpoints, RichProgressBar()]
+    if cfg.model.get("schedule"):
+        callbacks.append(ReaderSchedule(OmegaConf.to_container(cfg.model.schedule, resolve=True)))
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = pl.Trainer(
