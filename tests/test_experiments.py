@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision
 from helpers import TINY, compose_config
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from vos.config import CONFIG_DIR
@@ -16,10 +17,15 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 
 def sweep_rows(name: str) -> list[list[str]]:
+    """The overrides of every job of the experiment's multirun, parsed as Hydra parses them
+    (so list values such as ``[res3,res2]`` stay whole)."""
     params = OmegaConf.load(CONFIG_DIR / "experiment" / f"{name}.yaml").hydra.sweeper.params
-    keys = list(params)
-    choices = [str(params[k]).split(",") for k in keys]
-    return [[f"{k}={v}" for k, v in zip(keys, row)] for row in itertools.product(*choices)]
+    parser = OverridesParser.create()
+    choices = []
+    for key, value in params.items():
+        override = parser.parse_override(f"{key}={value}")
+        choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+    return [list(row) for row in itertools.product(*choices)]
 
 
 @pytest.fixture
@@ -36,19 +42,25 @@ def raft_weights(tmp_path, monkeypatch):
     ids=lambda value: value if isinstance(value, str) else "+".join(value),
 )
 def test_every_sweep_row_runs_a_step(experiment, row, tmp_path, raft_weights):
+    """One training step, then a validation on one video: several rows (HMMN's kernel, k at
+    inference, window, σ; RMNet's flow network) only act at inference."""
     overrides = [
         *TINY,
         f"experiment={experiment}",
         *row,
         "trainer.max_steps=1",
-        "+trainer.limit_val_batches=0",
+        "trainer.val_check_interval=1",
+        "data.val_videos=1",
     ]
     metrics = train(compose_config("train", overrides), tmp_path)
     assert metrics["global_step"] == 1
+    assert 0.0 <= metrics["val/J&F-Mean"] <= 1.0
 
 
 def test_experiments_exist():
     assert {"rmnet_table5", "rmnet_table6", "rmnet_table7"} <= set(EXPERIMENTS)
+    assert {"hmmn_table5", *(f"hmmn_table6{t}" for t in "bcdefg")} <= set(EXPERIMENTS)
+    assert len(sweep_rows("hmmn_table6e")) == 4  # lists stay whole: [], [res2], [res3], both
     assert all(
         Path(CONFIG_DIR / "experiment" / f"{name}.yaml")
         .read_text()
