@@ -92,3 +92,20 @@ def test_bench_flow_times_both_networks():
     records = {r["name"]: r for r in json.loads(result.stdout)}
     assert records["flow/tinyflownet"]["ms"] > 0 and records["flow/raft_small"]["ms"] > 0
     assert records["speedup/tinyflownet_vs_raft_small"]["speedup"] > 0
+
+
+def test_bench_readers_hmmn_fine_read_and_kernel_scaling():
+    result = subprocess.run(
+        [sys.executable, "-m", "vos.bench", "readers", "--json", "--variants", "hmmn"]
+        + ["hmmn/fine-topk", "hmmn/fine-dense", "--model-size", "tiny", "--height", "64"]
+        + ["--width", "96", "--memory-frames", "3", "--repeats", "1", "--kernel-frames", "2", "4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    records = {r["name"]: r for r in json.loads(result.stdout)}
+    assert records["reader/hmmn"]["ms"] > 0
+    assert records["reader/hmmn/fine-topk"]["speedup_vs_dense"] > 0
+    for kernel in ("hmmn", "kmn"):
+        assert {f"reader/{kernel}/kernel-T{t}" for t in (2, 4)} <= records.keys()

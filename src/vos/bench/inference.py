@@ -2,6 +2,10 @@
 
 With the memory cap on, the figures at frame 300 should match those at frame 30: the bank
 stops growing once it holds ``max_memory_frames`` frames.
+
+``--model stm hmmn`` times several readers on the same video (same backbone and size): the
+records of each model after the first are named ``inference/<model>/...``, and
+``inference/<model>_vs_<first>`` gives the per-frame time ratio at the last ``--at`` frame.
 """
 
 from __future__ import annotations
@@ -20,9 +24,33 @@ from vos.model.network import build_network
 
 
 def run(args) -> list[Record]:
+    models = args.model if isinstance(args.model, list) else [args.model]
+    records = []
+    for position, model in enumerate(models):
+        prefix = "inference" if position == 0 else f"inference/{model}"
+        for record in run_model(args, model):
+            record.name = record.name.replace("inference", prefix, 1)
+            records.append(record)
+    first = models[0]
+    for model in models[1:]:
+        base = next(r for r in records if r.name == "inference/late_vs_early")
+        other = next(r for r in records if r.name == f"inference/{model}/late_vs_early")
+        records.append(
+            Record(
+                name=f"inference/{model}_vs_{first}",
+                setting={**other.setting, "frame": args.at[-1]},
+                ms=other.ms,
+                peak_mb=other.peak_mb,
+                extra={"time_ratio": other.ms / max(base.ms, 1e-9)},
+            )
+        )
+    return records
+
+
+def run_model(args, model: str) -> list[Record]:
     torch.manual_seed(0)
     device = torch.device(args.device)
-    overrides = [f"model={args.model}", f"model/size={args.model_size}"]
+    overrides = [f"model={model}", f"model/size={args.model_size}"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     if args.ckpt:
@@ -59,7 +87,7 @@ def run(args) -> list[Record]:
     result = engine.run_video(source, video, on_frame=on_frame)
     total = time.perf_counter() - start
     setting = {
-        "model": args.model,
+        "model": model,
         "size": args.model_size,
         "backbone": f"resnet{cfg.model.backbone.depth}",
         "resolution": f"{args.height}x{args.width}",
@@ -104,7 +132,7 @@ def run(args) -> list[Record]:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default="stm")
+    parser.add_argument("--model", nargs="+", default=["stm"], help="one or more model configs")
     parser.add_argument("--model-size", default="tiny", help="model/size group: tiny | paper")
     parser.add_argument(
         "--ckpt", default=None, help="a trained checkpoint instead of random weights"

@@ -1,16 +1,24 @@
 """Reader-only time (no encoders, no decoder, no I/O), as RMNet's Table 5 measures it.
 
 A 480p frame (padded to 480×864, res4 30×54), T memory frames, O objects whose regions
-(their boxes padded by the reader's φ) cover ``--region-area`` of the frame; keys and values are random (the read's cost does not
-depend on them). Each reader variant is built from its ``model=`` config plus overrides, so a
-paper's switches (e.g. RMNet's ``memory_region`` / ``query_region``) are benchmarked as
-configured. ``ms`` is the median of ``--repeats`` reads after one warm-up read.
+(their boxes padded by the reader's φ) cover ``--region-area`` of the frame; keys and values
+are random (the read's cost does not depend on them). Each reader variant is built from its
+``model=`` config plus overrides, so a paper's switches (e.g. RMNet's ``memory_region`` /
+``query_region``) are benchmarked as configured. ``ms`` is the median of ``--repeats`` reads
+after one warm-up read.
+
+HMMN: ``hmmn`` times its whole read (kernel at res4 + top-k guided res3/res2);
+``hmmn/fine-topk`` and ``hmmn/fine-dense`` time the fine-scale part alone (candidate
+selection and the res3 + res2 reads, against the dense reads of the same fine memory: first
+and previous frame). ``--kernel-frames`` times the res4 kernel alone for several memory sizes:
+HMMN's tracked kernel (one tracking step per frame, history kept) against KMN's global one.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
 
 import hydra
 import torch
@@ -40,7 +48,11 @@ VARIANTS = {
         "rmnet",
         ["model.reader.memory_region=true", "model.reader.query_region=true"],
     ),
+    "hmmn": ("hmmn", []),
+    "hmmn/fine-topk": ("hmmn", []),
+    "hmmn/fine-dense": ("hmmn", ["model.reader.inference_top_k=null"]),
 }
+STRIDES = {"res4": 16, "res3": 8, "res2": 4}
 
 
 def _object_boxes(
@@ -59,61 +71,92 @@ def _object_boxes(
     return probs
 
 
+def _build_reader(model: str, size: str, overrides: list[str], device: torch.device):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model}", f"model/size={size}", *overrides])
+    return hydra.utils.instantiate(cfg.model.reader).to(device).eval()
+
+
+def _frame(index: int, spec, height: int, width: int, device) -> FrameFeatures:
+    """Random keys at every scale the reader reads, and the query value."""
+    keys = {
+        scale: torch.randn(1, ck, height // STRIDES[scale], width // STRIDES[scale], device=device)
+        for scale, ck in spec.key_scales.items()
+    }
+    grid = (height // 16, width // 16)
+    return FrameFeatures(
+        index=index,
+        frames=torch.zeros(1, 3, height, width, device=device),
+        features={},
+        keys=keys,
+        query_value=torch.randn(1, spec.value_channels, *grid, device=device),
+        flow=torch.zeros(1, 2, height, width, device=device) if spec.needs_flow else None,
+    )
+
+
+def _values(spec, objects: int, height: int, width: int, device) -> dict[str, torch.Tensor]:
+    channels = {"res4": spec.value_channels, **spec.fine_value_channels}
+    return {
+        scale: torch.randn(
+            1, objects, c, height // STRIDES[scale], width // STRIDES[scale], device=device
+        )
+        for scale, c in channels.items()
+    }
+
+
+def _time(call, repeats: int, device) -> tuple[float, float]:
+    """Median milliseconds of ``repeats`` calls after a warm-up, and the RSS growth."""
+    call()
+    times = []
+    with RssSampler() as sampler:
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            call()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000, sampler.peak_growth_mb
+
+
+def _fine_part(reader, query, memory, state):
+    """HMMN's fine-scale read alone: candidates (none when dense) and the res3/res2 reads."""
+    grid = tuple(query.keys["res4"].shape[-2:])
+    k = reader.inference_top_k
+    candidates = None if k is None else reader.fine_candidates(query.keys["res4"], memory, None, k)
+    return [reader._read_fine(s, query, memory, candidates, grid) for s in reader.fine_scales]
+
+
 def run(args) -> list[Record]:
     torch.manual_seed(0)
     device = torch.device(args.device)
-    height, width = 480, 864
+    height, width = args.height, args.width
     grid = (height // 16, width // 16)
     records = []
     for label in args.variants:
         if label not in VARIANTS:
             raise SystemExit(f"unknown reader variant {label!r}; choose from {sorted(VARIANTS)}")
         model, overrides = VARIANTS[label]
-        if not (CONFIG_DIR / "model" / f"{model}.yaml").is_file():
-            print(f"# skipping {label}: conf/model/{model}.yaml does not exist yet")
-            continue
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(
-                "train", overrides=[f"model={model}", f"model/size={args.model_size}", *overrides]
-            )
-        reader = hydra.utils.instantiate(cfg.model.reader).to(device).eval()
+        reader = _build_reader(model, args.model_size, overrides, device)
         spec = reader.needs
-        key_channels = spec.key_scales["res4"]
         padding_px = 16 * int(getattr(reader, "padding", 0))  # φ is given in res4 cells
         probs = _object_boxes(args.objects, height, width, args.region_area, padding_px).to(device)
-
-        def frame(index: int, ck=key_channels, spec=spec) -> FrameFeatures:
-            return FrameFeatures(
-                index=index,
-                frames=torch.zeros(1, 3, height, width, device=device),
-                features={},
-                keys={"res4": torch.randn(1, ck, *grid, device=device)},
-                query_value=torch.randn(1, spec.value_channels, *grid, device=device),
-                flow=torch.zeros(1, 2, height, width, device=device) if spec.needs_flow else None,
-            )
-
         memory = MemoryBank()
         with torch.inference_mode():
             for t in range(args.memory_frames):
-                memorised = frame(t)
-                values = {
-                    "res4": torch.randn(1, args.objects, spec.value_channels, *grid, device=device)
-                }
+                memorised = _frame(t, spec, height, width, device)
+                values = _values(spec, args.objects, height, width, device)
                 extras = reader.memorize(memorised, values, memory, object_probs=probs)
                 memory.add(t, memorised.keys, values, permanent=t == 0, extras=extras)
-            query = frame(args.memory_frames)
+            query = _frame(args.memory_frames, spec, height, width, device)
             state = ReaderState(previous_probs=probs)
-            reader.read(query, memory, state)  # warm-up
-            times = []
-            with RssSampler() as sampler:
-                for _ in range(args.repeats):
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    reader.read(query, memory, state)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    times.append(time.perf_counter() - start)
+            if label.startswith("hmmn/fine"):
+                ms, peak = _time(
+                    partial(_fine_part, reader, query, memory, state), args.repeats, device
+                )
+            else:
+                ms, peak = _time(partial(reader.read, query, memory, state), args.repeats, device)
         records.append(
             Record(
                 name=f"reader/{label}",
@@ -124,19 +167,74 @@ def run(args) -> list[Record]:
                     "objects": args.objects,
                     "region_area": args.region_area,
                     "size": args.model_size,
-                    "Ck": key_channels,
+                    "Ck": spec.key_scales["res4"],
                     "Cv": spec.value_channels,
                     "device": str(device),
                 },
-                ms=statistics.median(times) * 1000,
-                peak_mb=sampler.peak_growth_mb,
+                ms=ms,
+                peak_mb=peak,
             )
         )
     baseline = next((r for r in records if r.name == "reader/rmnet/global-global"), None)
     baseline = baseline or next((r for r in records if r.name == "reader/stm"), None)
     for record in records:
-        if baseline is not None:
+        if baseline is not None and record.name.startswith(("reader/stm", "reader/rmnet")):
             record.extra["speedup_vs_global"] = baseline.ms / record.ms
+    by_name = {r.name: r for r in records}
+    if {"reader/hmmn/fine-topk", "reader/hmmn/fine-dense"} <= by_name.keys():
+        topk, dense = by_name["reader/hmmn/fine-topk"], by_name["reader/hmmn/fine-dense"]
+        topk.extra["speedup_vs_dense"] = dense.ms / topk.ms
+    if any(label.startswith("hmmn") for label in args.variants):
+        records.extend(_kernel_scaling(args, device))
+    return records
+
+
+def _kernel_scaling(args, device) -> list[Record]:
+    """The res4 kernel alone at several memory sizes, in steady state (the tracking history
+    holds every memory frame, as it does from the second frame of a video on)."""
+    records = []
+    height, width = args.height, args.width
+    for kernel in ("hmmn", "kmn"):
+        reader = _build_reader("hmmn", args.model_size, [f"model.reader.kernel={kernel}"], device)
+        spec = reader.needs
+        for frames in args.kernel_frames:
+            memory, state = MemoryBank(), ReaderState()
+            with torch.inference_mode():
+                for t in range(frames):
+                    memorised = _frame(t, spec, height, width, device)
+                    memory.add(t, memorised.keys, _values(spec, 1, height, width, device))
+                    if kernel == "hmmn" and t < frames - 1:  # the history, one frame at a time
+                        query_key = _frame(t + 1, spec, height, width, device).keys["res4"]
+                        reader.kernel_centres(query_key, memory, state)
+                        reader.end_of_read(FrameFeatures(t + 1, None, {}, {}, None), state)
+                history = state.extras.get("hmmn_tracks")
+                query_key = _frame(frames, spec, height, width, device).keys["res4"]
+
+                def step(
+                    reader=reader, query_key=query_key, memory=memory, state=state, history=history
+                ):
+                    if history is not None:  # the same chained step at every repeat
+                        state.extras["hmmn_tracks"] = {
+                            "query": history["query"],
+                            "tracks": dict(history["tracks"]),
+                        }
+                    reader.kernel_centres(query_key, memory, state)
+
+                ms, peak = _time(step, args.repeats, device)
+            records.append(
+                Record(
+                    name=f"reader/{kernel}/kernel-T{frames}",
+                    setting={
+                        "input": f"{height}x{width}",
+                        "T": frames,
+                        "size": args.model_size,
+                        "window": reader.window if kernel == "hmmn" else None,
+                        "device": str(device),
+                    },
+                    ms=ms,
+                    peak_mb=peak,
+                )
+            )
     return records
 
 
@@ -149,4 +247,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--objects", type=int, default=2)
     parser.add_argument("--region-area", type=float, default=0.2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--height", type=int, default=480, help="input height (480p padded)")
+    parser.add_argument("--width", type=int, default=864, help="input width (854 padded to 864)")
+    parser.add_argument(
+        "--kernel-frames",
+        type=int,
+        nargs="*",
+        default=[2, 10, 20],
+        help="memory sizes for HMMN's res4 kernel timing, run with any hmmn variant",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
