@@ -197,7 +197,7 @@ def test_tinyflownet_trains_alone_and_rmnet_loads_it(tmp_path):
         ),
         flow_run,
     )
-    assert metrics["val/epe"] >= 0.0
+    assert metrics["val/epe"] >= 0.0 and metrics["val/epe_zero_flow"] >= 0.0
     weights = flow_run / "checkpoints" / "last.ckpt"
     rmnet_run = tmp_path / "rmnet"
     overrides = ["model=rmnet", "model.flow.name=tinyflownet", f"model.flow.weights={weights}"]

@@ -325,7 +325,11 @@ class FlowModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:
         predicted = self.flow(batch["frame"], batch["previous"])
         epe = endpoint_error(predicted, batch["flow"])
-        self.log("val/epe", epe, prog_bar=True, batch_size=batch["frame"].shape[0])
+        batch_size = batch["frame"].shape[0]
+        self.log("val/epe", epe, prog_bar=True, batch_size=batch_size)
+        # the no-motion baseline on the same pairs: a flow network must beat it to be of use
+        zero = endpoint_error(torch.zeros_like(batch["flow"]), batch["flow"])
+        self.log("val/epe_zero_flow", zero, batch_size=batch_size)
         return epe
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
