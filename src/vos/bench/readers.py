@@ -27,7 +27,7 @@ from hydra import compose, initialize_config_dir
 from vos.bench.common import Record, RssSampler
 from vos.config import CONFIG_DIR
 from vos.model.memory import MemoryBank
-from vos.model.readers.base import FrameFeatures, ReaderState
+from vos.model.readers.base import FrameFeatures, ReaderState, scale_of
 
 # (label, model config, reader overrides)
 VARIANTS = {
@@ -80,8 +80,14 @@ def _build_reader(model: str, size: str, overrides: list[str], device: torch.dev
 def _frame(index: int, spec, height: int, width: int, device) -> FrameFeatures:
     """Random keys at every scale the reader reads, and the query value."""
     keys = {
-        scale: torch.randn(1, ck, height // STRIDES[scale], width // STRIDES[scale], device=device)
-        for scale, ck in spec.key_scales.items()
+        name: torch.randn(
+            1,
+            ck,
+            height // STRIDES[scale_of(name)],
+            width // STRIDES[scale_of(name)],
+            device=device,
+        )
+        for name, ck in spec.key_scales.items()
     }
     grid = (height // 16, width // 16)
     return FrameFeatures(

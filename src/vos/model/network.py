@@ -16,7 +16,7 @@ from vos.model.aggregation import soft_aggregate
 from vos.model.decoder import Decoder
 from vos.model.encoders import KeyEncoder, ValueEncoder, freeze_batchnorm
 from vos.model.memory import MemoryBank
-from vos.model.readers.base import FrameFeatures, MemoryReader, ReaderState
+from vos.model.readers.base import FrameFeatures, MemoryReader, ReaderState, scale_of
 
 
 class VOSNetwork(nn.Module):
@@ -38,8 +38,8 @@ class VOSNetwork(nn.Module):
         channels = self.key_encoder.channels
         self.key_projection = nn.ModuleDict(
             {
-                scale: nn.Conv2d(channels[scale], ck, 3, padding=1)
-                for scale, ck in spec.key_scales.items()
+                name: nn.Conv2d(channels[scale_of(name)], ck, 3, padding=1)
+                for name, ck in spec.key_scales.items()
             }
         )
         for conv in self.key_projection.values():
@@ -81,7 +81,7 @@ class VOSNetwork(nn.Module):
     def encode_frame(self, frames: Tensor, index: int, flow: Tensor | None = None) -> FrameFeatures:
         """frames ``[B, 3, H, W]`` in [0, 1], H and W multiples of 16."""
         features = self.key_encoder(frames)
-        keys = {scale: proj(features[scale]) for scale, proj in self.key_projection.items()}
+        keys = {name: proj(features[scale_of(name)]) for name, proj in self.key_projection.items()}
         return FrameFeatures(
             index=index,
             frames=frames,

@@ -19,7 +19,9 @@ from vos.model.memory import MemoryBank
 class FeatureSpec:
     """What the shared network must compute for this reader."""
 
-    key_scales: dict[str, int] = field(default_factory=lambda: {"res4": 128})  # scale -> Ck
+    # key name -> Ck. A name is a scale ("res4"), or a scale with a suffix for a second key at
+    # that scale ("res4_local": LCM's local key); each key has its own 3×3 projection.
+    key_scales: dict[str, int] = field(default_factory=lambda: {"res4": 128})
     value_channels: int = 512  # Cv of the res4 value (memory) and of the query value
     readout_channels: int = 1024  # channels of the res4 readout fed to the decoder
     # memory values at finer scales (HMMN: res3 256, res2 128): the value encoder adds them, and
@@ -78,3 +80,8 @@ class MemoryReader(nn.Module, abc.ABC):
 
     def extra_losses(self) -> dict[str, Tensor]:
         return {}
+
+
+def scale_of(key_name: str) -> str:
+    """The feature scale of a key name: ``"res4_local"`` -> ``"res4"``."""
+    return key_name.split("_", 1)[0]

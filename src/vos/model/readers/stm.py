@@ -32,32 +32,44 @@ class STMReader(MemoryReader):
         )
 
     def read(self, query: FrameFeatures, memory: MemoryBank, state: ReaderState) -> Readout:
-        memory_key = memory.keys("res4")  # [B, Ck, T, H, W]
-        memory_value = memory.values("res4")  # [B, O, Cv, T, H, W]
-        valid = memory.object_valid()  # [B, O, T]
-        batch, objects, channels, frames, height, width = memory_value.shape
-        query_key = query.keys["res4"].flatten(2)  # [B, Ck, M]
         top_k = None if self.training else self.top_k
-        if bool(valid.all()):
-            # Keys do not depend on the object: one affinity serves all of them (STCN's trick).
-            read = ops.memory_read(
-                query_key,
-                memory_key.flatten(2),
-                memory_value.flatten(1, 2).flatten(2),  # [B, O·Cv, N]
-                similarity=self.similarity,
-                top_k=top_k,
-            )
-        else:
-            # Some objects joined late: each object reads only the frames that hold its value.
-            pixel_valid = valid[..., None, None].expand(-1, -1, -1, height, width)
-            read = ops.memory_read(
-                query_key.repeat_interleave(objects, dim=0),
-                memory_key.flatten(2).repeat_interleave(objects, dim=0),
-                memory_value.flatten(0, 1).flatten(2),  # [B·O, Cv, N]
-                similarity=self.similarity,
-                memory_mask=pixel_valid.flatten(0, 1).flatten(1),
-                top_k=top_k,
-            )
-        read = read.view(batch, objects, channels, height, width)
-        query_value = query.query_value.unsqueeze(1).expand(-1, objects, -1, -1, -1)
+        read = global_read(query.keys["res4"], memory, similarity=self.similarity, top_k=top_k)
+        query_value = query.query_value.unsqueeze(1).expand(-1, read.shape[1], -1, -1, -1)
         return Readout(features={"res4": torch.cat([read, query_value], dim=2)})
+
+
+def global_read(
+    query_key: torch.Tensor,
+    memory: MemoryBank,
+    *,
+    similarity: str = "dot",
+    top_k: int | None = None,
+) -> torch.Tensor:
+    """STM's read of every object at res4: query key ``[B, Ck, h, w]`` -> ``[B, O, Cv, h, w]``
+    (shared by the readers whose global part is STM's, e.g. LCM's GRM)."""
+    memory_key = memory.keys("res4")  # [B, Ck, T, H, W]
+    memory_value = memory.values("res4")  # [B, O, Cv, T, H, W]
+    valid = memory.object_valid()  # [B, O, T]
+    batch, objects, channels, frames, height, width = memory_value.shape
+    query_key = query_key.flatten(2)  # [B, Ck, M]
+    if bool(valid.all()):
+        # Keys do not depend on the object: one affinity serves all of them (STCN's trick).
+        read = ops.memory_read(
+            query_key,
+            memory_key.flatten(2),
+            memory_value.flatten(1, 2).flatten(2),  # [B, O·Cv, N]
+            similarity=similarity,
+            top_k=top_k,
+        )
+    else:
+        # Some objects joined late: each object reads only the frames that hold its value.
+        pixel_valid = valid[..., None, None].expand(-1, -1, -1, height, width)
+        read = ops.memory_read(
+            query_key.repeat_interleave(objects, dim=0),
+            memory_key.flatten(2).repeat_interleave(objects, dim=0),
+            memory_value.flatten(0, 1).flatten(2),  # [B·O, Cv, N]
+            similarity=similarity,
+            memory_mask=pixel_valid.flatten(0, 1).flatten(1),
+            top_k=top_k,
+        )
+    return read.view(batch, objects, channels, height, width)
