@@ -1,0 +1,252 @@
+"""LCM's reader (Hu et al., "Learning Position and Target Consistency for Memory-based Video
+Object Segmentation", CVPR 2021, §3.2–3.4). No public implementation exists: the paper is the
+specification, and the choices made where it is silent are listed at the end.
+
+GRM (§3.2, Eq. 1–2): STM's global read over the memory pool at res4 (`stm.global_read`,
+through `vos.ops.memory_read`); the global key is the shared res4 key (C/8 in the paper).
+
+PGM (§3.3, Eq. 3–6): local keys ``k_L`` (a second 3×3 conv on res4, key ``"res4_local"``)
+of the query and of the previous frame (the most recent memory frame), plus a fixed 2-D
+sine/cosine encoding, through a shared 1×1 conv f_n:
+
+    p^M(i) = f_n(k_L^M(i) + pos(i)),   p^Q(j) = f_n(k_L^Q(j) + pos(j))
+    S(i, j) = softmax_j(p^Q(j)·p^M(i)) · g(M_{t−1}(i)),   g(x) = exp(x)/e ∈ [1/e, 1]
+    y_PGM(j) = mean(top-K_i S(i, j)) · v^Q(j)                                  (K = 8)
+
+The softmax runs over the *query* dimension (each previous-frame pixel spreads a unit of
+response over the query); g, from the previous frame's soft mask at res4 (area average),
+damps background rows but never zeroes them. The softmax is shared by the objects, the g
+weighting is per object: one H·W × H·W map per object exists at a time (objects are looped),
+e.g. 30·54 = 1620 cells at 480p: 1620² · 4 B = 10.5 MB per map, whatever the object count.
+
+ORM (§3.4, Eq. 7–11): the value of the frame where the object's mask was given (frame 0, or
+the frame a late object joined at) restricted to that mask, the set F = {f_i}, and the
+query value v^Q relate both ways (non-local, normalised by d = H·W, g a 1×1 conv):
+
+    F_Q(i)  = 1/d Σ_j (f_i · v^Q(j)) g(v^Q(j))       v^Q_F(j) = 1/d Σ_i (v^Q(j) · f_i) g(f_i)
+    v^Q ← v^Q + v^Q_F,   F ← F + F_Q,   y_ORM(j) = v^Q(j) · σ(FC(ReLU(FC(GAP(F)))))
+
+(SENet's squeeze-excitation on the pooled set, reduction ``se_reduction``). The set comes from
+the stored first-frame memory entry, which the memory bank keeps for the whole video.
+
+Fusion (§3.4, last paragraph): y_PGM + y_ORM (the "merge"), concatenated with GRM's readout:
+``[y_GRM, y_PGM + y_ORM]``, 2·Cv channels into the shared decoder. Table 4's switches drop a
+term: without PGM the merge is y_ORM, without ORM it is y_PGM, without both it is v^Q (STM),
+without GRM its half of the readout is zeros.
+
+Choices where the paper is silent:
+- the affinity p^Q·p^M has no 1/√C scale (Eq. 5 has none; f_n can learn one);
+- Eq. 4 adds pos(i) to the query key; read as pos(j), the query pixel's own position;
+- one g (1×1 conv) serves both directions of Eq. 7–8, as the equations write one symbol;
+- F's membership at res4: cells whose area-averaged given mask is ≥ 0.5; an object too small
+  for any such cell uses every cell its mask touches; an object with no mask pixel at all in
+  its given frame has an empty set, and ORM leaves its query value unchanged (y_ORM = v^Q,
+  no relation, unit channel weights);
+- without a previous mask (none known) g = 1 everywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vos import ops
+from vos.model.memory import MemoryBank
+from vos.model.readers.base import FeatureSpec, FrameFeatures, MemoryReader, ReaderState, Readout
+from vos.model.readers.stm import global_read
+
+LOCAL_KEY = "res4_local"
+FIRST_SET_KEY = "lcm_first_set"
+
+
+def position_map(similarity: Tensor, prior: Tensor, top_k: int) -> Tensor:
+    """Eq. 5–6 without v^Q: ``similarity [B, N, M]`` (rows: previous-frame pixels, already
+    softmax-normalised over the query M), ``prior [B, N]`` = g(M_{t−1}) -> ``[B, M]``, the mean
+    of the top-K weighted responses over the previous frame."""
+    weighted = similarity * prior.unsqueeze(2)
+    k = min(top_k, weighted.shape[1])
+    return weighted.topk(k, dim=1).values.mean(dim=1)
+
+
+class LCMReader(MemoryReader):
+    def __init__(
+        self,
+        key_channels: int = 128,
+        value_channels: int = 512,
+        local_key_channels: int | None = None,  # paper: C/8 like the global key
+        similarity: str = "dot",
+        use_grm: bool = True,  # Table 4's switches
+        use_pgm: bool = True,
+        use_orm: bool = True,
+        top_k: int = 8,  # K of the position map
+        se_reduction: int = 16,
+        mask_threshold: float = 0.5,
+    ):
+        super().__init__()
+        local = local_key_channels or key_channels
+        if local % 4:
+            raise ValueError(f"LCMReader: local_key_channels must be a multiple of 4, got {local}")
+        if top_k < 1:
+            raise ValueError(f"LCMReader: top_k must be >= 1, got {top_k}")
+        if not (use_grm or use_pgm or use_orm):
+            raise ValueError("LCMReader: at least one of use_grm, use_pgm, use_orm must be on")
+        self.similarity = similarity
+        self.use_grm = use_grm
+        self.use_pgm = use_pgm
+        self.use_orm = use_orm
+        self.top_k = top_k
+        self.mask_threshold = mask_threshold
+        self.needs = FeatureSpec(
+            key_scales={"res4": key_channels, LOCAL_KEY: local},
+            value_channels=value_channels,
+            readout_channels=2 * value_channels,
+        )
+        self.position_embed = nn.Conv2d(local, local, 1)  # f_n
+        self.relation_value = nn.Conv2d(value_channels, value_channels, 1)  # g of Eq. 7–8
+        hidden = max(value_channels // se_reduction, 1)
+        self.excite = nn.Sequential(
+            nn.Linear(value_channels, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, value_channels),
+            nn.Sigmoid(),
+        )
+        self._encoding: dict[tuple, Tensor] = {}
+
+    # -- memory -----------------------------------------------------------------------------
+    def memorize(
+        self,
+        frame: FrameFeatures,
+        values: dict[str, Tensor],
+        memory: MemoryBank,
+        object_probs: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """The frame's masks at res4 (area average), for ORM's set of the given frame."""
+        if object_probs is None:
+            return {}
+        grid = values["res4"].shape[-2:]
+        return {"mask": F.adaptive_avg_pool2d(object_probs, grid)}
+
+    # -- PGM --------------------------------------------------------------------------------
+    def _positions(self, channels: int, height: int, width: int, like: Tensor) -> Tensor:
+        key = (channels, height, width, like.device, like.dtype)
+        if key not in self._encoding:
+            code = ops.sine_positional_encoding(channels, height, width)
+            self._encoding[key] = code.to(device=like.device, dtype=like.dtype)
+        return self._encoding[key]
+
+    def position_maps(self, query: FrameFeatures, memory: MemoryBank, state: ReaderState) -> Tensor:
+        """The H×W position map of every object, ``[B, O, 1, h, w]``."""
+        query_local = query.keys[LOCAL_KEY]  # [B, C, h, w]
+        previous_local = memory.keys(LOCAL_KEY, positions=[-1])[:, :, 0]
+        batch, channels, height, width = query_local.shape
+        objects = memory.values("res4", positions=[-1]).shape[1]
+        pos = self._positions(channels, height, width, query_local)
+        p_query = self.position_embed(query_local + pos).flatten(2)  # [B, C, M]
+        p_memory = self.position_embed(previous_local + pos).flatten(2)  # [B, C, N]
+        logits = ops.affinity_logits(p_query, p_memory, similarity="dot", scale=1.0)
+        similarity = torch.softmax(logits, dim=2)  # over the query dimension, Eq. 5
+        if state.previous_probs is None:
+            previous = similarity.new_zeros(batch, objects, height * width) + 1.0  # g = 1
+        else:
+            pooled = F.adaptive_avg_pool2d(state.previous_probs, (height, width))
+            previous = torch.exp(pooled.flatten(2).to(similarity.dtype) - 1.0)  # exp(x)/e
+            if previous.shape[1] < objects:  # objects that joined at this frame: no mask
+                missing = previous.new_ones(batch, objects - previous.shape[1], height * width)
+                previous = torch.cat([previous, missing], dim=1)
+        maps = [position_map(similarity, previous[:, o], self.top_k) for o in range(objects)]
+        return torch.stack(maps, dim=1).view(batch, objects, 1, height, width)
+
+    # -- ORM --------------------------------------------------------------------------------
+    def first_sets(self, memory: MemoryBank, state: ReaderState) -> tuple[Tensor, Tensor]:
+        """Each object's given-frame value ``[B, O, Cv, N]`` and its set membership ``[B, O, N]``
+        (float 0/1), cached per video until objects join."""
+        valid = memory.object_valid()  # [B, O, T]
+        objects = valid.shape[1]
+        cached = state.extras.get(FIRST_SET_KEY)
+        if cached is not None and cached[0].shape[1] == objects:
+            return cached
+        values = memory.values("res4")  # [B, O, Cv, T, h, w]
+        try:
+            masks = memory.extras("mask")
+        except KeyError as error:
+            raise ValueError(
+                "LCMReader: ORM needs the given frame's mask stored with its memory entry "
+                "(memorize with object_probs)"
+            ) from error
+        batch, _, channels, frames, height, width = values.shape
+        given = valid.float().argmax(dim=2)  # [B, O]: the first memory frame holding the object
+        batch_index = torch.arange(batch, device=given.device)[:, None]
+        object_index = torch.arange(objects, device=given.device)[None, :]
+        first_values = values.permute(0, 1, 3, 2, 4, 5)[batch_index, object_index, given]
+        mask_stack = torch.stack(
+            [self._pad_objects(m, objects) for m in masks], dim=2
+        )  # [B, O, T, h, w]
+        first_masks = mask_stack[batch_index, object_index, given].flatten(2)  # [B, O, N]
+        members = first_masks >= self.mask_threshold
+        touched = first_masks > 0
+        empty = ~members.any(dim=2, keepdim=True)
+        members = torch.where(empty, touched, members).to(first_values.dtype)
+        sets = (first_values.flatten(3), members)
+        state.extras[FIRST_SET_KEY] = sets
+        return sets
+
+    @staticmethod
+    def _pad_objects(mask: Tensor, objects: int) -> Tensor:
+        missing = objects - mask.shape[1]
+        if missing <= 0:
+            return mask
+        return torch.cat([mask, mask.new_zeros(mask.shape[0], missing, *mask.shape[2:])], dim=1)
+
+    def relate(self, query_value: Tensor, first_value: Tensor, members: Tensor) -> Tensor:
+        """Eq. 7–11 for one object: query value ``[B, Cv, M]``, set ``[B, Cv, N]`` with
+        membership ``[B, N]`` -> y_ORM ``[B, Cv, M]``."""
+        d = query_value.shape[2]
+        affinity = torch.einsum("bci,bcj->bij", first_value, query_value)  # [B, N, M]
+        affinity = affinity * members.unsqueeze(2)  # only the set's elements relate
+        g_query = self.relation_value(query_value.unsqueeze(-1)).squeeze(-1)
+        g_first = self.relation_value(first_value.unsqueeze(-1)).squeeze(-1)
+        query_from_set = torch.einsum("bij,bci->bcj", affinity, g_first * members[:, None]) / d
+        set_from_query = torch.einsum("bij,bcj->bci", affinity, g_query) / d
+        enhanced_query = query_value + query_from_set
+        enhanced_set = first_value + set_from_query
+        count = members.sum(dim=1, keepdim=True)  # [B, 1]
+        pooled = (enhanced_set * members[:, None]).sum(dim=2) / count.clamp(min=1.0)
+        weights = self.excite(pooled)  # [B, Cv]
+        out = enhanced_query * weights.unsqueeze(2)
+        # an empty set: no relation and no re-weighting (see the module docstring)
+        return torch.where(count.unsqueeze(2) > 0, out, query_value)
+
+    # -- read -------------------------------------------------------------------------------
+    def read(self, query: FrameFeatures, memory: MemoryBank, state: ReaderState) -> Readout:
+        query_value = query.query_value  # [B, Cv, h, w]
+        batch, channels, height, width = query_value.shape
+        objects = memory.values("res4", positions=[-1]).shape[1]
+        if self.use_grm:
+            grm = global_read(query.keys["res4"], memory, similarity=self.similarity)
+        else:
+            grm = query_value.new_zeros(batch, objects, channels, height, width)
+        per_object_value = query_value.unsqueeze(1).expand(-1, objects, -1, -1, -1)
+        merged = None
+        if self.use_pgm:
+            merged = self.position_maps(query, memory, state) * per_object_value
+        if self.use_orm:
+            first_values, members = self.first_sets(memory, state)
+            flat_query = query_value.flatten(2)
+            orm = torch.stack(
+                [
+                    self.relate(flat_query, first_values[:, o], members[:, o])
+                    for o in range(objects)
+                ],
+                dim=1,
+            ).view(batch, objects, channels, height, width)
+            merged = orm if merged is None else merged + orm
+        if merged is None:
+            merged = per_object_value
+        return Readout(features={"res4": torch.cat([grm, merged], dim=2)})
+
+
+def pgm_map_bytes(height: int, width: int, dtype_bytes: int = 4) -> int:
+    """Bytes of PGM's one H·W × H·W map (per object at a time) at a res4 grid."""
+    cells = height * width
+    return cells * cells * dtype_bytes

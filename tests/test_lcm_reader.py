@@ -1,0 +1,173 @@
+"""LCM's reader: GRM (STM's read), PGM (Eq. 3–6) and ORM (Eq. 7–11), in float64."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vos import ops
+from vos.model.memory import MemoryBank
+from vos.model.readers.base import FrameFeatures, ReaderState
+from vos.model.readers.lcm import LOCAL_KEY, LCMReader, pgm_map_bytes, position_map
+from vos.model.readers.stm import global_read
+
+CK, CV, H, W = 8, 6, 3, 4
+
+
+def _reader(**overrides) -> LCMReader:
+    torch.manual_seed(0)
+    settings = dict(key_channels=CK, value_channels=CV, se_reduction=2)
+    settings.update(overrides)
+    return LCMReader(**settings).double().eval()
+
+
+def _frame(generator, index: int) -> FrameFeatures:
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    return FrameFeatures(
+        index=index,
+        frames=torch.zeros(1, 3, 16 * H, 16 * W, dtype=torch.float64),
+        features={},
+        keys={"res4": rand(1, CK, H, W), LOCAL_KEY: rand(1, CK, H, W)},
+        query_value=rand(1, CV, H, W),
+    )
+
+
+def _masks(objects: int, frames: int) -> torch.Tensor:
+    """[T, 1, O, 16H, 16W] boxes: object o covers columns o..o+1 of the res4 grid."""
+    masks = torch.zeros(frames, 1, objects, 16 * H, 16 * W, dtype=torch.float64)
+    for o in range(objects):
+        masks[:, 0, o, :, 16 * o : 16 * (o + 2)] = 1.0
+    return masks
+
+
+def _memory(reader, generator, objects=2, frames=2, late_object=False):
+    memory = MemoryBank()
+    masks = _masks(objects, frames)
+    for t in range(frames):
+        frame = _frame(generator, t)
+        values = {"res4": torch.randn(1, objects, CV, H, W, generator=generator).double()}
+        valid = torch.ones(1, objects, dtype=torch.bool)
+        probs = masks[t]
+        if late_object and t == 0:
+            valid[:, -1] = False
+            probs = probs.clone()
+            probs[:, -1] = 0.0
+        extras = reader.memorize(frame, values, memory, object_probs=probs)
+        memory.add(t, frame.keys, values, valid, permanent=t == 0, extras=extras)
+    return memory, masks
+
+
+def test_position_map_normalises_over_the_query_and_weights_by_the_previous_mask():
+    generator = torch.Generator().manual_seed(1)
+    reader = _reader()
+    memory, masks = _memory(reader, generator)
+    query = _frame(generator, 2)
+    previous = masks[-1] * 0.8  # soft previous masks
+    maps = reader.position_maps(query, memory, ReaderState(previous_probs=previous))
+
+    pos = ops.sine_positional_encoding(CK, H, W).double()
+    f_n = reader.position_embed
+    p_query = f_n(query.keys[LOCAL_KEY] + pos).flatten(2)[0]  # [C, M]
+    p_memory = f_n(memory.keys(LOCAL_KEY, positions=[-1])[:, :, 0] + pos).flatten(2)[0]
+    response = torch.softmax(p_memory.T @ p_query, dim=1)  # rows: previous pixels; over query
+    assert torch.allclose(response.sum(dim=1), torch.ones(H * W, dtype=torch.float64))
+    for o in range(2):
+        prior = torch.exp(torch.nn.functional.adaptive_avg_pool2d(previous[:, o], (H, W))) / math.e
+        weighted = response * prior.flatten()[:, None]
+        expected = weighted.topk(8, dim=0).values.mean(dim=0)
+        assert torch.allclose(maps[0, o, 0].flatten(), expected, atol=1e-12)
+
+
+def test_prior_never_zeroes_a_response_and_top_k_of_all_is_the_mean():
+    similarity = torch.softmax(torch.randn(2, 5, 7, dtype=torch.float64), dim=2)
+    background = torch.exp(torch.zeros(2, 5, dtype=torch.float64)) / math.e  # g(0) = 1/e
+    assert torch.all(position_map(similarity, background, 3) > 0)
+    prior = torch.rand(2, 5, dtype=torch.float64)
+    assert torch.allclose(
+        position_map(similarity, prior, 5), (similarity * prior[..., None]).mean(dim=1)
+    )
+
+
+def test_orm_equations_on_a_small_set():
+    """Eq. 7–11 written out pixel by pixel for one object."""
+    reader = _reader()
+    generator = torch.Generator().manual_seed(2)
+    query = torch.randn(1, CV, H * W, generator=generator).double()
+    first = torch.randn(1, CV, H * W, generator=generator).double()
+    members = torch.zeros(1, H * W, dtype=torch.float64)
+    members[0, [1, 2, 5]] = 1.0
+    out = reader.relate(query, first, members)
+
+    d = H * W
+    conv = reader.relation_value
+    g = conv.weight[:, :, 0, 0]
+    g_q = g @ query[0] + conv.bias[:, None]
+    g_f = g @ first[0] + conv.bias[:, None]
+    elements = [1, 2, 5]
+    new_query = query[0].clone()
+    for j in range(d):
+        new_query[:, j] += sum((query[0, :, j] @ first[0, :, i]) * g_f[:, i] for i in elements) / d
+    new_set = {
+        i: first[0, :, i] + sum((first[0, :, i] @ query[0, :, j]) * g_q[:, j] for j in range(d)) / d
+        for i in elements
+    }
+    pooled = torch.stack(list(new_set.values())).mean(dim=0)
+    weights = reader.excite(pooled[None])[0]
+    assert torch.allclose(out[0], new_query * weights[:, None], atol=1e-12)
+
+
+def test_orm_with_an_empty_set_leaves_the_query_value():
+    reader = _reader()
+    query = torch.randn(2, CV, H * W, dtype=torch.float64)
+    first = torch.randn(2, CV, H * W, dtype=torch.float64)
+    members = torch.zeros(2, H * W, dtype=torch.float64)
+    members[0, 3] = 1.0
+    out = reader.relate(query, first, members)
+    assert torch.equal(out[1], query[1])
+    assert not torch.equal(out[0], query[0])
+
+
+def test_first_sets_use_the_frame_each_object_was_given_in():
+    reader = _reader()
+    memory, masks = _memory(reader, torch.Generator().manual_seed(3), late_object=True)
+    state = ReaderState()
+    values, members = reader.first_sets(memory, state)
+    stored = memory.values("res4")  # [1, O, Cv, T, h, w]
+    assert torch.equal(values[0, 0], stored[0, 0, :, 0].flatten(1))  # given at frame 0
+    assert torch.equal(values[0, 1], stored[0, 1, :, 1].flatten(1))  # joined at frame 1
+    # object o's set: res4 columns o and o+1
+    expected = torch.zeros(H, W)
+    expected[:, 1:3] = 1
+    assert torch.equal(members[0, 1].view(H, W).float(), expected)
+    assert state.extras["lcm_first_set"][0] is values  # cached for the video
+
+
+def test_switches_merge_as_documented():
+    generator = torch.Generator().manual_seed(4)
+    query = _frame(generator, 2)
+    full = _reader()
+    memory, masks = _memory(full, generator)
+    state = ReaderState(previous_probs=masks[-1])
+    value = query.query_value.unsqueeze(1)
+    grm = global_read(query.keys["res4"], memory)
+    out = full.read(query, memory, state).features["res4"]
+    assert torch.allclose(out[:, :, :CV], grm)
+
+    stm_like = _reader(use_pgm=False, use_orm=False).read(query, memory, state)
+    assert torch.allclose(stm_like.features["res4"][:, :, CV:], value.expand(-1, 2, -1, -1, -1))
+    pgm_only = _reader(use_orm=False)
+    maps = pgm_only.position_maps(query, memory, state)
+    out = pgm_only.read(query, memory, state).features["res4"]
+    assert torch.allclose(out[:, :, CV:], maps * value)
+    no_grm = _reader(use_grm=False).read(query, memory, state).features["res4"]
+    assert not no_grm[:, :, :CV].any()
+    with pytest.raises(ValueError, match="at least one"):
+        _reader(use_grm=False, use_pgm=False, use_orm=False)
+
+
+def test_pgm_map_memory_is_one_map_per_object_at_a_time():
+    assert pgm_map_bytes(30, 54) == 1620 * 1620 * 4  # 10.5 MB at 480p, per object in turn
