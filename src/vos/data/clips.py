@@ -10,6 +10,11 @@ previous one, with a chance of reversed time order. Only objects visible in the 
 frame are kept (up to ``max_objects``, chosen at random) and relabelled 1..k; other objects
 become background, void (255) stays void.
 
+``sampling`` picks the clip's frames: ``stcn`` (above); ``anywhere`` (LCM's main training:
+frames drawn anywhere in the video, no temporal limit, in random order); ``static`` (static-
+image pre-training: one frame and random affine copies of it, `vos.data.affine`, settings
+in ``static``). ``objects_in_all_frames`` keeps only objects visible in every clip frame (LCM).
+
 With ``with_flow`` (readers whose query region follows optical flow, RMNet) each clip frame
 carries the flow to the clip frame before it, i.e. between the frames actually paired, not
 the video's t -> t-1 flow: with skips and reversed clips those differ, the mismatch the released
@@ -24,8 +29,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from vos.data.affine import affine_flow, random_affine, warp_image, warp_mask
 from vos.data.palette import VOID_LABEL
 from vos.data.source import DatasetError, VideoSource
+
+
+SAMPLINGS = ("stcn", "anywhere", "static")
 
 
 def max_skip_at(progress: float, values: Sequence[int], milestones: Sequence[float]) -> int:
@@ -60,11 +69,16 @@ class ClipDataset(Dataset):
         flip_prob: float = 0.5,
         color_jitter: float = 0.1,
         frame_brightness_jitter: float = 0.02,
+        sampling: str = "stcn",
+        objects_in_all_frames: bool = False,
+        static: dict | None = None,
         with_flow: bool = False,
         max_attempts: int = 20,
     ):
         if num_frames < 2:
             raise ValueError(f"data.clip.num_frames must be >= 2, got {num_frames}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"data.clip.sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.source = source
         self.videos = source.videos()
         if not self.videos:
@@ -80,6 +94,9 @@ class ClipDataset(Dataset):
         self.flip_prob = flip_prob
         self.color_jitter = color_jitter
         self.frame_brightness_jitter = frame_brightness_jitter
+        self.sampling = sampling
+        self.objects_in_all_frames = objects_in_all_frames
+        self.static = dict(static or {})
         self.with_flow = with_flow
         self.max_attempts = max_attempts
 
@@ -87,6 +104,12 @@ class ClipDataset(Dataset):
         return self.length
 
     def _frame_indices(self, rng: np.random.Generator, num_frames: int, max_skip: int) -> list[int]:
+        if self.sampling == "anywhere":  # LCM's main training: no temporal limit, any order
+            count = min(self.num_frames, num_frames)
+            indices = [int(i) for i in rng.choice(num_frames, size=count, replace=False)]
+            while len(indices) < self.num_frames:  # videos shorter than a clip repeat frames
+                indices.append(int(rng.integers(num_frames)))
+            return indices  # drawn without order: shuffled
         span = min(max_skip * (self.num_frames - 1), num_frames - 1)
         start = int(rng.integers(0, num_frames - span)) if num_frames > span else 0
         indices = [start]
@@ -105,10 +128,16 @@ class ClipDataset(Dataset):
         for _ in range(self.max_attempts):
             video = self.videos[int(rng.integers(len(self.videos)))]
             info = self.source.info(video)
-            frame_ids = self._frame_indices(rng, info.num_frames, max_skip)
-            flow = self._clip_flow(video, frame_ids) if self.with_flow else None
+            if self.sampling == "static":  # one frame; its copies are made below
+                frame_ids = [int(rng.integers(info.num_frames))] * self.num_frames
+                flow = None
+            else:
+                frame_ids = self._frame_indices(rng, info.num_frames, max_skip)
+                flow = self._clip_flow(video, frame_ids) if self.with_flow else None
             masks = np.stack([self.source.read_mask(video, t) for t in frame_ids])
             visible = [i for i in np.unique(masks[0]) if 0 < i < VOID_LABEL]
+            if self.objects_in_all_frames:
+                visible = [i for i in visible if all((m == i).any() for m in masks[1:])]
             if visible:
                 break
         else:
@@ -121,10 +150,14 @@ class ClipDataset(Dataset):
         for new_id, old_id in enumerate(chosen, start=1):
             labels[masks == old_id] = new_id
         labels[masks == VOID_LABEL] = VOID_LABEL
-        frames = (
-            np.stack([self.source.read_frame(video, t) for t in frame_ids]).astype(np.float32)
-            / 255.0
-        )
+        frames = np.stack([self.source.read_frame(video, t) for t in frame_ids])
+        if self.sampling == "static":
+            frames, masks, flow = self._affine_copies(rng, frames[0], masks[0])
+            labels = np.zeros_like(masks, dtype=np.int64)
+            for new_id, old_id in enumerate(chosen, start=1):
+                labels[masks == old_id] = new_id
+            labels[masks == VOID_LABEL] = VOID_LABEL
+        frames = frames.astype(np.float32) / 255.0
 
         frames, labels, flow = self._augment(rng, frames, labels, flow)
         present = np.zeros(self.max_objects, dtype=bool)
@@ -140,6 +173,24 @@ class ClipDataset(Dataset):
         if flow is not None:
             item["flow"] = torch.from_numpy(np.ascontiguousarray(flow))
         return item
+
+    def _affine_copies(self, rng, image: np.ndarray, mask: np.ndarray):
+        """Static-image clip: copy 0 is the image, copies 1.. random affine warps of it
+        (`vos.data.affine`); void outside the warped image; exact flow between the copies."""
+        height, width = mask.shape
+        matrices = [np.eye(3)] + [
+            random_affine(rng, height, width, **self.static) for _ in range(self.num_frames - 1)
+        ]
+        frames = np.stack([warp_image(image, m) for m in matrices])
+        masks = np.stack([warp_mask(mask, m) for m in matrices])
+        flow = None
+        if self.with_flow:
+            flows = [
+                affine_flow(matrices[t], matrices[t - 1], height, width)
+                for t in range(1, self.num_frames)
+            ]
+            flow = np.stack([np.zeros_like(flows[0]), *flows])
+        return frames, masks, flow
 
     def _clip_flow(self, video: str, frame_ids: list[int]) -> np.ndarray:
         """``[T, 2, H, W]``: the flow from each clip frame to the clip frame before it (the
