@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import TINY, compose_config
 
-from vos.train import train
+from vos.train import CheckpointError, train
 
 
 def _final_state(run_dir):
@@ -144,6 +144,9 @@ def test_bad_dataset_root_is_one_clear_line(tmp_path):
         ["model=rmnet", "model.reader.region_semantics=official"],
         ["model=hmmn"],  # kernel at validation only, top-k fine reads, dropout schedule
         ["model=hmmn", "model.reader.kernel_in_training=true", "model.reader.fine_memory=all"],
+        ["model=lcm"],
+        ["model=lcm", "optim.name=sgd", "data.clip.sampling=anywhere"],
+        ["model=rmnet", "data.clip.sampling=static"],  # affine copies with their exact flow
     ],
 )
 def test_other_readers_train_and_validate(tmp_path, overrides):
@@ -224,3 +227,20 @@ def test_tinyflownet_trains_alone_and_rmnet_loads_it(tmp_path):
     torch.testing.assert_close(
         state["state_dict"]["network.flow_estimator." + key.removeprefix("flow.")], flow_state[key]
     )
+
+
+def test_init_weights_must_fit_and_exist(tmp_path):
+    run = tmp_path / "stm"
+    train(
+        compose_config("train", [*TINY, "trainer.max_steps=1", "+trainer.limit_val_batches=0"]), run
+    )
+    weights = run / "checkpoints" / "last.ckpt"
+    cfg = compose_config(
+        "train",
+        [*TINY, "model=lcm", f"init_weights={weights}", "trainer.max_steps=1"],
+    )
+    with pytest.raises(CheckpointError, match="does not fit"):
+        train(cfg, tmp_path / "lcm")
+    cfg = compose_config("train", [*TINY, f"init_weights={tmp_path / 'gone.ckpt'}"])
+    with pytest.raises(FileNotFoundError, match="init_weights"):
+        train(cfg, tmp_path / "gone")

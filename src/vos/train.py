@@ -54,13 +54,30 @@ def checkpoint_step(path: Path) -> int:
     return int(state["global_step"])
 
 
-def resolve_checkpoint(path: str | None) -> Path | None:
+def resolve_checkpoint(path: str | None, key: str = "ckpt_path") -> Path | None:
     if path is None:
         return None
     resolved = Path(hydra.utils.to_absolute_path(str(path)))
     if not resolved.is_file():
-        raise FileNotFoundError(f"ckpt_path does not exist: {resolved}")
+        raise FileNotFoundError(f"{key} does not exist: {resolved}")
     return resolved
+
+
+def load_initial_weights(module: pl.LightningModule, path: Path) -> None:
+    """``init_weights``: another run's network weights (a previous training stage). Every
+    tensor must fit: a stage changes the data and the optimiser, not the network."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise CheckpointError(f"cannot read checkpoint {path} (init_weights): {error}") from error
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise CheckpointError(f"{path} is not a training checkpoint (init_weights)")
+    try:
+        module.load_state_dict(state["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"init_weights {path} does not fit this model: {str(error).splitlines()[0]}"
+        ) from error
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -104,6 +121,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         )
     if ckpt_path is not None:
         datamodule.start_step = checkpoint_step(ckpt_path)
+    elif cfg.get("init_weights"):
+        load_initial_weights(module, resolve_checkpoint(cfg.init_weights, "init_weights"))
 
     logger = build_logger(cfg.logger, run_dir, cfg.run_name, cfg)
     checkpoints = ModelCheckpoint(

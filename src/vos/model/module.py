@@ -133,9 +133,27 @@ class VOSModule(pl.LightningModule):
     def configure_optimizers(self):
         optim = self.hparams.optim
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params, lr=optim["lr"], betas=tuple(optim["betas"]), weight_decay=optim["weight_decay"]
-        )
+        name = optim.get("name", "adamw")
+        if name == "adamw":
+            optimizer = torch.optim.AdamW(
+                params,
+                lr=optim["lr"],
+                betas=tuple(optim["betas"]),
+                weight_decay=optim["weight_decay"],
+            )
+        elif name == "adam":
+            optimizer = torch.optim.Adam(
+                params,
+                lr=optim["lr"],
+                betas=tuple(optim["betas"]),
+                weight_decay=optim["weight_decay"],
+            )
+        elif name == "sgd":
+            optimizer = torch.optim.SGD(
+                params, lr=optim["lr"], momentum=0.9, weight_decay=optim["weight_decay"]
+            )
+        else:
+            raise ValueError(f"unknown optim.name {name!r}; expected adamw, adam or sgd")
         total = (
             self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1
         )
