@@ -14,6 +14,9 @@ from vos.config import CONFIG_DIR
 from vos.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+# training recipes in stages (one run each, chained by checkpoint), not sweeps
+STAGES = ["lcm_stage1_static", "lcm_stage2_main", "lcm_stage3_sequence"]
+SWEEPS = [name for name in EXPERIMENTS if name not in STAGES]
 
 
 def sweep_rows(name: str) -> list[list[str]]:
@@ -24,7 +27,10 @@ def sweep_rows(name: str) -> list[list[str]]:
     choices = []
     for key, value in params.items():
         override = parser.parse_override(f"{key}={value}")
-        choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        if override.is_sweep_override():
+            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        else:  # one value: a single job
+            choices.append([f"{key}={override.get_value_element_as_str()}"])
     return [list(row) for row in itertools.product(*choices)]
 
 
@@ -38,7 +44,7 @@ def raft_weights(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     ("experiment", "row"),
-    [(name, row) for name in EXPERIMENTS for row in sweep_rows(name)],
+    [(name, row) for name in SWEEPS for row in sweep_rows(name)],
     ids=lambda value: value if isinstance(value, str) else "+".join(value),
 )
 def test_every_sweep_row_runs_a_step(experiment, row, tmp_path, raft_weights):
@@ -60,6 +66,7 @@ def test_every_sweep_row_runs_a_step(experiment, row, tmp_path, raft_weights):
 def test_experiments_exist():
     assert {"rmnet_table5", "rmnet_table6", "rmnet_table7"} <= set(EXPERIMENTS)
     assert {"hmmn_table5", *(f"hmmn_table6{t}" for t in "bcdefg")} <= set(EXPERIMENTS)
+    assert {"lcm_table4", "lcm_table4_no_grm", *STAGES} <= set(EXPERIMENTS)
     assert len(sweep_rows("hmmn_table6e")) == 4  # lists stay whole: [], [res2], [res3], both
     assert all(
         Path(CONFIG_DIR / "experiment" / f"{name}.yaml")
@@ -67,3 +74,33 @@ def test_experiments_exist():
         .startswith("# @package _global_")
         for name in EXPERIMENTS
     )
+
+
+def test_lcm_stages_chain_checkpoints(tmp_path):
+    """Stage 2 starts from stage 1's weights and stage 3 from stage 2's, by config alone."""
+    metrics = {}
+    for seed, stage in enumerate(STAGES):
+        overrides = [
+            *TINY,
+            f"experiment={stage}",
+            f"stages_dir={tmp_path}",
+            f"seed={seed}",  # a fresh network would differ from the previous stage's
+            "trainer.max_steps=1",
+            "+trainer.limit_val_batches=0",
+        ]
+        metrics[stage] = train(
+            compose_config("train", overrides), tmp_path / stage.split("_", 1)[1]
+        )
+    weights = {
+        stage: torch.load(
+            tmp_path / stage.split("_", 1)[1] / "checkpoints" / "last.ckpt",
+            weights_only=False,
+        )["state_dict"]
+        for stage in STAGES
+    }
+    assert all(m["global_step"] == 1 for m in metrics.values())
+    # one small step from the previous stage's weights (another seed would start elsewhere)
+    key = "network.decoder.pred.weight"
+    for before, after in zip(STAGES, STAGES[1:]):
+        change = (weights[after][key] - weights[before][key]).abs().max()
+        assert float(change) < 0.01, (before, after, float(change))
