@@ -33,7 +33,6 @@ from vos.data.affine import affine_flow, random_affine, warp_image, warp_mask
 from vos.data.palette import VOID_LABEL
 from vos.data.source import DatasetError, VideoSource
 
-
 SAMPLINGS = ("stcn", "anywhere", "static")
 
 
