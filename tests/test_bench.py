@@ -109,3 +109,18 @@ def test_bench_readers_hmmn_fine_read_and_kernel_scaling():
     assert records["reader/hmmn/fine-topk"]["speedup_vs_dense"] > 0
     for kernel in ("hmmn", "kmn"):
         assert {f"reader/{kernel}/kernel-T{t}" for t in (2, 4)} <= records.keys()
+
+
+def test_bench_readers_lcm_and_its_global_part():
+    result = subprocess.run(
+        [sys.executable, "-m", "vos.bench", "readers", "--json", "--variants", "stm", "lcm"]
+        + ["lcm/grm-only", "--model-size", "tiny", "--height", "64", "--width", "96"]
+        + ["--memory-frames", "2", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    records = {r["name"]: r for r in json.loads(result.stdout)}
+    assert {"reader/stm", "reader/lcm", "reader/lcm/grm-only"} <= records.keys()
+    assert "added_ms_vs_stm" in records["reader/lcm"]

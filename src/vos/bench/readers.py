@@ -7,6 +7,9 @@ are random (the read's cost does not depend on them). Each reader variant is bui
 ``query_region``) are benchmarked as configured. ``ms`` is the median of ``--repeats`` reads
 after one warm-up read.
 
+LCM: ``lcm`` is GRM + PGM + ORM, ``lcm/grm-only`` its STM part; ``added_ms_vs_stm`` is what
+PGM and ORM add to STM's read (compare it with STM's whole frame from ``bench inference``).
+
 HMMN: ``hmmn`` times its whole read (kernel at res4 + top-k guided res3/res2);
 ``hmmn/fine-topk`` and ``hmmn/fine-dense`` time the fine-scale part alone (candidate
 selection and the res3 + res2 reads, against the dense reads of the same fine memory: first
@@ -51,6 +54,8 @@ VARIANTS = {
     "hmmn": ("hmmn", []),
     "hmmn/fine-topk": ("hmmn", []),
     "hmmn/fine-dense": ("hmmn", ["model.reader.inference_top_k=null"]),
+    "lcm": ("lcm", []),
+    "lcm/grm-only": ("lcm", ["model.reader.use_pgm=false", "model.reader.use_orm=false"]),
 }
 STRIDES = {"res4": 16, "res3": 8, "res2": 4}
 
@@ -187,6 +192,10 @@ def run(args) -> list[Record]:
         if baseline is not None and record.name.startswith(("reader/stm", "reader/rmnet")):
             record.extra["speedup_vs_global"] = baseline.ms / record.ms
     by_name = {r.name: r for r in records}
+    if {"reader/lcm", "reader/stm"} <= by_name.keys():
+        # LCM's target: PGM + ORM on top of STM's read (the rest of a frame is shared)
+        lcm, stm = by_name["reader/lcm"], by_name["reader/stm"]
+        lcm.extra["added_ms_vs_stm"] = lcm.ms - stm.ms
     if {"reader/hmmn/fine-topk", "reader/hmmn/fine-dense"} <= by_name.keys():
         topk, dense = by_name["reader/hmmn/fine-topk"], by_name["reader/hmmn/fine-dense"]
         topk.extra["speedup_vs_dense"] = dense.ms / topk.ms
