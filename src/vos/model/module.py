@@ -134,15 +134,9 @@ class VOSModule(pl.LightningModule):
         optim = self.hparams.optim
         params = [p for p in self.parameters() if p.requires_grad]
         name = optim.get("name", "adamw")
-        if name == "adamw":
-            optimizer = torch.optim.AdamW(
-                params,
-                lr=optim["lr"],
-                betas=tuple(optim["betas"]),
-                weight_decay=optim["weight_decay"],
-            )
-        elif name == "adam":
-            optimizer = torch.optim.Adam(
+        if name in ("adamw", "adam"):
+            optimizer_class = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+            optimizer = optimizer_class(
                 params,
                 lr=optim["lr"],
                 betas=tuple(optim["betas"]),
