@@ -36,7 +36,7 @@ def test_table_of_a_sweep_matches_the_golden_one(sweep, tmp_path):
     ]
     table = markdown_table(find_runs([sweep]), paper)
     assert table.splitlines() == [
-        "| run | paper J&F | J&F | J | F | J&F distractors | ms/frame | read ms/frame | params (M) |",
+        "| run | paper J&F | J&F | J | F | J&F distractors | fps | read ms/frame | params (M) |",
         "|---|---|---|---|---|---|---|---|---|",
         "| model.reader.memory_region=false | 0.818 | 0.800 | 0.780 | 0.820 | 0.700 |  |  | 8.250 |",
         "| model.reader.memory_region=true | 0.835 | 0.750 | 0.730 | 0.770 |  |  |  | 8.250 |",

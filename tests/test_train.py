@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -42,7 +43,10 @@ def test_train_few_steps_then_resume_equals_uninterrupted(tmp_path):
 def test_train_validates_and_writes_metrics(tmp_path):
     metrics = train(compose_config("train", TINY), tmp_path)
     assert 0.0 <= metrics["val/J&F-Mean"] <= 1.0
-    assert (tmp_path / "metrics.json").is_file()
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["val/J&F-Mean"] == metrics["val/J&F-Mean"]
+    assert written["val/fps"] == pytest.approx(1000.0 / written["val/ms_per_frame"])
+    assert written["params_m"] > 0
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 

@@ -4,7 +4,7 @@ Every folder below the given ones that holds a ``metrics.json`` (written by ``vo
 the end of a run) is a row. A row is named by the command-line overrides of its run
 (``.hydra/overrides.yaml``) that differ between the runs, so a Hydra multirun folder reads as
 the table of its sweep. Columns: J&F, J-Mean, F-Mean, J&F on the videos with distractors,
-milliseconds per validation frame and per memory read, parameters (millions).
+validation frames per second, milliseconds per memory read, parameters (millions).
 
 ``--paper FILE`` adds the paper's numbers where a row matches: a YAML list of
 ``{match: {override key: value, ...}, label: "...", "J&F": 0.835}`` entries (see
@@ -27,7 +27,7 @@ COLUMNS = {
     "J": "val/J-Mean",
     "F": "val/F-Mean",
     "J&F distractors": "val/J&F-Mean/distractors",
-    "ms/frame": "val/ms_per_frame",
+    "fps": "val/fps",
     "read ms/frame": "val/read_ms_per_frame",
     "params (M)": "params_m",
 }

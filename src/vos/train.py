@@ -153,6 +153,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     metrics["global_step"] = trainer.global_step
     metrics["params_m"] = sum(p.numel() for p in module.parameters()) / 1e6
+    if metrics.get("val/ms_per_frame"):
+        metrics["val/fps"] = 1000.0 / metrics["val/ms_per_frame"]
     if trainer.is_global_zero:
         write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
