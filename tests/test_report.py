@@ -66,3 +66,11 @@ def test_cli_writes_the_table_and_names_bad_folders(sweep, tmp_path):
         [sys.executable, "-m", "vos.report", str(empty)], capture_output=True, text=True
     )
     assert result.returncode != 0 and "no metrics.json" in result.stderr
+
+
+@pytest.mark.parametrize("paper", ["rmnet", "hmmn", "lcm"])
+def test_paper_files_load(paper):
+    from vos.report import load_paper
+
+    entries = load_paper(f"experiments/{paper}/paper.yaml")
+    assert entries and all("match" in e and 0 < e["J&F"] < 1 for e in entries)
