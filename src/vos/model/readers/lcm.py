@@ -27,7 +27,8 @@ query value v^Q relate both ways (non-local, normalised by d = H·W, g a 1×1 co
     v^Q ← v^Q + v^Q_F,   F ← F + F_Q,   y_ORM(j) = v^Q(j) · σ(FC(ReLU(FC(GAP(F)))))
 
 (SENet's squeeze-excitation on the pooled set, reduction ``se_reduction``). The set comes from
-the stored first-frame memory entry, which the memory bank keeps for the whole video.
+the stored first-frame memory entry, which the memory bank keeps for the whole video; only its
+elements are gathered, so ORM's relation map is |F| × H·W.
 
 Fusion (§3.4, last paragraph): y_PGM + y_ORM (the "merge"), concatenated with GRM's readout:
 ``[y_GRM, y_PGM + y_ORM]``, 2·Cv channels into the shared decoder. Table 4's switches drop a
@@ -199,23 +200,32 @@ class LCMReader(MemoryReader):
         return torch.cat([mask, mask.new_zeros(mask.shape[0], missing, *mask.shape[2:])], dim=1)
 
     def relate(self, query_value: Tensor, first_value: Tensor, members: Tensor) -> Tensor:
-        """Eq. 7–11 for one object: query value ``[B, Cv, M]``, set ``[B, Cv, N]`` with
-        membership ``[B, N]`` -> y_ORM ``[B, Cv, M]``."""
+        """Eq. 7–11 for one object: query value ``[B, Cv, M]``, first-frame value ``[B, Cv, N]``
+        with set membership ``[B, N]`` (0/1) -> y_ORM ``[B, Cv, M]``.
+
+        Only the set's elements are gathered, so the relation map is |F| × M rather than
+        N × M (objects usually cover a small part of the frame)."""
         d = query_value.shape[2]
-        affinity = torch.einsum("bci,bcj->bij", first_value, query_value)  # [B, N, M]
-        affinity = affinity * members.unsqueeze(2)  # only the set's elements relate
-        g_query = self.relation_value(query_value.unsqueeze(-1)).squeeze(-1)
-        g_first = self.relation_value(first_value.unsqueeze(-1)).squeeze(-1)
-        query_from_set = torch.einsum("bij,bci->bcj", affinity, g_first * members[:, None]) / d
-        set_from_query = torch.einsum("bij,bcj->bci", affinity, g_query) / d
-        enhanced_query = query_value + query_from_set
-        enhanced_set = first_value + set_from_query
-        count = members.sum(dim=1, keepdim=True)  # [B, 1]
-        pooled = (enhanced_set * members[:, None]).sum(dim=2) / count.clamp(min=1.0)
-        weights = self.excite(pooled)  # [B, Cv]
-        out = enhanced_query * weights.unsqueeze(2)
-        # an empty set: no relation and no re-weighting (see the module docstring)
-        return torch.where(count.unsqueeze(2) > 0, out, query_value)
+        g_query = self._relation(query_value)
+        outputs = []
+        for b in range(query_value.shape[0]):
+            elements = members[b].nonzero().squeeze(1)
+            if elements.numel() == 0:
+                # an empty set: no relation and no re-weighting (see the module docstring)
+                outputs.append(query_value[b])
+                continue
+            subset = first_value[b][:, elements]  # F: [Cv, |F|]
+            affinity = subset.transpose(0, 1) @ query_value[b]  # f_i · v^Q(j): [|F|, M]
+            query_from_set = self._relation(subset[None])[0] @ affinity / d  # Eq. 8
+            set_from_query = g_query[b] @ affinity.transpose(0, 1) / d  # Eq. 7
+            pooled = (subset + set_from_query).mean(dim=1)  # GAP of Eq. 10's F
+            weights = self.excite(pooled[None])[0]  # [Cv]
+            outputs.append((query_value[b] + query_from_set) * weights[:, None])  # Eq. 9, 11
+        return torch.stack(outputs)
+
+    def _relation(self, x: Tensor) -> Tensor:
+        """g, the 1×1 conv of Eq. 7–8, on ``[B, Cv, L]``."""
+        return self.relation_value(x.unsqueeze(-1)).squeeze(-1)
 
     # -- read -------------------------------------------------------------------------------
     def read(self, query: FrameFeatures, memory: MemoryBank, state: ReaderState) -> Readout:
