@@ -145,17 +145,15 @@ class ClipDataset(Dataset):
                 f"(last video {video!r}); is the training split annotated?"
             )
         chosen = rng.permutation(visible)[: self.max_objects]
+        if self.sampling == "static":  # the copies of the one frame, and their masks
+            image = self.source.read_frame(video, frame_ids[0])
+            frames, masks, flow = self._affine_copies(rng, image, masks[0])
+        else:
+            frames = np.stack([self.source.read_frame(video, t) for t in frame_ids])
         labels = np.zeros_like(masks, dtype=np.int64)
         for new_id, old_id in enumerate(chosen, start=1):
             labels[masks == old_id] = new_id
         labels[masks == VOID_LABEL] = VOID_LABEL
-        frames = np.stack([self.source.read_frame(video, t) for t in frame_ids])
-        if self.sampling == "static":
-            frames, masks, flow = self._affine_copies(rng, frames[0], masks[0])
-            labels = np.zeros_like(masks, dtype=np.int64)
-            for new_id, old_id in enumerate(chosen, start=1):
-                labels[masks == old_id] = new_id
-            labels[masks == VOID_LABEL] = VOID_LABEL
         frames = frames.astype(np.float32) / 255.0
 
         frames, labels, flow = self._augment(rng, frames, labels, flow)

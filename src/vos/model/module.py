@@ -144,7 +144,10 @@ class VOSModule(pl.LightningModule):
             )
         elif name == "sgd":
             optimizer = torch.optim.SGD(
-                params, lr=optim["lr"], momentum=0.9, weight_decay=optim["weight_decay"]
+                params,
+                lr=optim["lr"],
+                momentum=optim["momentum"],
+                weight_decay=optim["weight_decay"],
             )
         else:
             raise ValueError(f"unknown optim.name {name!r}; expected adamw, adam or sgd")
