@@ -1,4 +1,5 @@
-"""Clip sampling modes: LCM's `anywhere` (no temporal limit, shuffled) and static-image clips."""
+"""Clip sampling modes: LCM's `anywhere` (no temporal limit, shuffled), LMRC's `window` (distinct
+frames within a span) and static-image clips."""
 
 from __future__ import annotations
 
@@ -54,6 +55,25 @@ def test_anywhere_draws_distinct_frames_in_any_order_with_objects_in_all(source)
         for o in np.flatnonzero(item["present"].numpy()):
             assert all((labels[t] == o + 1).any() for t in range(3))
     assert len(orders) > 1  # not always in time order
+
+
+def test_window_draws_distinct_ordered_frames_within_the_span(source):
+    dataset = _dataset(source, sampling="window", window=10, length=8)
+    directions = set()
+    for index in range(8):
+        found = _frame_ids(dataset[index], source)
+        assert len({video for video, _ in found}) == 1
+        ids = [t for _, t in found]
+        assert len(set(ids)) == 3
+        assert max(ids) - min(ids) <= 9  # three frames within 10
+        assert ids in (sorted(ids), sorted(ids, reverse=True))
+        directions.add(ids == sorted(ids))
+    assert directions == {True, False}  # reversed with reverse_prob
+
+
+def test_window_must_hold_the_clip(source):
+    with pytest.raises(ValueError, match="window=2"):
+        _dataset(source, sampling="window", window=2)
 
 
 def test_static_clips_are_affine_copies_with_exact_flow(source):

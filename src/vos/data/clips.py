@@ -11,7 +11,9 @@ frame are kept (up to ``max_objects``, chosen at random) and relabelled 1..k; ot
 become background, void (255) stays void.
 
 ``sampling`` picks the clip's frames: ``stcn`` (above); ``anywhere`` (LCM's main training:
-frames drawn anywhere in the video, no temporal limit, in random order); ``static`` (static-
+frames drawn anywhere in the video, no temporal limit, in random order); ``window`` (LMRC:
+``num_frames`` distinct frames drawn within ``window`` consecutive frames, in time order or
+reversed with ``reverse_prob``); ``static`` (static-
 image pre-training: one frame and random affine copies of it, `vos.data.affine`, settings
 in ``static``). ``objects_in_all_frames`` keeps only objects visible in every clip frame (LCM).
 
@@ -33,7 +35,7 @@ from vos.data.affine import affine_flow, random_affine, warp_image, warp_mask
 from vos.data.palette import VOID_LABEL
 from vos.data.source import DatasetError, VideoSource
 
-SAMPLINGS = ("stcn", "anywhere", "static")
+SAMPLINGS = ("stcn", "anywhere", "window", "static")
 
 
 def max_skip_at(progress: float, values: Sequence[int], milestones: Sequence[float]) -> int:
@@ -69,6 +71,7 @@ class ClipDataset(Dataset):
         color_jitter: float = 0.1,
         frame_brightness_jitter: float = 0.02,
         sampling: str = "stcn",
+        window: int = 10,
         objects_in_all_frames: bool = False,
         static: dict | None = None,
         with_flow: bool = False,
@@ -78,6 +81,10 @@ class ClipDataset(Dataset):
             raise ValueError(f"data.clip.num_frames must be >= 2, got {num_frames}")
         if sampling not in SAMPLINGS:
             raise ValueError(f"data.clip.sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        if sampling == "window" and window < num_frames:
+            raise ValueError(
+                f"data.clip.window={window} cannot hold num_frames={num_frames} distinct frames"
+            )
         self.source = source
         self.videos = source.videos()
         if not self.videos:
@@ -94,6 +101,7 @@ class ClipDataset(Dataset):
         self.color_jitter = color_jitter
         self.frame_brightness_jitter = frame_brightness_jitter
         self.sampling = sampling
+        self.window = window
         self.objects_in_all_frames = objects_in_all_frames
         self.static = dict(static or {})
         self.with_flow = with_flow
@@ -109,6 +117,15 @@ class ClipDataset(Dataset):
             while len(indices) < self.num_frames:  # videos shorter than a clip repeat frames
                 indices.append(int(rng.integers(num_frames)))
             return indices  # drawn without order: shuffled
+        if self.sampling == "window":  # LMRC: distinct frames within `window` frames
+            span = min(self.window, num_frames)
+            start = int(rng.integers(0, num_frames - span + 1))
+            count = min(self.num_frames, span)
+            chosen = sorted(int(i) for i in rng.choice(span, size=count, replace=False))
+            indices = [start + i for i in chosen]
+            while len(indices) < self.num_frames:  # videos shorter than a clip repeat frames
+                indices.append(indices[-1])
+            return indices[::-1] if rng.random() < self.reverse_prob else indices
         span = min(max_skip * (self.num_frames - 1), num_frames - 1)
         start = int(rng.integers(0, num_frames - span)) if num_frames > span else 0
         indices = [start]
