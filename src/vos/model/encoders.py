@@ -114,6 +114,8 @@ class ValueEncoder(_ResNetTrunk):
     res4: the trunk's res4 output fused with the key encoder's res4 features (STCN's fusion).
     ``fine_value_channels`` (HMMN) adds values at res3/res2: a 3×3 conv on the trunk's
     (mask-aware) features at that scale, as HMMN's memory encoder has a key/value head per scale.
+    With ``fine_frame_feature_channels`` (LMRC) the conv sees the trunk's features concatenated
+    with the key encoder's features at that scale, as the res4 value does.
     """
 
     def __init__(
@@ -123,31 +125,41 @@ class ValueEncoder(_ResNetTrunk):
         depth: int = 18,
         weights: str | None = None,
         fine_value_channels: dict[str, int] | None = None,
+        fine_frame_feature_channels: dict[str, int] | None = None,
     ):
         super().__init__(depth, weights, extra_in_channels=2)
+        frame_channels = dict(fine_frame_feature_channels or {})
         hidden = self.channels["res4"]
         self.fuse = nn.Sequential(
             ResBlock(hidden + key_feature_channels, value_channels), ResBlock(value_channels)
         )
         self.fine_value = nn.ModuleDict(
             {
-                scale: nn.Conv2d(self.channels[scale], channels, 3, padding=1)
+                scale: nn.Conv2d(
+                    self.channels[scale] + frame_channels.get(scale, 0), channels, 3, padding=1
+                )
                 for scale, channels in (fine_value_channels or {}).items()
             }
         )
+        # the key encoder's features this encoder reads, per scale
+        self.uses_features = ("res4", *(s for s in self.fine_value if s in frame_channels))
 
     def forward(
-        self, frames: Tensor, key_res4: Tensor, masks: Tensor, others: Tensor
+        self, frames: Tensor, frame_features: dict[str, Tensor], masks: Tensor, others: Tensor
     ) -> dict[str, Tensor]:
-        """frames ``[B·O, 3, H, W]``, key_res4 ``[B·O, C, h, w]``, masks/others ``[B·O, 1, H, W]``
+        """frames ``[B·O, 3, H, W]``, the key encoder's features at ``uses_features``
+        ``[B·O, C, ·, ·]``, masks/others ``[B·O, 1, H, W]``
         -> ``{"res4": [B·O, Cv, h, w], <fine scale>: [B·O, Cv_s, ·, ·]}``."""
         x = torch.cat([self.normalise(frames), masks, others], dim=1)
         trunk = {"res2": self.layer1(self.stem(x))}
         trunk["res3"] = self.layer2(trunk["res2"])
         trunk["res4"] = self.layer3(trunk["res3"])
-        values = {"res4": self.fuse(torch.cat([trunk["res4"], key_res4], dim=1))}
+        values = {"res4": self.fuse(torch.cat([trunk["res4"], frame_features["res4"]], dim=1))}
         for scale, conv in self.fine_value.items():
-            values[scale] = conv(trunk[scale])
+            if scale in frame_features:
+                values[scale] = conv(torch.cat([trunk[scale], frame_features[scale]], dim=1))
+            else:
+                values[scale] = conv(trunk[scale])
         return values
 
 

@@ -52,13 +52,18 @@ class VOSNetwork(nn.Module):
             value_depth,
             value_weights,
             fine_value_channels=spec.fine_value_channels,
+            fine_frame_feature_channels=(
+                {scale: channels[scale] for scale in spec.fine_value_channels}
+                if spec.fine_values_see_frame_features
+                else None
+            ),
         )
         self.reader = reader
         self.decoder = Decoder(
             spec.readout_channels,
             channels,
             decoder_channels,
-            memory_channels=spec.fine_value_channels,
+            memory_channels=spec.decoder_memory_channels,
         )
         self.freeze_bn = freeze_batchnorm
         # optical flow for readers that need it (RMNet): a separately trained estimator, kept
@@ -100,9 +105,12 @@ class VOSNetwork(nn.Module):
         def per_object(x: Tensor) -> Tensor:
             return x.unsqueeze(1).expand(-1, objects, *x.shape[1:]).flatten(0, 1)
 
+        frame_features = {
+            scale: per_object(frame.features[scale]) for scale in self.value_encoder.uses_features
+        }
         values = self.value_encoder(
             per_object(frame.frames),
-            per_object(frame.features["res4"]),
+            frame_features,
             object_probs.flatten(0, 1).unsqueeze(1),
             others.flatten(0, 1).unsqueeze(1),
         )

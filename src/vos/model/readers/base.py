@@ -27,7 +27,20 @@ class FeatureSpec:
     # memory values at finer scales (HMMN: res3 256, res2 128): the value encoder adds them, and
     # the reader's readouts at those scales (same channels) enter the decoder's skips there
     fine_value_channels: dict[str, int] = field(default_factory=dict)
+    # channels of the reader's readouts at those scales when they differ from the values'
+    # (LMRC concatenates its local and sequential-local readouts); None = the values'
+    fine_readout_channels: dict[str, int] | None = None
+    # fine values from the value encoder's features concatenated with the key encoder's
+    # features at that scale (LMRC §III-A-2), instead of from the value encoder's alone (HMMN)
+    fine_values_see_frame_features: bool = False
     needs_flow: bool = False
+
+    @property
+    def decoder_memory_channels(self) -> dict[str, int]:
+        """Channels of the fine readouts the decoder adds to its res3/res2 skips."""
+        if self.fine_readout_channels is None:
+            return dict(self.fine_value_channels)
+        return dict(self.fine_readout_channels)
 
 
 @dataclass

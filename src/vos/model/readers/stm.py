@@ -44,12 +44,14 @@ def global_read(
     *,
     similarity: str = "dot",
     top_k: int | None = None,
+    positions: list[int] | None = None,
 ) -> torch.Tensor:
     """STM's read of every object at res4: query key ``[B, Ck, h, w]`` -> ``[B, O, Cv, h, w]``
-    (shared by the readers whose global part is STM's, e.g. LCM's GRM)."""
-    memory_key = memory.keys("res4")  # [B, Ck, T, H, W]
-    memory_value = memory.values("res4")  # [B, O, Cv, T, H, W]
-    valid = memory.object_valid()  # [B, O, T]
+    (shared by the readers whose global part is STM's, e.g. LCM's GRM, LMRC's GMR), over the
+    memory frames at ``positions`` (all by default)."""
+    memory_key = memory.keys("res4", positions)  # [B, Ck, T, H, W]
+    memory_value = memory.values("res4", positions)  # [B, O, Cv, T, H, W]
+    valid = memory.object_valid(positions)  # [B, O, T]
     batch, objects, channels, frames, height, width = memory_value.shape
     query_key = query_key.flatten(2)  # [B, Ck, M]
     if bool(valid.all()):
