@@ -149,6 +149,8 @@ def test_bad_dataset_root_is_one_clear_line(tmp_path):
         ["model=hmmn"],  # kernel at validation only, top-k fine reads, dropout schedule
         ["model=hmmn", "model.reader.kernel_in_training=true", "model.reader.fine_memory=all"],
         ["model=lcm"],
+        ["model=lmrc"],  # GMR, LMR, SLMR, comparator and the scale loss
+        ["model=lmrc", "model/lmrc_setting=B", "data.clip.sampling=window"],
         ["model=lcm", "optim.name=sgd", "data.clip.sampling=anywhere"],
         ["model=rmnet", "data.clip.sampling=static"],  # affine copies with their exact flow
     ],
