@@ -67,6 +67,8 @@ def test_experiments_exist():
     assert {"rmnet_table5", "rmnet_table6", "rmnet_table7"} <= set(EXPERIMENTS)
     assert {"hmmn_table5", *(f"hmmn_table6{t}" for t in "bcdefg")} <= set(EXPERIMENTS)
     assert {"lcm_table4", "lcm_table4_no_grm", *STAGES} <= set(EXPERIMENTS)
+    assert {"lmrc_table4", "lmrc_table5a", "lmrc_table5b"} <= set(EXPERIMENTS)
+    assert len(sweep_rows("lmrc_table4")) == 6  # settings A-F
     assert len(sweep_rows("hmmn_table6e")) == 4  # lists stay whole: [], [res2], [res3], both
     assert all(
         Path(CONFIG_DIR / "experiment" / f"{name}.yaml")
