@@ -124,3 +124,22 @@ def test_bench_readers_lcm_and_its_global_part():
     records = {r["name"]: r for r in json.loads(result.stdout)}
     assert {"reader/stm", "reader/lcm", "reader/lcm/grm-only"} <= records.keys()
     assert "added_ms_vs_stm" in records["reader/lcm"]
+
+
+def test_bench_readers_lmrc_split_into_its_parts():
+    lmrc = ["lmrc", "lmrc/gmr-only", "lmrc/gmr-lmr", "lmrc/gmr-lmr-slmr"]
+    result = subprocess.run(
+        [sys.executable, "-m", "vos.bench", "readers", "--json", "--variants", *lmrc]
+        + ["--model-size", "tiny", "--height", "64", "--width", "96"]
+        + ["--memory-frames", "2", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    records = {r["name"]: r for r in json.loads(result.stdout)}
+    split = records["reader/lmrc"]["split_ms"]
+    assert set(split) == {"gmr", "lmr", "slmr", "comparator"}
+    assert split["gmr"] == records["reader/lmrc/gmr-only"]["ms"] > 0
+    total = sum(split.values())
+    assert abs(total - records["reader/lmrc"]["ms"]) < 1e-6 * max(total, 1.0)

@@ -10,6 +10,11 @@ after one warm-up read.
 LCM: ``lcm`` is GRM + PGM + ORM, ``lcm/grm-only`` its STM part; ``added_ms_vs_stm`` is what
 PGM and ORM add to STM's read (compare it with STM's whole frame from ``bench inference``).
 
+LMRC: ``lmrc`` is the full reader (Table 4's F); ``lmrc/gmr-only`` (A), ``lmrc/gmr-lmr`` (C)
+and ``lmrc/gmr-lmr-slmr`` (D) add its parts one at a time, so ``split_ms`` on ``lmrc`` gives GMR,
+LMR, SLMR and the comparator as differences of medians. LMRC's memory holds ``--memory-frames``
+global frames plus the previous frame (its local memory).
+
 HMMN: ``hmmn`` times its whole read (kernel at res4 + top-k guided res3/res2);
 ``hmmn/fine-topk`` and ``hmmn/fine-dense`` time the fine-scale part alone (candidate
 selection and the res3 + res2 reads, against the dense reads of the same fine memory: first
@@ -56,6 +61,17 @@ VARIANTS = {
     "hmmn/fine-dense": ("hmmn", ["model.reader.inference_top_k=null"]),
     "lcm": ("lcm", []),
     "lcm/grm-only": ("lcm", ["model.reader.use_pgm=false", "model.reader.use_orm=false"]),
+    "lmrc": ("lmrc", []),  # Table 4 setting F
+    "lmrc/gmr-only": ("lmrc", ["model/lmrc_setting=A"]),
+    "lmrc/gmr-lmr": ("lmrc", ["model/lmrc_setting=C"]),
+    "lmrc/gmr-lmr-slmr": ("lmrc", ["model/lmrc_setting=D"]),
+}
+# LMRC's parts, timed as the differences between the variants that add them one at a time
+LMRC_PARTS = {
+    "gmr": ("lmrc/gmr-only", None),
+    "lmr": ("lmrc/gmr-lmr", "lmrc/gmr-only"),
+    "slmr": ("lmrc/gmr-lmr-slmr", "lmrc/gmr-lmr"),
+    "comparator": ("lmrc", "lmrc/gmr-lmr-slmr"),
 }
 STRIDES = {"res4": 16, "res3": 8, "res2": 4}
 
@@ -154,13 +170,15 @@ def run(args) -> list[Record]:
         padding_px = 16 * int(getattr(reader, "padding", 0))  # φ is given in res4 cells
         probs = _object_boxes(args.objects, height, width, args.region_area, padding_px).to(device)
         memory = MemoryBank()
+        # LMRC reads T global frames and, besides them, the previous frame
+        frames = args.memory_frames + (1 if model == "lmrc" else 0)
         with torch.inference_mode():
-            for t in range(args.memory_frames):
+            for t in range(frames):
                 memorised = _frame(t, spec, height, width, device)
                 values = _values(spec, args.objects, height, width, device)
                 extras = reader.memorize(memorised, values, memory, object_probs=probs)
                 memory.add(t, memorised.keys, values, permanent=t == 0, extras=extras)
-            query = _frame(args.memory_frames, spec, height, width, device)
+            query = _frame(frames, spec, height, width, device)
             state = ReaderState(previous_probs=probs)
             if label.startswith("hmmn/fine"):
                 ms, peak = _time(
@@ -196,6 +214,11 @@ def run(args) -> list[Record]:
         # LCM's target: PGM + ORM on top of STM's read (the rest of a frame is shared)
         lcm, stm = by_name["reader/lcm"], by_name["reader/stm"]
         lcm.extra["added_ms_vs_stm"] = lcm.ms - stm.ms
+    if {f"reader/{whole}" for whole, _ in LMRC_PARTS.values()} <= by_name.keys():
+        by_name["reader/lmrc"].extra["split_ms"] = {
+            part: by_name[f"reader/{whole}"].ms - (by_name[f"reader/{base}"].ms if base else 0.0)
+            for part, (whole, base) in LMRC_PARTS.items()
+        }
     if {"reader/hmmn/fine-topk", "reader/hmmn/fine-dense"} <= by_name.keys():
         topk, dense = by_name["reader/hmmn/fine-topk"], by_name["reader/hmmn/fine-dense"]
         topk.extra["speedup_vs_dense"] = dense.ms / topk.ms
