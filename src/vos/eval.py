@@ -8,10 +8,17 @@ config for inference-time ablations with the same weights (a reader switch such 
 overridden, apart from ``model.flow``, which is replaced whole. Predictions are palette PNGs at the original
 size, ``<output_dir>/<video>/<frame>.png``; they are scored by the same function as
 ``python -m vos.evaluate`` (read back from disk), so both report identical numbers.
+
+Splits without ground truth for every frame are not scored. Those an evaluation server
+scores (YouTube-VOS valid/test, DAVIS test-dev: `VideoSource.submission_folder`) are written
+in the server's layout (YouTube-VOS: ``<output_dir>/Annotations/<video>/<frame>.png``, for the
+frames the server expects, `VideoSource.output_frames`) and zipped into
+``<output_dir>/submission.zip``, ready to upload.
 """
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -105,23 +112,52 @@ def has_full_ground_truth(source: VideoSource, videos: list[str]) -> bool:
     return all(len(source.info(v).annotated) == source.info(v).num_frames for v in videos)
 
 
+def prediction_folder(source: VideoSource, output_dir: Path) -> Path:
+    """Where `segment_split` writes ``<video>/<frame>.png``: the output folder, or its
+    submission folder for a split an evaluation server scores."""
+    return output_dir / (source.submission_folder or "")
+
+
 def segment_split(
     engine: InferenceEngine, source: VideoSource, output_dir: Path, videos: list[str]
 ) -> None:
+    """Segment each video and write the predictions of its `VideoSource.output_frames` to
+    `prediction_folder`."""
+    folder = prediction_folder(source, output_dir)
     with Progress() as progress:
         task = progress.add_task("segmenting", total=len(videos))
         for video in videos:
             names = source.info(video).frame_names
+            wanted = set(source.output_frames(video))
+            written: set[int] = set()
 
-            def save(t: int, labels, video=video, names=names) -> None:
-                write_prediction(output_dir, video, names[t], labels)
+            def save(t: int, labels, video=video, names=names, wanted=wanted, written=written):
+                if t in wanted:
+                    write_prediction(folder, video, names[t], labels)
+                    written.add(t)
 
             result = engine.run_video(source, video, on_frame=save)
             # frames before any object appears are not passed to on_frame: write them empty
-            for t, name in enumerate(names):
-                if not (output_dir / video / f"{name}.png").is_file():
-                    write_prediction(output_dir, video, name, result.labels[t])
+            for t in sorted(wanted - written):
+                write_prediction(folder, video, names[t], result.labels[t])
             progress.advance(task)
+
+
+def write_submission_zip(source: VideoSource, output_dir: Path, videos: list[str]) -> Path:
+    """``<output_dir>/submission.zip`` holding the predictions `segment_split` wrote, with the
+    paths the server expects (``Annotations/<video>/<frame>.png`` for YouTube-VOS,
+    ``<video>/<frame>.png`` for DAVIS test-dev) and nothing else."""
+    folder = prediction_folder(source, output_dir)
+    zip_path = output_dir / "submission.zip"
+    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for video in videos:
+            names = source.info(video).frame_names
+            for t in source.output_frames(video):
+                path = folder / video / f"{names[t]}.png"
+                archive.write(path, path.relative_to(output_dir).as_posix())
+    tmp.replace(zip_path)
+    return zip_path
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> None:
@@ -135,12 +171,14 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
     source = hydra.utils.instantiate(cfg.dataset.eval)
     videos = source.videos()[: cfg.max_videos] if cfg.max_videos else source.videos()
     segment_split(engine, source, output_dir, videos)
-    print(f"wrote predictions for {len(videos)} videos to {output_dir}")
+    print(f"wrote predictions for {len(videos)} videos to {prediction_folder(source, output_dir)}")
+    if source.submission_folder is not None:
+        print(f"wrote {write_submission_zip(source, output_dir, videos)} (ready to upload)")
     score = cfg.score
     if score == "auto":
         score = has_full_ground_truth(source, videos)
     if score:
-        metric = score_predictions(source, output_dir, videos)
+        metric = score_predictions(source, prediction_folder(source, output_dir), videos)
         write_results(output_dir, metric)
         print(format_results(metric, title=str(cfg.dataset.split)))
 

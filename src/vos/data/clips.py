@@ -17,6 +17,12 @@ reversed with ``reverse_prob``); ``static`` (static-
 image pre-training: one frame and random affine copies of it, `vos.data.affine`, settings
 in ``static``). ``objects_in_all_frames`` keeps only objects visible in every clip frame (LCM).
 
+Clips are drawn among a video's annotated frames (`VideoInfo.annotated`): the max skip and
+the window count video frames, so where masks are sparse (YouTube-VOS's all-frames folders:
+a mask every 5th frame) or listed frames are ``frame_step`` video frames apart (YouTube-VOS's
+JPEGImages), they become steps between annotated frames, ``max_skip // 5`` as STCN does for
+YouTube-VOS (at least 1). Fully annotated videos with ``frame_step`` 1 sample as before.
+
 With ``with_flow`` (readers whose query region follows optical flow, RMNet) each clip frame
 carries the flow to the clip frame before it, i.e. between the frames actually paired, not
 the video's t -> t-1 flow: with skips and reversed clips those differ, the mismatch the released
@@ -33,7 +39,7 @@ from torch.utils.data import Dataset, Sampler
 
 from vos.data.affine import affine_flow, random_affine, warp_image, warp_mask
 from vos.data.palette import VOID_LABEL
-from vos.data.source import DatasetError, VideoSource
+from vos.data.source import DatasetError, VideoInfo, VideoSource
 
 SAMPLINGS = ("stcn", "anywhere", "window", "static")
 
@@ -110,7 +116,25 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _frame_indices(self, rng: np.random.Generator, num_frames: int, max_skip: int) -> list[int]:
+    def _clip_frames(self, rng: np.random.Generator, info: VideoInfo, max_skip: int) -> list[int]:
+        """A clip's frame indices, all annotated: sampled among the annotated frames with the
+        skip and window converted from video frames to steps between annotated frames."""
+        annotated = info.annotated
+        if len(annotated) == info.num_frames and info.frame_step == 1:
+            return self._frame_indices(rng, info.num_frames, max_skip)
+        if not annotated:
+            raise DatasetError(f"video {info.name!r} has no annotated frame to train on")
+        gaps = np.diff(annotated)
+        spacing = info.frame_step * (int(np.median(gaps)) if len(gaps) else 1)
+        window = max(self.num_frames, self.window // spacing)
+        positions = self._frame_indices(
+            rng, len(annotated), max(1, max_skip // spacing), window=window
+        )
+        return [annotated[i] for i in positions]
+
+    def _frame_indices(
+        self, rng: np.random.Generator, num_frames: int, max_skip: int, window: int | None = None
+    ) -> list[int]:
         if self.sampling == "anywhere":  # LCM's main training: no temporal limit, any order
             count = min(self.num_frames, num_frames)
             indices = [int(i) for i in rng.choice(num_frames, size=count, replace=False)]
@@ -118,7 +142,7 @@ class ClipDataset(Dataset):
                 indices.append(int(rng.integers(num_frames)))
             return indices  # drawn without order: shuffled
         if self.sampling == "window":  # LMRC: distinct frames within `window` frames
-            span = min(self.window, num_frames)
+            span = min(self.window if window is None else window, num_frames)
             start = int(rng.integers(0, num_frames - span + 1))
             count = min(self.num_frames, span)
             chosen = sorted(int(i) for i in rng.choice(span, size=count, replace=False))
@@ -144,11 +168,12 @@ class ClipDataset(Dataset):
         for _ in range(self.max_attempts):
             video = self.videos[int(rng.integers(len(self.videos)))]
             info = self.source.info(video)
-            if self.sampling == "static":  # one frame; its copies are made below
-                frame_ids = [int(rng.integers(info.num_frames))] * self.num_frames
+            if self.sampling == "static":  # one annotated frame; its copies are made below
+                frame_ids = [info.annotated[int(rng.integers(len(info.annotated)))]]
+                frame_ids = frame_ids * self.num_frames
                 flow = None
             else:
-                frame_ids = self._frame_indices(rng, info.num_frames, max_skip)
+                frame_ids = self._clip_frames(rng, info, max_skip)
                 flow = self._clip_flow(video, frame_ids) if self.with_flow else None
             masks = np.stack([self.source.read_mask(video, t) for t in frame_ids])
             visible = [i for i in np.unique(masks[0]) if 0 < i < VOID_LABEL]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +40,9 @@ class VideoInfo:
     annotated: list[int]
     # per-video properties for per-factor scores (e.g. {"distractors": True}); {} if unknown
     factors: dict[str, bool] = field(default_factory=dict)
+    # video frames between two consecutive listed frames: 1, or 5 for YouTube-VOS's
+    # JPEGImages, which keep every 5th frame (a training clip's max skip counts video frames)
+    frame_step: int = 1
 
     @property
     def num_frames(self) -> int:
@@ -52,6 +56,13 @@ class VideoInfo:
 class VideoSource(abc.ABC):
     """A split of videos. Implementations read lazily and raise `DatasetError` /
     `vos.data.palette.ImageReadError` with the offending path or key in the message."""
+
+    #: For a split scored by an evaluation server: the folder, inside ``vos.eval``'s output
+    #: folder, that predictions go to as ``<folder>/<video>/<frame>.png`` and that is zipped,
+    #: under its own name, into ``submission.zip`` (``"Annotations"`` for YouTube-VOS, ``""``
+    #: for DAVIS test-dev: the video folders at the zip's root). None: no zip, predictions in
+    #: ``<output_dir>/<video>/``.
+    submission_folder: str | None = None
 
     @abc.abstractmethod
     def videos(self) -> list[str]:
@@ -67,6 +78,11 @@ class VideoSource(abc.ABC):
     @abc.abstractmethod
     def read_mask(self, video: str, index: int) -> np.ndarray:
         """Label map ``uint8 [H, W]``; raises `DatasetError` if the frame has no mask."""
+
+    def output_frames(self, video: str) -> list[int]:
+        """Indices of the frames whose predictions the benchmark expects (all by default;
+        YouTube-VOS segmented on all frames is scored on every 5th)."""
+        return list(range(self.info(video).num_frames))
 
     def read_flow(self, video: str, index: int) -> np.ndarray | None:
         """Backward flow ``float32 [2, H, W]`` (t -> t-1), or None when the source has none."""
@@ -116,3 +132,27 @@ def sample_bilinear(field: np.ndarray, displacement: np.ndarray) -> np.ndarray:
     top = field[:, y0, x0] * (1 - wx) + field[:, y0, x1] * wx
     bottom = field[:, y1, x0] * (1 - wx) + field[:, y1, x1] * wx
     return (top * (1 - wy) + bottom * wy).astype(np.float32)
+
+
+def describe_folder(path: Path, limit: int = 8) -> str:
+    """What a folder holds, for error messages: ``"holds a/, b/, c.txt"`` (folders first,
+    at most ``limit`` names), ``"is empty"``, or ``"does not exist"``."""
+    if not path.is_dir():
+        return "does not exist" if not path.exists() else "is a file, not a folder"
+    entries = sorted(path.iterdir(), key=lambda entry: (not entry.is_dir(), entry.name))
+    if not entries:
+        return "is empty"
+    names = [f"{entry.name}/" if entry.is_dir() else entry.name for entry in entries[:limit]]
+    more = f" and {len(entries) - limit} more" if len(entries) > limit else ""
+    return "holds " + ", ".join(names) + more
+
+
+def nested_root_hint(root: Path, marker: str) -> str:
+    """``" (did you mean <root>/<child>?)"`` when a folder one level down holds ``marker``
+    (an archive extracted into a folder of its own), else ``""``."""
+    if not root.is_dir():
+        return ""
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and (child / marker).exists():
+            return f" (did you mean {child}?)"
+    return ""
