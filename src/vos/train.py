@@ -7,9 +7,11 @@ Writes into the Hydra run folder: ``.hydra/config.yaml`` (the resolved config),
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
@@ -18,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy, Strategy
 
 from vos.config import CONFIG_DIR
 from vos.data.datamodule import FlowDataModule, VOSDataModule
@@ -33,14 +36,73 @@ class CheckpointError(ValueError):
     """ckpt_path names a file that is not a usable training checkpoint."""
 
 
+class StrategyError(ValueError):
+    """The `strategy=` config cannot run: an unknown name, a missing package, or devices
+    that do not suit it."""
+
+
 # Errors about the user's input (files, config): reported in one line, without a traceback.
 INPUT_ERRORS = (
     DatasetError,
     ImageReadError,
     FileNotFoundError,
     CheckpointError,
+    StrategyError,
     InstantiationException,
 )
+
+STRATEGIES = ("single", "ddp", "ddp_spawn", "fsdp", "deepspeed")
+
+
+def _device_count(devices: Any) -> int | None:
+    """The number of devices ``trainer.devices`` asks for, or None when Lightning decides
+    (``auto``, ``-1``)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str):
+        devices = devices.strip()
+        if "," in devices:
+            return len([d for d in devices.split(",") if d.strip()])
+        if not devices.lstrip("-").isdigit():
+            return None
+        devices = int(devices)
+    return None if devices == -1 else int(devices)
+
+
+def build_strategy(strategy: DictConfig, trainer: DictConfig) -> str | Strategy:
+    """The Lightning strategy of ``strategy=``: its ``name`` and the options beside it."""
+    options = dict(OmegaConf.to_container(strategy, resolve=True))
+    name = options.pop("name", None)
+    if name == "single":
+        devices = _device_count(trainer.get("devices", 1))
+        if devices != 1 or trainer.get("num_nodes", 1) != 1:
+            raise StrategyError(
+                f"strategy=single runs one process on one device, but trainer.devices="
+                f"{trainer.get('devices')} and trainer.num_nodes={trainer.get('num_nodes')}: "
+                "use strategy=ddp for several devices"
+            )
+        return "auto"  # Lightning's single-device strategy on trainer.accelerator's device
+    if name in ("ddp", "ddp_spawn"):
+        if name == "ddp_spawn":
+            options.setdefault("start_method", "spawn")
+        return DDPStrategy(**options)
+    if name == "fsdp":
+        if trainer.get("accelerator") == "cpu":
+            raise StrategyError(
+                "strategy=fsdp needs GPUs (trainer=gpu), not trainer.accelerator=cpu: "
+                "use strategy=ddp on the CPU"
+            )
+        return FSDPStrategy(**options)
+    if name == "deepspeed":
+        if importlib.util.find_spec("deepspeed") is None:
+            raise StrategyError(
+                "strategy=deepspeed needs the deepspeed package, which is not installed "
+                "(pip install deepspeed)"
+            )
+        from pytorch_lightning.strategies import DeepSpeedStrategy
+
+        return DeepSpeedStrategy(**options)
+    raise StrategyError(f"unknown strategy.name {name!r}; expected one of {', '.join(STRATEGIES)}")
 
 
 def checkpoint_step(path: Path) -> int:
@@ -88,6 +150,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
+    strategy = build_strategy(cfg.strategy, cfg.trainer)
     pl.seed_everything(cfg.seed, workers=True)
     train_source = hydra.utils.instantiate(cfg.dataset.train)
     eval_source = hydra.utils.instantiate(cfg.dataset.eval)
@@ -138,9 +201,20 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         callbacks.append(ReaderSchedule(OmegaConf.to_container(cfg.model.schedule, resolve=True)))
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if eval_source.submission_folder is not None and not isinstance(module, FlowModule):
+        # a split scored by a server (YouTube-VOS valid, DAVIS test-dev) has no masks to score
+        print(
+            f"vos.train: dataset.split={cfg.dataset.split!r} has no ground truth to validate on; "
+            "training without validation (use a split with masks, e.g. DAVIS val, to validate)"
+        )
+        trainer_options["limit_val_batches"] = 0
     trainer = pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        strategy=cfg.strategy.name,
+        **trainer_options,
+        strategy=strategy,
+        # the data modules shard their own loaders by rank (a resumable training sampler,
+        # a padded DistributedSampler for validation videos): Lightning must not add its own
+        use_distributed_sampler=False,
         logger=logger,
         callbacks=callbacks,
         default_root_dir=str(run_dir),
@@ -152,6 +226,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         finish_logger(logger)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     metrics["global_step"] = trainer.global_step
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if cfg.strategy.name == "ddp_spawn" and last.is_file():
+        # the spawned processes trained: this process's trainer still stands at step 0
+        metrics["global_step"] = checkpoint_step(last)
     metrics["params_m"] = sum(p.numel() for p in module.parameters()) / 1e6
     if metrics.get("val/ms_per_frame"):
         metrics["val/fps"] = 1000.0 / metrics["val/ms_per_frame"]

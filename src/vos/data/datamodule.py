@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vos.data.clips import ClipDataset, ResumableSampler
 from vos.data.source import VideoSource
@@ -86,7 +86,16 @@ class VOSDataModule(pl.LightningDataModule):
         names = self.eval_source.videos()
         if self.val_videos is not None:
             names = names[: self.val_videos]
-        return DataLoader(_VideoNames(names), batch_size=None, num_workers=0)
+        videos = _VideoNames(names)
+        # one video per step; under DDP each rank takes every world-th video. The sampler
+        # pads the last round by repeating videos; JAndF scores each (video, object) once.
+        rank, world = _rank_and_world(self)
+        sampler = (
+            DistributedSampler(videos, num_replicas=world, rank=rank, shuffle=False)
+            if world > 1
+            else None
+        )
+        return DataLoader(videos, batch_size=None, sampler=sampler, num_workers=0)
 
 
 class FlowDataModule(pl.LightningDataModule):
@@ -136,7 +145,8 @@ class FlowDataModule(pl.LightningDataModule):
         from vos.data.flow_pairs import FlowPairDataset
 
         # a fixed set of whole-frame adjacent pairs from the eval split (the pairs RMNet warps
-        # with at inference): the EPE is comparable across runs
+        # with at inference): the EPE is comparable across runs. Not split under DDP: every
+        # rank scores all pairs with the same weights, so every rank logs the same EPE
         dataset = FlowPairDataset(
             self.eval_source, length=self.val_pairs, seed=self.seed + 1, flip_prob=0.0
         )

@@ -118,15 +118,20 @@ class VOSModule(pl.LightningModule):
         result = self.engine.run_video(source, video)
         gt = np.stack([source.read_mask(video, t) for t in range(info.num_frames)])
         self.val_metric.update(video, gt, result.labels, info.first_frames, info.factors)
-        self.log("val/ms_per_frame", 1000 * float(np.mean(result.frame_seconds)), batch_size=1)
-        self.log("val/read_ms_per_frame", 1000 * float(np.mean(result.read_seconds)), batch_size=1)
+        # timings differ per rank: averaged over every rank's videos at the epoch's end
+        ms_per_frame = 1000 * float(np.mean(result.frame_seconds))
+        read_ms_per_frame = 1000 * float(np.mean(result.read_seconds))
+        self.log("val/ms_per_frame", ms_per_frame, batch_size=1, sync_dist=True)
+        self.log("val/read_ms_per_frame", read_ms_per_frame, batch_size=1, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         if not self.val_metric.update_called:
             return
+        # compute() gathers every rank's rows, so every rank holds the same full scores (and
+        # the same names); sync_dist averages these equal values, as Lightning expects
         scores = self.val_metric.compute()
         for name, value in scores.items():
-            self.log(f"val/{name}", value, prog_bar=name == "J&F-Mean", rank_zero_only=True)
+            self.log(f"val/{name}", value, prog_bar=name == "J&F-Mean", sync_dist=True)
         self.val_metric.reset()
 
     # -- optimisation --------------------------------------------------------------------

@@ -1,0 +1,191 @@
+"""The `strategy=` group, and DDP on the CPU: two processes (gloo) train a few steps, split
+the validation videos, and report the J&F one process gives on the same weights and videos."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import hydra
+import pytest
+import pytorch_lightning as pl
+from helpers import TINY, compose_config
+from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
+
+from vos.data.datamodule import VOSDataModule
+from vos.model.module import VOSModule
+from vos.train import StrategyError, build_strategy, train
+
+
+@pytest.mark.parametrize("name", ["ddp", "ddp_spawn"])
+def test_ddp_strategies_pass_their_options(name):
+    cfg = compose_config(
+        "train", [f"strategy={name}", "strategy.find_unused_parameters=true", "trainer.devices=2"]
+    )
+    strategy = build_strategy(cfg.strategy, cfg.trainer)
+    assert isinstance(strategy, DDPStrategy)
+    assert strategy._ddp_kwargs["find_unused_parameters"] is True
+    assert strategy._start_method == ("spawn" if name == "ddp_spawn" else "popen")
+    assert strategy._process_group_backend is None  # Lightning's: gloo on CPU, nccl on GPU
+
+
+def test_fsdp_and_single_strategies():
+    cfg = compose_config(
+        "train", ["strategy=fsdp", "strategy.sharding_strategy=SHARD_GRAD_OP", "trainer=gpu"]
+    )
+    strategy = build_strategy(cfg.strategy, cfg.trainer)
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy.sharding_strategy.name == "SHARD_GRAD_OP"
+    cfg = compose_config("train", ["strategy=single"])
+    assert build_strategy(cfg.strategy, cfg.trainer) == "auto"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["strategy.name=bogus"], "strategy.name 'bogus'"),
+        (["trainer.devices=2"], "strategy=single"),
+        (["strategy=fsdp"], "strategy=fsdp needs GPUs"),
+        (["strategy=deepspeed"], "strategy=deepspeed needs the deepspeed package"),
+    ],
+)
+def test_strategy_errors_name_the_key(tmp_path, overrides, message):
+    if "strategy=deepspeed" in overrides and importlib.util.find_spec("deepspeed") is not None:
+        pytest.skip("deepspeed is installed: its missing-package error does not apply")
+    with pytest.raises(StrategyError, match=message):
+        train(compose_config("train", [*TINY, *overrides]), tmp_path)
+
+
+# Run as the training command of every rank (Lightning re-runs it for rank 1): records what
+# each rank trained on, validated and returned, into $RANK_RECORDS. Test-only instrumentation.
+RECORDING_TRAIN = """
+import json, os
+from pathlib import Path
+
+from pytorch_lightning.utilities import rank_zero_only
+
+import vos.train
+from vos.model.module import VOSModule
+
+record = {"videos": [], "train_indices": None}
+validation_step = VOSModule.validation_step
+
+
+def recording_validation_step(self, video, batch_idx):
+    record["videos"].append(video)
+    return validation_step(self, video, batch_idx)
+
+
+def on_train_start(self):
+    record["sampler"] = type(self.trainer.train_dataloader.sampler).__name__
+    record["train_indices"] = list(self.trainer.train_dataloader.sampler)
+
+
+VOSModule.validation_step = recording_validation_step
+VOSModule.on_train_start = on_train_start
+train = vos.train.train
+
+
+def recording_train(cfg, run_dir):
+    metrics = train(cfg, run_dir)
+    record["metrics"] = metrics
+    path = Path(os.environ["RANK_RECORDS"]) / f"rank{rank_zero_only.rank}.json"
+    path.write_text(json.dumps(record))
+    return metrics
+
+
+vos.train.train = recording_train
+vos.train.main()
+"""
+
+VALIDATION = [
+    "dataset.eval.num_videos=3",  # odd: the second rank's share is padded with a repeat
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+]
+
+
+def test_ddp_on_cpu_matches_one_process(tmp_path):
+    run_dir, records = tmp_path / "run", tmp_path / "ranks"
+    records.mkdir()
+    script = tmp_path / "recording_train.py"
+    script.write_text(textwrap.dedent(RECORDING_TRAIN))
+    overrides = [*[o for o in TINY if not o.startswith("logger=")], *VALIDATION]
+    command = [
+        sys.executable,
+        str(script),
+        *overrides,
+        "logger=csv",
+        "strategy=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "RANK_RECORDS": str(records), "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
+    ddp_seconds = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    rank0, rank1 = (json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1))
+    # training: each rank its own half of the clips (the resumable sampler, not Lightning's)
+    assert rank0["sampler"] == rank1["sampler"] == "ResumableSampler"
+    assert set(rank0["train_indices"]).isdisjoint(rank1["train_indices"])
+    assert sorted(rank0["train_indices"] + rank1["train_indices"]) == list(range(8))
+    # validation: the three videos split across the ranks (two each, one repeated)
+    source = hydra.utils.instantiate(compose_config("train", overrides).dataset.eval)
+    videos = source.videos()
+    assert len(videos) == 3
+    assert len(rank0["videos"]) == len(rank1["videos"]) == 2
+    assert set(rank0["videos"]) | set(rank1["videos"]) == set(videos)
+    assert rank0["videos"] != rank1["videos"]
+    # every rank holds the same full scores
+    for key, value in rank0["metrics"].items():
+        if key.startswith("val/J") or key.startswith("val/F"):
+            assert rank1["metrics"][key] == value, key
+    assert rank0["metrics"]["global_step"] == rank1["metrics"]["global_step"] == 2
+
+    # one run: one metrics.json, one config, one logger folder with one validation row
+    assert list(run_dir.rglob("metrics.json")) == [run_dir / "metrics.json"]
+    assert len(list(run_dir.rglob("config.yaml"))) == 1
+    assert [p.name for p in run_dir.rglob("metrics.csv")] == ["metrics.csv"]
+    rows = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("val/J&F-Mean")
+    logged = [row.split(",")[column] for row in rows[1:] if row.split(",")[column]]
+    ddp_score = json.loads((run_dir / "metrics.json").read_text())["val/J&F-Mean"]
+    assert [float(v) for v in logged] == [pytest.approx(ddp_score, abs=1e-6)]
+    assert ddp_score == rank0["metrics"]["val/J&F-Mean"]
+
+    # one process, the DDP run's final weights (validation ran after its last step), same videos
+    cfg = compose_config("train", overrides)
+    module = VOSModule.load_from_checkpoint(
+        run_dir / "checkpoints" / "last.ckpt", map_location="cpu"
+    )
+    datamodule = VOSDataModule(
+        None,
+        source,
+        batch_size=cfg.data.batch_size,
+        num_workers=0,
+        total_steps=cfg.trainer.max_steps,
+        clip=cfg.data.clip,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    single_score = trainer.validate(module, datamodule=datamodule, verbose=False)[0]["val/J&F-Mean"]
+    print(
+        f"\nJ&F-Mean: DDP (2 CPU processes, gloo) {ddp_score:.10f}, one process "
+        f"{single_score:.10f} (difference {abs(ddp_score - single_score):.1e}); "
+        f"DDP run {ddp_seconds:.1f} s"
+    )
+    assert abs(ddp_score - single_score) <= 1e-6
