@@ -68,7 +68,7 @@ def test_cli_writes_the_table_and_names_bad_folders(sweep, tmp_path):
     assert result.returncode != 0 and "no metrics.json" in result.stderr
 
 
-@pytest.mark.parametrize("paper", ["rmnet", "hmmn", "lcm"])
+@pytest.mark.parametrize("paper", ["rmnet", "hmmn", "lcm", "lmrc"])
 def test_paper_files_load(paper):
     from vos.report import load_paper
 
