@@ -2,7 +2,9 @@
 
 Writes into the Hydra run folder: ``.hydra/config.yaml`` (the resolved config),
 ``checkpoints/`` (every ``checkpoint.every_n_steps`` and ``last.ckpt``, written atomically),
-``metrics.json`` (the last validation scores) and the logger's files.
+``metrics.json`` (the last validation scores: J&F, J, F and their recall and decay, J&F per
+video factor ``val/J&F-Mean/<factor>``, ``val/ms_per_frame`` and ``val/fps``,
+``val/read_ms_per_frame``; ``params_m``, ``global_step``, ``fit_s``) and the logger's files.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from vos.config import CONFIG_DIR
 from vos.data.datamodule import FlowDataModule, VOSDataModule
 from vos.data.palette import ImageReadError
 from vos.data.source import DatasetError
-from vos.logging_setup import build_logger, finish_logger
+from vos.logging_setup import build_logger, finish_logger, log_summary, sweep_identity
 from vos.model.flow import FlowModule
 from vos.model.module import VOSModule
 from vos.model.schedule import ReaderSchedule
@@ -187,7 +190,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     elif cfg.get("init_weights"):
         load_initial_weights(module, resolve_checkpoint(cfg.init_weights, "init_weights"))
 
-    logger = build_logger(cfg.logger, run_dir, cfg.run_name, cfg)
+    # a multirun job: the sweep's wandb group and a name from the overrides it varies
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    group, name = sweep_identity(hydra_cfg, cfg.run_name, cfg.logger.get("group"))
+    logger = build_logger(cfg.logger, run_dir, name, cfg, group=group)
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="step{step:07d}",
@@ -220,21 +226,24 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         default_root_dir=str(run_dir),
         enable_model_summary=False,
     )
+    started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics["global_step"] = trainer.global_step
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if cfg.strategy.name == "ddp_spawn" and last.is_file():
+            # the spawned processes trained: this process's trainer still stands at step 0
+            metrics["global_step"] = checkpoint_step(last)
+        metrics["params_m"] = sum(p.numel() for p in module.parameters()) / 1e6
+        if metrics.get("val/ms_per_frame"):
+            metrics["val/fps"] = 1000.0 / metrics["val/ms_per_frame"]
+        metrics["fit_s"] = time.perf_counter() - started  # training and its validations
+        if trainer.is_global_zero:
+            write_json_atomic(run_dir / "metrics.json", metrics)
+            log_summary(logger, metrics)
     finally:
         finish_logger(logger)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    metrics["global_step"] = trainer.global_step
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if cfg.strategy.name == "ddp_spawn" and last.is_file():
-        # the spawned processes trained: this process's trainer still stands at step 0
-        metrics["global_step"] = checkpoint_step(last)
-    metrics["params_m"] = sum(p.numel() for p in module.parameters()) / 1e6
-    if metrics.get("val/ms_per_frame"):
-        metrics["val/fps"] = 1000.0 / metrics["val/ms_per_frame"]
-    if trainer.is_global_zero:
-        write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
 
 
