@@ -7,7 +7,9 @@ import sys
 import pytest
 import yaml
 
-from vos.report import find_runs, markdown_table, row_labels
+from vos.report import find_runs, markdown_table, row_labels, save_figure
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _run(folder, overrides, jf, distractors=None):
@@ -60,6 +62,15 @@ def test_cli_writes_the_table_and_names_bad_folders(sweep, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert out.read_text().strip() == result.stdout.strip()
+    assert (tmp_path / "table.png").read_bytes().startswith(PNG_SIGNATURE)  # beside --out
+    figure = tmp_path / "figures" / "sweep.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "vos.report", str(sweep), "--figure", str(figure)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert figure.read_bytes().startswith(PNG_SIGNATURE)
     empty = tmp_path / "empty"
     empty.mkdir()
     result = subprocess.run(
@@ -74,3 +85,17 @@ def test_paper_files_load(paper):
 
     entries = load_paper(f"experiments/{paper}/paper.yaml")
     assert entries and all("match" in e and 0 < e["J&F"] < 1 for e in entries)
+
+
+def test_figure_is_a_png_with_a_scatter_and_a_bar_per_row(sweep, tmp_path):
+    from PIL import Image
+
+    runs = find_runs([sweep])
+    for index, run in enumerate(runs):
+        run.metrics["val/read_ms_per_frame"] = 1.5 + index
+    paper = [{"match": {"model.reader.memory_region": True}, "label": "regional", "J&F": 0.835}]
+    path = save_figure(runs, tmp_path / "out" / "figure.png", paper, title="fixture")
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+    with Image.open(path) as image:
+        image.verify()
+        assert image.format == "PNG" and image.size[0] > 600 and image.size[1] > 300
