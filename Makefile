@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
+PAPER ?=
+STEPS ?=
+ABLATE_ARGS ?=
 
-.PHONY: install install-dev train eval test test-all lint format bench clean
+.PHONY: install install-dev train eval test test-all lint format bench ablate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +46,10 @@ format: install-dev
 
 bench: install          ## make bench ARGS="inference --json"
 	$(BIN)/python -m vos.bench $(if $(ARGS),$(ARGS),inference)
+
+ablate: install         ## make ablate PAPER=rmnet|hmmn|lcm|lmrc|all [STEPS=N] [ABLATE_ARGS="--videos 4 -- key=value"]
+	$(if $(PAPER),,$(error PAPER is required: make ablate PAPER=rmnet|hmmn|lcm|lmrc|all))
+	$(BIN)/python -m vos.ablate $(PAPER) $(if $(STEPS),--steps $(STEPS)) $(ABLATE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
