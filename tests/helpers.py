@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -30,3 +37,73 @@ TINY = [
 def compose_config(name: str = "train", overrides: list[str] | None = None) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(name, overrides=list(overrides or []))
+
+
+def wandb_records(path: Path) -> Iterator[bytes]:
+    """The records of a wandb transaction log (.wandb): a 7-byte file header, then blocks of
+    32 KiB holding records with a 7-byte header (checksum, length, type: 1 full, 2 first,
+    3 middle, 4 last piece)."""
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B"
+    block, pos, pending = 32768, 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:
+            yield chunk
+        elif kind == 2:
+            pending = chunk
+        elif kind == 3:
+            pending += chunk
+        elif kind == 4:
+            yield pending + chunk
+
+
+@dataclass
+class WandbLog:
+    """What an offline run's .wandb file holds: the run record, the history rows (key ->
+    decoded value; a table or images is a dict of its fields), the summary keys (nested ones
+    joined by "/") and the config."""
+
+    run: Any = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: set[str] = field(default_factory=set)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> set[str]:
+        return {key for row in self.history for key in row} | self.summary
+
+
+def read_wandb_log(path: Path) -> WandbLog:
+    from wandb.proto import wandb_internal_pb2
+
+    log = WandbLog()
+    for raw in wandb_records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            log.run = record.run
+        elif kind == "history":
+            row: dict[str, Any] = {}
+            for item in record.history.item:
+                if item.key:
+                    row[item.key] = json.loads(item.value_json)
+                else:  # a media value (a table, images): one item per field of its dict
+                    *parents, name = item.nested_key
+                    node = row
+                    for parent in parents:
+                        node = node.setdefault(parent, {})
+                    node[name] = json.loads(item.value_json)
+            log.history.append(row)
+        elif kind == "summary":
+            log.summary |= {item.key or "/".join(item.nested_key) for item in record.summary.update}
+        elif kind == "config":
+            for item in record.config.update:
+                log.config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return log

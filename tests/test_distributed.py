@@ -12,7 +12,7 @@ import time
 import hydra
 import pytest
 import pytorch_lightning as pl
-from helpers import TINY, compose_config
+from helpers import TINY, compose_config, read_wandb_log
 from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
 
 from vos.data.datamodule import VOSDataModule
@@ -189,3 +189,50 @@ def test_ddp_on_cpu_matches_one_process(tmp_path):
         f"DDP run {ddp_seconds:.1f} s"
     )
     assert abs(ddp_score - single_score) <= 1e-6
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed")
+def test_ddp_on_cpu_logs_one_wandb_run_with_every_ranks_videos(tmp_path):
+    """Two ranks, three validation videos, logger=wandb offline: one run, whose table names
+    every video and whose overlays include a video that only rank 1 ran."""
+    run_dir = tmp_path / "run"
+    overrides = [*[o for o in TINY if not o.startswith("logger=")], *VALIDATION]
+    overrides += ["trainer.max_steps=1", "trainer.val_check_interval=1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vos.train",
+            *overrides,
+            "logger=wandb",
+            "logger.mode=offline",
+            "strategy=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    logs = list(tmp_path.rglob("*.wandb"))
+    assert len(logs) == 1 and logs[0].parent.parent == run_dir / "wandb"  # rank 0's run only
+    log = read_wandb_log(logs[0])
+    videos = hydra.utils.instantiate(compose_config("train", overrides).dataset.eval).videos()
+    (media,) = [row for row in log.history if "val/per_sequence" in row]
+    (scores,) = [row for row in log.history if "val/J&F-Mean" in row]
+    table = json.loads((logs[0].parent / "files" / media["val/per_sequence"]["path"]).read_text())
+    # a DistributedSampler deals video 1 to rank 1 alone: its name and frames were gathered
+    assert [row[0] for row in table["data"]] == sorted(videos)
+    assert {key for key in media if key.startswith("val/masks/")} == {
+        f"val/masks/{video}" for video in videos[:2]
+    }
+    objects = [row[1] for row in table["data"]]
+    weighted = sum(row[2] * n for row, n in zip(table["data"], objects)) / sum(objects)
+    assert weighted == pytest.approx(scores["val/J&F-Mean"], abs=1e-6)

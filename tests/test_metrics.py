@@ -292,6 +292,28 @@ def test_jandf_deduplicates_gathered_rows():
     ]
 
 
+def test_jandf_per_video_means_objects_and_factors():
+    metric = JAndF(factors=("occlusion", "distractors", "late_objects"))
+    beta_gt, beta_pred, beta_first = _video(2, perfect=True)
+    beta_pred[1:, 6:8, 2:8] = 0  # object 2 missed after its given frame
+    metric.update("beta", beta_gt, beta_pred, beta_first, factors={"occlusion": True})
+    metric.update("alpha", *_video(1, perfect=False), factors={"occlusion": False})
+    metric.update("alpha", *_video(1, perfect=False), factors={"occlusion": False})  # a repeat
+    rows = metric.per_video()
+    assert [row["video"] for row in rows] == ["alpha", "beta"]  # sorted, deduplicated
+    alpha, beta = rows
+    assert (alpha["objects"], beta["objects"]) == (1, 2)
+    assert alpha["J&F-Mean"] == alpha["J-Mean"] == alpha["F-Mean"] == 0.0
+    assert beta["J-Mean"] == pytest.approx(0.5) and beta["F-Mean"] == pytest.approx(0.5)
+    assert beta["J&F-Mean"] == pytest.approx(0.5)
+    assert (alpha["occlusion"], beta["occlusion"]) == (False, True)
+    assert alpha["distractors"] is None  # unknown
+    assert alpha["late_objects"] is False  # derived from first_frames
+    # the object-weighted mean of the videos is the global score
+    weighted = sum(row["J&F-Mean"] * row["objects"] for row in rows) / 3
+    assert weighted == pytest.approx(metric.compute()["J&F-Mean"])
+
+
 def test_jandf_factor_breakdown():
     metric = JAndF(factors=("occlusion", "distractors", "late_objects"))
     metric.update("alpha", *_video(2, perfect=True), factors={"occlusion": True})

@@ -4,13 +4,12 @@ and under wandb every job is its own run, in the sweep's group, named by its ove
 import importlib.util
 import json
 import os
-import struct
 import subprocess
 import sys
 
 import pytest
 import yaml
-from helpers import TINY
+from helpers import TINY, read_wandb_log
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
@@ -87,51 +86,16 @@ def test_multirun_of_two_models_runs_both_and_reports_two_rows(two_model_sweep):
     assert markdown_table(find_runs([two_model_sweep])).count("\n") == 3
 
 
-def _records(path):
-    """The records of a wandb transaction log (.wandb): a 7-byte file header, then blocks of
-    32 KiB holding records with a 7-byte header (checksum, length, type: 1 full, 2 first,
-    3 middle, 4 last piece)."""
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    block, pos, pending = 32768, 7, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 1:
-            yield chunk
-        elif kind == 2:
-            pending = chunk
-        elif kind == 3:
-            pending += chunk
-        elif kind == 4:
-            yield pending + chunk
-
-
 @pytest.mark.skipif(not HAS_WANDB, reason="wandb is not installed")
 def test_wandb_offline_runs_one_per_job_in_the_sweeps_group(two_model_sweep):
-    from wandb.proto import wandb_internal_pb2
-
     runs = {}
     for job in ("0-stm-synthetic", "1-hmmn-synthetic"):
         logs = list((two_model_sweep / job / "wandb").glob("offline-run-*/*.wandb"))
         assert len(logs) == 1, job  # one run per job
-        keys, run = set(), None
-        for raw in _records(logs[0]):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(raw)
-            kind = record.WhichOneof("record_type")
-            if kind == "run":
-                run = record.run
-            elif kind == "history":
-                keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
-            elif kind == "summary":
-                keys |= {item.key or "/".join(item.nested_key) for item in record.summary.update}
-        assert run is not None, job
-        runs[job] = run
+        log = read_wandb_log(logs[0])
+        assert log.run is not None, job
+        runs[job] = log.run
+        keys = log.keys
         for key in ("train/loss", "val/J&F-Mean", "val/J-Mean", "val/F-Mean"):
             assert key in keys, (job, key)
         assert "val/read_ms_per_frame" in keys and "params_m" in keys and "val/fps" in keys

@@ -47,6 +47,7 @@ def test_train_validates_and_writes_metrics(tmp_path):
     assert written["val/J&F-Mean"] == metrics["val/J&F-Mean"]
     assert written["val/fps"] == pytest.approx(1000.0 / written["val/ms_per_frame"])
     assert written["params_m"] > 0
+    assert "val/peak_memory_mb" not in written  # the wandb dashboard's: not without wandb
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 

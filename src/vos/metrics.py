@@ -402,17 +402,36 @@ class JAndF(torchmetrics.Metric):
                 results[f"J&F-Mean/no_{name}"] = _global_scores(without_factor)["J&F-Mean"]
         return results
 
+    def _all_video_names(self) -> dict[int, str]:
+        """Every rank's video names by key (each rank only knows the videos it scored).
+        Collective under DDP: every rank must call it."""
+        names = dict(self._video_names)
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size(self.process_group) > 1
+        ):
+            gathered: list[dict[int, str] | None] = [None] * torch.distributed.get_world_size(
+                self.process_group
+            )
+            torch.distributed.all_gather_object(gathered, names, group=self.process_group)
+            for rank_names in gathered:
+                names.update(rank_names or {})
+        return names
+
     def per_sequence(self) -> list[dict[str, object]]:
         """One row per scored object: ``Sequence`` (``<video>_<id>``), ``J-Mean``, ``F-Mean``.
 
-        Under DDP this gathers the states, so every rank must call it (like ``compute``).
+        Under DDP this gathers the states and the names, so every rank must call it (like
+        ``compute``).
         """
         with self.sync_context(dist_sync_fn=self.dist_sync_fn):
             rows = self._unique_rows()
+        names = self._all_video_names()
         table = []
         for row in rows:
             key = int(row[_KEY])
-            video = self._video_names.get(key, f"video_{key}")
+            video = names.get(key, f"video_{key}")
             table.append(
                 {
                     "Sequence": f"{video}_{int(row[_OBJECT])}",
@@ -421,6 +440,34 @@ class JAndF(torchmetrics.Metric):
                 }
             )
         return table
+
+    def per_video(self) -> list[dict[str, object]]:
+        """One row per scored video, sorted by name: ``video``, ``objects`` (scored objects),
+        ``J&F-Mean``, ``J-Mean``, ``F-Mean`` (means over the video's objects) and each factor
+        (True, False, or None when unknown).
+
+        From the gathered, deduplicated rows: under DDP every rank must call it and every
+        rank gets every video, named.
+        """
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn):
+            rows = self._unique_rows()
+        names = self._all_video_names()
+        table = []
+        for key in np.unique(rows[:, _KEY]):
+            video_rows = rows[rows[:, _KEY] == key]
+            scores = _global_scores(video_rows)
+            entry: dict[str, object] = {
+                "video": names.get(int(key), f"video_{int(key)}"),
+                "objects": len(video_rows),
+                "J&F-Mean": scores["J&F-Mean"],
+                "J-Mean": scores["J-Mean"],
+                "F-Mean": scores["F-Mean"],
+            }
+            for index, name in enumerate(self.factors):
+                bit = video_rows[0, _FIRST_FACTOR + index]
+                entry[name] = None if math.isnan(bit) else bool(bit == 1)
+            table.append(entry)
+        return sorted(table, key=lambda entry: str(entry["video"]))
 
 
 def _global_scores(rows: np.ndarray) -> dict[str, float]:

@@ -4,7 +4,9 @@ Writes into the Hydra run folder: ``.hydra/config.yaml`` (the resolved config),
 ``checkpoints/`` (every ``checkpoint.every_n_steps`` and ``last.ckpt``, written atomically),
 ``metrics.json`` (the last validation scores: J&F, J, F and their recall and decay, J&F per
 video factor ``val/J&F-Mean/<factor>``, ``val/ms_per_frame`` and ``val/fps``,
-``val/read_ms_per_frame``; ``params_m``, ``global_step``, ``fit_s``) and the logger's files.
+``val/read_ms_per_frame``, and under ``logger=wandb`` ``val/peak_memory_mb``; ``params_m``,
+``global_step``, ``fit_s``) and the logger's files (under wandb also a per-video table and
+mask overlays per validation: `vos.dashboard`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy, Strategy
 
 from vos.config import CONFIG_DIR
+from vos.dashboard import ValidationDashboard
 from vos.data.datamodule import FlowDataModule, VOSDataModule
 from vos.data.palette import ImageReadError
 from vos.data.source import DatasetError
@@ -194,6 +197,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
     group, name = sweep_identity(hydra_cfg, cfg.run_name, cfg.logger.get("group"))
     logger = build_logger(cfg.logger, run_dir, name, cfg, group=group)
+    if type(logger).__name__ == "WandbLogger" and isinstance(module, VOSModule):
+        # the run's page: a per-video table, mask overlays and peak memory per validation
+        module.dashboard = ValidationDashboard.from_config(cfg.logger)
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="step{step:07d}",

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from vos.dashboard import PeakMemory, ValidationDashboard
 from vos.inference import InferenceEngine, pad_to_stride
 from vos.metrics import JAndF
 from vos.model.loss import bootstrap_fraction, bootstrapped_cross_entropy
@@ -41,6 +42,8 @@ class VOSModule(pl.LightningModule):
         self.network = build_network(self.hparams.model)
         self.engine = InferenceEngine(self.network, **self.hparams.inference)
         self.val_metric = JAndF()
+        # set by vos.train under logger=wandb: per-video tables, mask overlays, peak memory
+        self.dashboard: ValidationDashboard | None = None
 
     # -- training ------------------------------------------------------------------------
     def forward_clip(
@@ -115,9 +118,18 @@ class VOSModule(pl.LightningModule):
     def validation_step(self, video: str, batch_idx: int) -> None:
         source = self.trainer.datamodule.eval_source
         info = source.info(video)
-        result = self.engine.run_video(source, video)
+        if self.dashboard is None:
+            result = self.engine.run_video(source, video)
+        else:
+            with PeakMemory(self.device) as memory:
+                result = self.engine.run_video(source, video)
         gt = np.stack([source.read_mask(video, t) for t in range(info.num_frames)])
         self.val_metric.update(video, gt, result.labels, info.first_frames, info.factors)
+        if self.dashboard is not None:
+            self.dashboard.add_video(source, video, result, gt, memory.peak_mb)
+            self.log(
+                "val/peak_memory_mb", memory.peak_mb, batch_size=1, sync_dist=True, reduce_fx="max"
+            )
         # timings differ per rank: averaged over every rank's videos at the epoch's end
         ms_per_frame = 1000 * float(np.mean(result.frame_seconds))
         read_ms_per_frame = 1000 * float(np.mean(result.read_seconds))
@@ -132,6 +144,9 @@ class VOSModule(pl.LightningModule):
         scores = self.val_metric.compute()
         for name, value in scores.items():
             self.log(f"val/{name}", value, prog_bar=name == "J&F-Mean", sync_dist=True)
+        if self.dashboard is not None:
+            # collective like compute(): every rank gathers, global rank zero logs
+            self.dashboard.log(self, self.val_metric.per_video())
         self.val_metric.reset()
 
     # -- optimisation --------------------------------------------------------------------
