@@ -169,6 +169,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
         OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") else None,
     )
     source = hydra.utils.instantiate(cfg.dataset.eval)
+    if source is None:
+        raise ValueError(
+            f"dataset={cfg.dataset.name} has no videos to segment (dataset.eval is null); "
+            "pick a video dataset, e.g. dataset=davis2017 dataset.root=..."
+        )
     videos = source.videos()[: cfg.max_videos] if cfg.max_videos else source.videos()
     segment_split(engine, source, output_dir, videos)
     print(f"wrote predictions for {len(videos)} videos to {prediction_folder(source, output_dir)}")

@@ -214,7 +214,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if eval_source.submission_folder is not None and not isinstance(module, FlowModule):
+    if eval_source is None:
+        # dataset.eval=null (e.g. static-image pre-training, which has no videos)
+        print("vos.train: dataset.eval is null; training without validation")
+        trainer_options["limit_val_batches"] = 0
+    elif eval_source.submission_folder is not None and not isinstance(module, FlowModule):
         # a split scored by a server (YouTube-VOS valid, DAVIS test-dev) has no masks to score
         print(
             f"vos.train: dataset.split={cfg.dataset.split!r} has no ground truth to validate on; "

@@ -17,6 +17,9 @@ reversed with ``reverse_prob``); ``static`` (static-
 image pre-training: one frame and random affine copies of it, `vos.data.affine`, settings
 in ``static``). ``objects_in_all_frames`` keeps only objects visible in every clip frame (LCM).
 
+Videos are drawn uniformly, or by the source's `VideoSource.sampling_weights` (datasets
+repeated in a mixture: DAVIS ×5 beside YouTube-VOS, `vos.data.mixed.MixedSource`).
+
 Clips are drawn among a video's annotated frames (`VideoInfo.annotated`): the max skip and
 the window count video frames, so where masks are sparse (YouTube-VOS's all-frames folders:
 a mask every 5th frame) or listed frames are ``frame_step`` video frames apart (YouTube-VOS's
@@ -60,6 +63,22 @@ def max_skip_at(progress: float, values: Sequence[int], milestones: Sequence[flo
     return int(current)
 
 
+def _cumulative_weights(source: VideoSource, count: int) -> np.ndarray | None:
+    """The source's video weights as a cumulative distribution, or None when uniform."""
+    weights = source.sampling_weights()
+    if weights is None:
+        return None
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (count,) or not np.all(np.isfinite(weights)) or (weights < 0).any():
+        raise DatasetError(
+            f"{type(source).__name__}.sampling_weights() must give one finite weight >= 0 per "
+            f"video ({count}); got shape {weights.shape}"
+        )
+    if weights.sum() <= 0:
+        raise DatasetError(f"{type(source).__name__}.sampling_weights() are all zero")
+    return np.cumsum(weights) / weights.sum()
+
+
 class ClipDataset(Dataset):
     def __init__(
         self,
@@ -95,6 +114,7 @@ class ClipDataset(Dataset):
         self.videos = source.videos()
         if not self.videos:
             raise DatasetError("the training split has no videos")
+        self._cumulative = _cumulative_weights(source, len(self.videos))
         self.length = length
         self.seed = seed
         self.num_frames = num_frames
@@ -115,6 +135,13 @@ class ClipDataset(Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+    def _draw_video(self, rng: np.random.Generator) -> int:
+        """A video index: uniform, or by the source's `VideoSource.sampling_weights`."""
+        if self._cumulative is None:
+            return int(rng.integers(len(self.videos)))
+        index = int(np.searchsorted(self._cumulative, rng.random(), side="right"))
+        return min(index, len(self.videos) - 1)
 
     def _clip_frames(self, rng: np.random.Generator, info: VideoInfo, max_skip: int) -> list[int]:
         """A clip's frame indices, all annotated: sampled among the annotated frames with the
@@ -166,7 +193,7 @@ class ClipDataset(Dataset):
             index / max(self.length, 1), self.max_skip_values, self.max_skip_milestones
         )
         for _ in range(self.max_attempts):
-            video = self.videos[int(rng.integers(len(self.videos)))]
+            video = self.videos[self._draw_video(rng)]
             info = self.source.info(video)
             if self.sampling == "static":  # one annotated frame; its copies are made below
                 frame_ids = [info.annotated[int(rng.integers(len(info.annotated)))]]

@@ -83,7 +83,8 @@ class VOSDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        names = self.eval_source.videos()
+        # no eval source (dataset.eval=null): training runs with validation turned off
+        names = [] if self.eval_source is None else self.eval_source.videos()
         if self.val_videos is not None:
             names = names[: self.val_videos]
         videos = _VideoNames(names)

@@ -84,6 +84,11 @@ class VideoSource(abc.ABC):
         YouTube-VOS segmented on all frames is scored on every 5th)."""
         return list(range(self.info(video).num_frames))
 
+    def sampling_weights(self) -> list[float] | None:
+        """How often each video (in `videos` order) is drawn for a training clip, relative to
+        the others; None: all equally (a source mixing datasets repeats some, `MixedSource`)."""
+        return None
+
     def read_flow(self, video: str, index: int) -> np.ndarray | None:
         """Backward flow ``float32 [2, H, W]`` (t -> t-1), or None when the source has none."""
         return None
