@@ -6,17 +6,41 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from data_writers import write_image_root, write_youtube_train
 from helpers import TINY, compose_config
+from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vos.config import CONFIG_DIR
+from vos.data.synthetic import export_davis
 from vos.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # training recipes in stages (one run each, chained by checkpoint), not sweeps
-STAGES = ["lcm_stage1_static", "lcm_stage2_main", "lcm_stage3_sequence"]
-SWEEPS = [name for name in EXPERIMENTS if name not in STAGES]
+LCM_STAGES = ["lcm_stage1_static", "lcm_stage2_main", "lcm_stage3_sequence"]
+# static pre-training -> main training on real data (image folders, DAVIS, YouTube-VOS): they
+# need dataset roots, so the sweep test does not run them; test_recipe_stages_chain_checkpoints
+# runs them on files written here. Recipe -> (its dataset, the static stage it starts from).
+RECIPES = {
+    "stcn_static": ("static", None),
+    "stcn_main": ("davis_youtube", "stcn_static"),
+    "hmmn_static": ("static", None),
+    "hmmn_davis": ("davis2017", "hmmn_static"),
+    "hmmn_youtube": ("youtube2019", "hmmn_static"),
+    "hmmn_davis_youtube": ("davis_youtube", "hmmn_static"),
+    "rmnet_static": ("static", None),
+    "lmrc_davis_youtube": ("davis_youtube", None),
+}
+STAGES = [*LCM_STAGES, *RECIPES]
+
+
+def has_sweep(name: str) -> bool:
+    cfg = OmegaConf.load(CONFIG_DIR / "experiment" / f"{name}.yaml")
+    return OmegaConf.select(cfg, "hydra.sweeper.params") is not None
+
+
+SWEEPS = [name for name in EXPERIMENTS if has_sweep(name)]
 
 
 def sweep_rows(name: str) -> list[list[str]]:
@@ -78,10 +102,16 @@ def test_experiments_exist():
     )
 
 
+def test_every_experiment_is_a_sweep_or_a_stage():
+    """A config that is neither would escape both the sweep test and the stage tests."""
+    assert sorted({*SWEEPS, *STAGES}) == EXPERIMENTS
+    assert not set(SWEEPS) & set(STAGES)
+
+
 def test_lcm_stages_chain_checkpoints(tmp_path):
     """Stage 2 starts from stage 1's weights and stage 3 from stage 2's, by config alone."""
     metrics = {}
-    for seed, stage in enumerate(STAGES):
+    for seed, stage in enumerate(LCM_STAGES):
         overrides = [
             *TINY,
             f"experiment={stage}",
@@ -98,11 +128,110 @@ def test_lcm_stages_chain_checkpoints(tmp_path):
             tmp_path / stage.split("_", 1)[1] / "checkpoints" / "last.ckpt",
             weights_only=False,
         )["state_dict"]
-        for stage in STAGES
+        for stage in LCM_STAGES
     }
     assert all(m["global_step"] == 1 for m in metrics.values())
     # one small step from the previous stage's weights (another seed would start elsewhere)
     key = "network.decoder.pred.weight"
-    for before, after in zip(STAGES, STAGES[1:]):
+    for before, after in zip(LCM_STAGES, LCM_STAGES[1:]):
         change = (weights[after][key] - weights[before][key]).abs().max()
         assert float(change) < 0.01, (before, after, float(change))
+
+
+# ---------------------------------------------------------------------------- recipes
+
+
+def root_overrides(dataset: str, images: str, davis: str, youtube: str) -> list[str]:
+    """The overrides that point ``dataset`` at its roots."""
+    return {
+        "static": [f"dataset.roots=[{images}]"],
+        "davis2017": [f"dataset.root={davis}"],
+        "youtube2019": [f"dataset.root={youtube}"],
+        "davis_youtube": [f"dataset.root={davis}", f"dataset.youtube_root={youtube}"],
+    }[dataset]
+
+
+PLACEHOLDERS = ("/data/ECSSD", "/data/DAVIS", "/data/YouTube-VOS")  # composing reads no files
+
+
+def compose_recipe(name: str, overrides: list[str]) -> tuple[DictConfig, Path]:
+    """The recipe's config and its run folder (``hydra.run.dir``, resolved)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=[f"experiment={name}", *overrides], return_hydra_config=True
+        )
+    run_dir = Path(cfg.hydra.run.dir)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, run_dir
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipes_compose_with_the_papers_settings(name, tmp_path):
+    dataset, previous = RECIPES[name]
+    cfg, run_dir = compose_recipe(
+        name, [f"stages_dir={tmp_path}", *root_overrides(dataset, *PLACEHOLDERS)]
+    )
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    paper = name.split("_")[0]
+    assert cfg.model.name == ("stm" if paper == "stcn" else paper)  # stcn_*: any model=
+    assert cfg.dataset.name == dataset
+    assert run_dir.parent == tmp_path / cfg.model.name
+    if dataset == "static":
+        assert cfg.data.clip.sampling == "static" and run_dir.name == "static"
+    else:
+        assert cfg.data.clip.sampling == ("window" if paper == "lmrc" else "stcn")
+        # STCN's max-skip curriculum
+        assert list(cfg.data.clip.max_skip_values) == [5, 10, 15, 20, 25, 5]
+        assert list(cfg.data.clip.max_skip_milestones) == [0.0, 0.1, 0.2, 0.3, 0.4, 0.9]
+        assert run_dir.name == f"main-{dataset}"
+    assert cfg.optim.name == "adam" and cfg.optim.lr == 1.0e-5
+    assert list(cfg.data.clip.crop) == ([465, 465] if paper == "rmnet" else [384, 384])
+    if previous is None:
+        assert cfg.init_weights is None
+    else:  # the main stage starts from the file the static stage writes
+        _, previous_dir = compose_recipe(previous, [f"stages_dir={tmp_path}"])
+        assert Path(cfg.init_weights) == previous_dir / "checkpoints" / "last.ckpt"
+    if paper == "hmmn":  # §4.1: dropout 1 -> 0.5 in pre-training, 0.5 -> 0 in main training
+        dropout = cfg.model.schedule.readout_dropout
+        expected = (1.0, 0.5) if dataset == "static" else (0.5, 0.0)
+        assert (dropout.start, dropout.end) == expected
+
+
+@pytest.fixture(scope="module")
+def recipe_roots(tmp_path_factory) -> tuple[str, str, str]:
+    """An image folder, a DAVIS root and a YouTube-VOS root, all tiny."""
+    root = tmp_path_factory.mktemp("recipe-data")
+    write_image_root(root / "ECSSD", "ecssd")
+    export_davis(root / "DAVIS", videos_per_split=2, num_frames=30, height=48, width=64)
+    write_youtube_train(root / "YouTube-VOS", videos=2)
+    return str(root / "ECSSD"), str(root / "DAVIS"), str(root / "YouTube-VOS")
+
+
+@pytest.mark.parametrize(
+    ("static", "main"), [("stcn_static", "stcn_main"), ("hmmn_static", "hmmn_davis")]
+)
+def test_recipe_stages_chain_checkpoints(static, main, recipe_roots, tmp_path):
+    """The main stage starts from the static stage's weights, found by config alone."""
+    tiny = [item for item in TINY if not item.startswith(("dataset.", "checkpoint."))]
+    weights = {}
+    for seed, stage in enumerate((static, main)):
+        cfg, run_dir = compose_recipe(
+            stage,
+            [
+                *tiny,
+                *root_overrides(RECIPES[stage][0], *recipe_roots),
+                f"stages_dir={tmp_path}",
+                f"seed={seed}",  # a fresh network would differ from the previous stage's
+                "dataset.short_side=48" if stage == static else "data.val_videos=1",
+                "trainer.max_steps=1",
+                "+trainer.limit_val_batches=0",
+            ],
+        )
+        metrics = train(cfg, run_dir)
+        assert metrics["global_step"] == 1
+        checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+        weights[stage] = checkpoint["state_dict"]
+    key = "network.decoder.pred.weight"
+    change = (weights[main][key] - weights[static][key]).abs().max()
+    assert float(change) < 0.01, float(change)
