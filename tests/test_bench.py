@@ -143,3 +143,23 @@ def test_bench_readers_lmrc_split_into_its_parts():
     assert split["gmr"] == records["reader/lmrc/gmr-only"]["ms"] > 0
     total = sum(split.values())
     assert abs(total - records["reader/lmrc"]["ms"]) < 1e-6 * max(total, 1.0)
+
+
+def test_bench_data_times_the_training_loader():
+    result = subprocess.run(
+        [sys.executable, "-m", "vos.bench", "data", "--json", "--workers", "0", "1"]
+        + ["--batches", "2", "--batch-size", "2", "--videos", "2", "--frames", "6"]
+        + ["--height", "64", "--width", "96", "--crop", "48", "48"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    records = {r["name"]: r for r in json.loads(result.stdout)}
+    assert list(records) == ["data/index", "data/workers0", "data/workers1"]
+    assert records["data/index"]["setting"]["videos"] == 2
+    for workers in (0, 1):
+        record = records[f"data/workers{workers}"]
+        assert record["clips_per_s"] > 0 and record["ms"] > 0
+        assert record["setting"]["workers"] == workers
+        assert record["setting"]["crop"] == "48x48"

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from vos.bench import flow, inference, ops, readers
+from vos.bench import data, flow, inference, ops, readers
 from vos.bench.common import print_records
 
-SUBCOMMANDS = {"inference": inference, "ops": ops, "readers": readers, "flow": flow}
+SUBCOMMANDS = {
+    "inference": inference,
+    "ops": ops,
+    "readers": readers,
+    "flow": flow,
+    "data": data,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
