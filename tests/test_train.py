@@ -147,6 +147,8 @@ def test_bad_dataset_root_is_one_clear_line(tmp_path):
         ["model=rmnet"],  # flow-guided query region, oracle flow from the generated data
         ["model=rmnet", "model.reader.query_region_mode=previous", "model.flow.name=none"],
         ["model=rmnet", "model.reader.region_semantics=official"],
+        # no flow from the data: a frozen flow network estimates it in the training step
+        ["model=rmnet", "model/flow=tinyflownet"],
         ["model=hmmn"],  # kernel at validation only, top-k fine reads, dropout schedule
         ["model=hmmn", "model.reader.kernel_in_training=true", "model.reader.fine_memory=all"],
         ["model=lcm"],

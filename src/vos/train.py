@@ -186,7 +186,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             clip=cfg.data.clip,
             seed=cfg.seed,
             val_videos=cfg.data.val_videos,
-            with_flow=module.network.reader.needs.needs_flow,
+            # flow from the data (oracle); a flow network estimates it in the training step
+            with_flow=module.network.reader.needs.needs_flow
+            and module.network.flow_name == "oracle",
         )
     if ckpt_path is not None:
         datamodule.start_step = checkpoint_step(ckpt_path)

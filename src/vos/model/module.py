@@ -59,6 +59,8 @@ class VOSModule(pl.LightningModule):
         height, width = frames.shape[-2:]
         padded = pad_to_stride(frames.flatten(0, 1))
         features = self.network.encode_frame(padded, index=0)
+        if flow is None and self.network.reader.needs.needs_flow:
+            flow = self._estimated_flow(frames)
 
         def frame_at(t: int) -> FrameFeatures:
             def pick(x: Tensor) -> Tensor:
@@ -89,6 +91,21 @@ class VOSModule(pl.LightningModule):
             if t < num_frames - 1:
                 self.network.memorize(memory, frame, object_probs)
         return outputs
+
+    @torch.no_grad()
+    def _estimated_flow(self, frames: Tensor) -> Tensor:
+        """Backward flow ``[B, T, 2, H, W]`` between consecutive clip frames from the frozen
+        flow network (``model.flow.name``), for data without flow (DAVIS, YouTube-VOS)."""
+        estimator = self.network.flow_estimator
+        if estimator is None:
+            raise ValueError(
+                "the reader needs optical flow and the training data has none: set "
+                f"model.flow.name (now {self.network.flow_name!r}) to tinyflownet or raft"
+            )
+        flow = frames.new_zeros(frames.shape[0], frames.shape[1], 2, *frames.shape[-2:])
+        for t in range(1, frames.shape[1]):  # the estimators pad and crop on their own
+            flow[:, t] = estimator(frames[:, t], frames[:, t - 1])
+        return flow
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         outputs = self.forward_clip(
