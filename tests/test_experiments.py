@@ -30,6 +30,7 @@ RECIPES = {
     "hmmn_youtube": ("youtube2019", "hmmn_static"),
     "hmmn_davis_youtube": ("davis_youtube", "hmmn_static"),
     "rmnet_static": ("static", None),
+    "rmnet_davis": ("davis2017", "rmnet_static"),
     "lmrc_davis_youtube": ("davis_youtube", None),
 }
 STAGES = [*LCM_STAGES, *RECIPES]
