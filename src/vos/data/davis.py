@@ -27,8 +27,11 @@ from vos.data.source import (
     DatasetError,
     VideoInfo,
     VideoSource,
+    check_frame_index,
     describe_folder,
     nested_root_hint,
+    read_sized_frame,
+    read_sized_mask,
 )
 
 # DAVIS splits scored by the evaluation server: only first-frame masks are public
@@ -239,18 +242,12 @@ class DavisSource(VideoSource):
 
     def read_frame(self, video: str, index: int) -> np.ndarray:
         info = self.info(video)
-        path = self.layout.frame_path(video, info.frame_names[self._check_index(info, index)])
-        frame = palette.read_frame(path)
-        if frame.shape[:2] != (info.height, info.width):
-            raise DatasetError(
-                f"frame {path} is {frame.shape[1]}x{frame.shape[0]} (WxH) but the video's first "
-                f"frame is {info.width}x{info.height}"
-            )
-        return frame
+        name = info.frame_names[check_frame_index(info, index)]
+        return read_sized_frame(self.layout.frame_path(video, name), info)
 
     def read_mask(self, video: str, index: int) -> np.ndarray:
         info = self.info(video)
-        frame_name = info.frame_names[self._check_index(info, index)]
+        frame_name = info.frame_names[check_frame_index(info, index)]
         if index not in self._annotated_set(video):
             raise DatasetError(
                 f"frame {index} of {video!r} has no mask: "
@@ -260,24 +257,13 @@ class DavisSource(VideoSource):
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _check_index(self, info: VideoInfo, index: int) -> int:
-        if not 0 <= index < info.num_frames:
-            raise IndexError(f"frame {index} out of range for {info.name!r} ({info.num_frames})")
-        return index
-
     def _annotated_set(self, video: str) -> set[int]:
         return set(self.info(video).annotated)
 
     def _read_checked_mask(
         self, video: str, frame_name: str, height: int, width: int
     ) -> np.ndarray:
-        path = self.layout.mask_path(video, frame_name)
-        mask = palette.read_mask(path)  # refuses RGB and corrupt files, naming the path
-        if mask.shape != (height, width):
-            raise DatasetError(
-                f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its frame is "
-                f"{width}x{height}"
-            )
+        mask = read_sized_mask(self.layout.mask_path(video, frame_name), height, width)
         if self.single_object:
             if self.binary_masks:  # DAVIS 2016: 0 and 255 (or 1); no void
                 return (mask != 0).astype(np.uint8)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vos.data import palette
+
 
 class DatasetError(ValueError):
     """A dataset on disk (or its configuration) is not what the reader expects; names it."""
@@ -137,6 +139,36 @@ def sample_bilinear(field: np.ndarray, displacement: np.ndarray) -> np.ndarray:
     top = field[:, y0, x0] * (1 - wx) + field[:, y0, x1] * wx
     bottom = field[:, y1, x0] * (1 - wx) + field[:, y1, x1] * wx
     return (top * (1 - wy) + bottom * wy).astype(np.float32)
+
+
+def check_frame_index(info: VideoInfo, index: int) -> int:
+    """``index`` when it is a frame of the video, else an IndexError naming the video."""
+    if not 0 <= index < info.num_frames:
+        raise IndexError(f"frame {index} out of range for {info.name!r} ({info.num_frames})")
+    return index
+
+
+def read_sized_frame(path: Path, info: VideoInfo) -> np.ndarray:
+    """The frame at ``path``; every frame of a video must have its first frame's size."""
+    frame = palette.read_frame(path)
+    if frame.shape[:2] != (info.height, info.width):
+        raise DatasetError(
+            f"frame {path} is {frame.shape[1]}x{frame.shape[0]} (WxH) but the video's first "
+            f"frame is {info.width}x{info.height}"
+        )
+    return frame
+
+
+def read_sized_mask(path: Path, height: int, width: int) -> np.ndarray:
+    """The label map at ``path`` (RGB and corrupt files refused, naming the path), which must
+    have its frame's size."""
+    mask = palette.read_mask(path)
+    if mask.shape != (height, width):
+        raise DatasetError(
+            f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its frame is "
+            f"{width}x{height}"
+        )
+    return mask
 
 
 def describe_folder(path: Path, limit: int = 8) -> str:

@@ -32,8 +32,11 @@ from vos.data.source import (
     DatasetError,
     VideoInfo,
     VideoSource,
+    check_frame_index,
     describe_folder,
     nested_root_hint,
+    read_sized_frame,
+    read_sized_mask,
 )
 
 _SHOWN = 5  # how many names an error lists
@@ -188,22 +191,16 @@ class YouTubeVOSSource(VideoSource):
 
     def read_frame(self, video: str, index: int) -> np.ndarray:
         info = self.info(video)
-        path = self.images_dir / video / f"{info.frame_names[self._check_index(info, index)]}.jpg"
-        frame = palette.read_frame(path)
-        if frame.shape[:2] != (info.height, info.width):
-            raise DatasetError(
-                f"frame {path} is {frame.shape[1]}x{frame.shape[0]} (WxH) but the video's first "
-                f"frame is {info.width}x{info.height}"
-            )
-        return frame
+        name = info.frame_names[check_frame_index(info, index)]
+        return read_sized_frame(self.images_dir / video / f"{name}.jpg", info)
 
     def read_mask(self, video: str, index: int) -> np.ndarray:
         info = self.info(video)
-        name = info.frame_names[self._check_index(info, index)]
+        name = info.frame_names[check_frame_index(info, index)]
         path = self.annotations_dir / video / f"{name}.png"
         if index not in set(info.annotated):
             raise DatasetError(f"frame {index} of {video!r} has no mask: {path} does not exist")
-        return self._read_checked_mask(path, info.height, info.width)
+        return read_sized_mask(path, info.height, info.width)
 
     def output_frames(self, video: str) -> list[int]:
         """The frames of ``<split>/JPEGImages``: those the server scores."""
@@ -218,22 +215,6 @@ class YouTubeVOSSource(VideoSource):
     @staticmethod
     def _names(folder: Path, suffix: str = ".jpg") -> list[str]:
         return sorted(path.stem for path in folder.glob(f"*{suffix}") if path.is_file())
-
-    @staticmethod
-    def _check_index(info: VideoInfo, index: int) -> int:
-        if not 0 <= index < info.num_frames:
-            raise IndexError(f"frame {index} out of range for {info.name!r} ({info.num_frames})")
-        return index
-
-    @staticmethod
-    def _read_checked_mask(path: Path, height: int, width: int) -> np.ndarray:
-        mask = palette.read_mask(path)  # refuses RGB and corrupt files, naming the path
-        if mask.shape != (height, width):
-            raise DatasetError(
-                f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its frame is "
-                f"{width}x{height}"
-            )
-        return mask
 
     def _scan(self, video: str) -> VideoInfo:
         if video not in self._objects:
@@ -308,7 +289,7 @@ class YouTubeVOSSource(VideoSource):
         seen: dict[int, int] = {}  # label -> earliest frame (among those read) holding it
         for index in checked:
             path = self.annotations_dir / video / f"{frame_names[index]}.png"
-            mask = self._read_checked_mask(path, height, width)
+            mask = read_sized_mask(path, height, width)
             labels = np.flatnonzero(np.bincount(mask.ravel(), minlength=256)[1:VOID_LABEL]) + 1
             unknown = sorted(int(label) for label in labels if int(label) not in first_frames)
             if unknown:
