@@ -96,6 +96,9 @@ def test_orm_equations_on_a_small_set():
     """Eq. 7–11 written out pixel by pixel for one object."""
     reader = _reader()
     generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # g starts at zero (no relation); give it weights to check Eq. 7–8
+        reader.relation_value.weight.normal_(generator=generator)
+        reader.relation_value.bias.normal_(generator=generator)
     query = torch.randn(1, CV, H * W, generator=generator).double()
     first = torch.randn(1, CV, H * W, generator=generator).double()
     members = torch.zeros(1, H * W, dtype=torch.float64)
@@ -118,6 +121,17 @@ def test_orm_equations_on_a_small_set():
     pooled = torch.stack(list(new_set.values())).mean(dim=0)
     weights = reader.excite(pooled[None])[0]
     assert torch.allclose(out[0], new_query * weights[:, None], atol=1e-12)
+
+
+def test_orm_relation_starts_at_zero():
+    """g is zero-initialised: a fresh ORM is SE re-weighting of the query value alone."""
+    reader = _reader()
+    generator = torch.Generator().manual_seed(3)
+    query = torch.randn(1, CV, H * W, generator=generator).double()
+    first = torch.randn(1, CV, H * W, generator=generator).double()
+    members = torch.ones(1, H * W, dtype=torch.float64)
+    weights = reader.excite(first[0].mean(dim=1)[None])[0]
+    assert torch.allclose(reader.relate(query, first, members)[0], query[0] * weights[:, None])
 
 
 def test_orm_with_an_empty_set_leaves_the_query_value():

@@ -39,6 +39,9 @@ Choices where the paper is silent:
 - the affinity p^Q·p^M has no 1/√C scale (Eq. 5 has none; f_n can learn one);
 - Eq. 4 adds pos(i) to the query key; read as pos(j), the query pixel's own position;
 - one g (1×1 conv) serves both directions of Eq. 7–8, as the equations write one symbol;
+  g starts at zero, as the relation branch of the non-local blocks of [14] starts, so a fresh
+  ORM is the SE re-weighting alone and the relation (cubic in the value's scale) grows as it
+  is learned;
 - F's membership at res4: cells whose area-averaged given mask is ≥ 0.5; an object too small
   for any such cell uses every cell its mask touches; an object with no mask pixel at all in
   its given frame has an empty set, and ORM leaves its query value unchanged (y_ORM = v^Q,
@@ -105,6 +108,9 @@ class LCMReader(MemoryReader):
         )
         self.position_embed = nn.Conv2d(local, local, 1)  # f_n
         self.relation_value = nn.Conv2d(value_channels, value_channels, 1)  # g of Eq. 7–8
+        # zero at the start (see the module docstring): ORM starts as SE re-weighting alone
+        nn.init.zeros_(self.relation_value.weight)
+        nn.init.zeros_(self.relation_value.bias)
         hidden = max(value_channels // se_reduction, 1)
         self.excite = nn.Sequential(
             nn.Linear(value_channels, hidden),
