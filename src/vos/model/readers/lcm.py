@@ -41,7 +41,7 @@ Choices where the paper is silent:
 - one g (1×1 conv) serves both directions of Eq. 7–8, as the equations write one symbol;
   g starts at zero, as the relation branch of the non-local blocks of [14] starts, so a fresh
   ORM is the SE re-weighting alone and the relation (cubic in the value's scale) grows as it
-  is learned;
+  is learned (``python -m vos.probe lcm`` prints its size against v^Q);
 - F's membership at res4: cells whose area-averaged given mask is ≥ 0.5; an object too small
   for any such cell uses every cell its mask touches; an object with no mask pixel at all in
   its given frame has an empty set, and ORM leaves its query value unchanged (y_ORM = v^Q,
@@ -119,6 +119,9 @@ class LCMReader(MemoryReader):
             nn.Sigmoid(),
         )
         self._encoding: dict[tuple, Tensor] = {}
+        # a list turns on recording of each read's branch scales (`vos.probe lcm`)
+        self.scale_log: list[dict] | None = None
+        self._relation_ratios: list[float] = []
 
     # -- memory -----------------------------------------------------------------------------
     def memorize(
@@ -223,6 +226,8 @@ class LCMReader(MemoryReader):
             subset = first_value[b][:, elements]  # F: [Cv, |F|]
             affinity = subset.transpose(0, 1) @ query_value[b]  # f_i · v^Q(j): [|F|, M]
             query_from_set = self._relation(subset[None])[0] @ affinity / d  # Eq. 8
+            if self.scale_log is not None:  # v^Q_F against the v^Q it is added to
+                self._relation_ratios.append(_rms(query_from_set) / _rms(query_value[b]))
             set_from_query = g_query[b] @ affinity.transpose(0, 1) / d  # Eq. 7
             pooled = (subset + set_from_query).mean(dim=1)  # GAP of Eq. 10's F
             weights = self.excite(pooled[None])[0]  # [Cv]
@@ -243,9 +248,11 @@ class LCMReader(MemoryReader):
         else:
             grm = query_value.new_zeros(batch, objects, channels, height, width)
         per_object_value = query_value.unsqueeze(1).expand(-1, objects, -1, -1, -1)
-        merged = None
+        self._relation_ratios = []
+        merged = maps = pgm = None
         if self.use_pgm:
-            merged = self.position_maps(query, memory, state) * per_object_value
+            maps = self.position_maps(query, memory, state)
+            merged = pgm = maps * per_object_value
         if self.use_orm:
             first_values, members = self.first_sets(memory, state)
             flat_query = query_value.flatten(2)
@@ -259,7 +266,23 @@ class LCMReader(MemoryReader):
             merged = orm if merged is None else merged + orm
         if merged is None:
             merged = per_object_value
+        if self.scale_log is not None:
+            self.scale_log.append(self._scales(query_value, grm, maps, pgm, merged))
         return Readout(features={"res4": torch.cat([grm, merged], dim=2)})
+
+    def _scales(self, query_value, grm, maps, pgm, merged) -> dict:
+        """One read's branch sizes (root mean square): how much of the merged half of the
+        readout each module makes up, and ORM's relation against v^Q per object."""
+        scales = {"query_value": _rms(query_value), "grm": _rms(grm), "merged": _rms(merged)}
+        if maps is not None:
+            scales.update(map_mean=maps.mean().item(), map_max=maps.amax().item())
+            scales["pgm_share"] = _rms(pgm) / scales["merged"]
+        scales["relation_to_query"] = list(self._relation_ratios)
+        return scales
+
+
+def _rms(x: Tensor) -> float:
+    return x.detach().float().pow(2).mean().sqrt().item()
 
 
 def pgm_map_bytes(height: int, width: int, dtype_bytes: int = 4) -> int:
