@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +16,28 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from vos.config import CONFIG_DIR
+
+
+def run_train_process(
+    args: list[str], home: Path, *, env: dict[str, str] | None = None, timeout: int = 300, cwd=None
+) -> subprocess.CompletedProcess:
+    """``python -m vos.train ARGS`` in its own process, as a user runs it. No WANDB_ variable
+    of the calling environment leaks in and HOME is ``home`` (wandb's settings and files stay
+    there); ``env`` adds variables. Fails the test with the end of stderr unless it exits 0."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    environment.update(HOME=str(home), **(env or {}))
+    result = subprocess.run(
+        [sys.executable, "-m", "vos.train", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
 
 TINY = [
     "logger=none",

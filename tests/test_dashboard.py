@@ -4,13 +4,10 @@ its media files."""
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import hydra
 import pytest
-from helpers import TINY, compose_config, read_wandb_log
+from helpers import TINY, compose_config, read_wandb_log, run_train_process
 from omegaconf import OmegaConf
 
 from vos.dashboard import ValidationDashboard, frame_indices
@@ -45,25 +42,11 @@ def test_media_frames_name_frames_of_each_video():
 def wandb_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dashboard")
     run_dir = tmp / "run"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp), WANDB_DIR=str(tmp / "wandb"), OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vos.train",
-            "logger=wandb",
-            "logger.mode=offline",
-            *OVERRIDES,
-            f"hydra.run.dir={run_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        stdin=subprocess.DEVNULL,
+    run_train_process(
+        ["logger=wandb", "logger.mode=offline", *OVERRIDES, f"hydra.run.dir={run_dir}"],
+        tmp,
+        env={"WANDB_DIR": str(tmp / "wandb"), "OMP_NUM_THREADS": "1"},
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     logs = list(runs[0].glob("*.wandb"))

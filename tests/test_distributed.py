@@ -12,7 +12,7 @@ import time
 import hydra
 import pytest
 import pytorch_lightning as pl
-from helpers import TINY, compose_config, read_wandb_log
+from helpers import TINY, compose_config, read_wandb_log, run_train_process
 from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
 
 from vos.data.datamodule import VOSDataModule
@@ -198,13 +198,8 @@ def test_ddp_on_cpu_logs_one_wandb_run_with_every_ranks_videos(tmp_path):
     run_dir = tmp_path / "run"
     overrides = [*[o for o in TINY if not o.startswith("logger=")], *VALIDATION]
     overrides += ["trainer.max_steps=1", "trainer.val_check_interval=1"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path), OMP_NUM_THREADS="1")
-    result = subprocess.run(
+    run_train_process(
         [
-            sys.executable,
-            "-m",
-            "vos.train",
             *overrides,
             "logger=wandb",
             "logger.mode=offline",
@@ -213,14 +208,10 @@ def test_ddp_on_cpu_logs_one_wandb_run_with_every_ranks_videos(tmp_path):
             "trainer.devices=2",
             f"hydra.run.dir={run_dir}",
         ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
+        tmp_path,
+        env={"OMP_NUM_THREADS": "1"},
         cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
     )
-    assert result.returncode == 0, result.stderr[-4000:]
     logs = list(tmp_path.rglob("*.wandb"))
     assert len(logs) == 1 and logs[0].parent.parent == run_dir / "wandb"  # rank 0's run only
     log = read_wandb_log(logs[0])

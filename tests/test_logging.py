@@ -1,8 +1,4 @@
-import os
-import subprocess
-import sys
-
-from helpers import TINY
+from helpers import TINY, run_train_process
 
 from vos.logging_setup import resolve_wandb_mode
 
@@ -20,27 +16,17 @@ def test_wandb_mode_auto_is_offline_without_credentials(monkeypatch, tmp_path):
 
 def test_default_logger_runs_offline_on_a_machine_without_credentials(tmp_path):
     """The default `logger=wandb` must neither prompt nor hang without network or login."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["HOME"] = str(tmp_path)
     run_dir = tmp_path / "run"
     overrides = [o for o in TINY if o != "logger=none"]
-    result = subprocess.run(
+    run_train_process(
         [
-            sys.executable,
-            "-m",
-            "vos.train",
             *overrides,
             "trainer.max_steps=1",
             "+trainer.limit_val_batches=0",
             f"hydra.run.dir={run_dir}",
         ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        stdin=subprocess.DEVNULL,
+        tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1
     assert any(offline_runs[0].glob("*.wandb"))

@@ -3,13 +3,12 @@ and under wandb every job is its own run, in the sweep's group, named by its ove
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import yaml
-from helpers import TINY, read_wandb_log
+from helpers import TINY, read_wandb_log, run_train_process
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
@@ -32,32 +31,23 @@ def two_model_sweep(tmp_path_factory):
     WANDB_RUN_ID and WANDB_RESUME in the environment must not make the jobs share a run."""
     tmp = tmp_path_factory.mktemp("sweep")
     sweep_dir = tmp / "multirun"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(
-        HOME=str(tmp),
-        WANDB_MODE="offline",
-        WANDB_DIR=str(tmp / "wandb"),
-        WANDB_RUN_ID="leftoverid",
-        WANDB_RESUME="allow",
-    )
-    result = subprocess.run(
+    run_train_process(
         [
-            sys.executable,
-            "-m",
-            "vos.train",
             "-m",
             "model=stm,hmmn",
             f"logger={'wandb' if HAS_WANDB else 'csv'}",
             *SWEEP_OVERRIDES,
             f"hydra.sweep.dir={sweep_dir}",
         ],
-        capture_output=True,
-        text=True,
+        tmp,
+        env={
+            "WANDB_MODE": "offline",
+            "WANDB_DIR": str(tmp / "wandb"),
+            "WANDB_RUN_ID": "leftoverid",
+            "WANDB_RESUME": "allow",
+        },
         timeout=600,
-        env=env,
-        stdin=subprocess.DEVNULL,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir
 
 
