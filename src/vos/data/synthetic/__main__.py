@@ -1,0 +1,6 @@
+"""``python -m vos.data.synthetic``: the export command line of `vos.cli.export`."""
+
+from vos.cli.export import main
+
+if __name__ == "__main__":
+    main()
