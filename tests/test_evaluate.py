@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vos.data.davis import DavisLayout, DavisSource, write_prediction
 from vos.data.palette import write_frame, write_mask
 from vos.data.source import DatasetError
-from vos.evaluate import evaluate_folders, score_predictions
+from vos.data.sources.davis import DavisLayout, DavisSource, write_prediction
+from vos.metrics.scoring import evaluate_folders, score_predictions
 
 HEIGHT, WIDTH = 12, 16
 
