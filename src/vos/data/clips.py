@@ -18,7 +18,7 @@ image pre-training: one frame and random affine copies of it, `vos.data.affine`,
 in ``static``). ``objects_in_all_frames`` keeps only objects visible in every clip frame (LCM).
 
 Videos are drawn uniformly, or by the source's `VideoSource.sampling_weights` (datasets
-repeated in a mixture: DAVIS ×5 beside YouTube-VOS, `vos.data.mixed.MixedSource`).
+repeated in a mixture: DAVIS ×5 beside YouTube-VOS, `vos.data.sources.mixed.MixedSource`).
 
 Clips are drawn among a video's annotated frames (`VideoInfo.annotated`): the max skip and
 the window count video frames, so where masks are sparse (YouTube-VOS's all-frames folders:

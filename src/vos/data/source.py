@@ -122,6 +122,27 @@ class VideoSource(abc.ABC):
         return len(self.videos())
 
 
+class ScannedSource(VideoSource):
+    """A source whose video list is known when it is built and whose infos are worked out by
+    `_scan`, once per video (on first use: scanning may read masks)."""
+
+    def __init__(self, videos: list[str]) -> None:
+        self._videos = list(videos)
+        self._infos: dict[str, VideoInfo] = {}
+
+    @abc.abstractmethod
+    def _scan(self, video: str) -> VideoInfo:
+        """The info of ``video``; raises `DatasetError` naming the video if it is unknown."""
+
+    def videos(self) -> list[str]:
+        return list(self._videos)
+
+    def info(self, video: str) -> VideoInfo:
+        if video not in self._infos:
+            self._infos[video] = self._scan(video)
+        return self._infos[video]
+
+
 def sample_bilinear(field: np.ndarray, displacement: np.ndarray) -> np.ndarray:
     """``field [C, H, W]`` sampled at ``p + displacement(p)`` (``[2, H, W]``, u then v, in
     pixels), bilinearly, with positions clamped to the frame."""

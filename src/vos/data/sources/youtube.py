@@ -26,25 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vos.data import palette
 from vos.data.palette import VOID_LABEL
-from vos.data.source import (
-    DatasetError,
-    VideoInfo,
-    VideoSource,
-    check_frame_index,
-    describe_folder,
-    nested_root_hint,
-    read_sized_frame,
-    read_sized_mask,
-)
-
-_SHOWN = 5  # how many names an error lists
-
-
-def _listing(names: list[str]) -> str:
-    more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
-    return ", ".join(names[:_SHOWN]) + more
+from vos.data.source import DatasetError, VideoInfo, describe_folder, nested_root_hint
+from vos.data.sources.folder_source import FolderVideoSource, file_stems, frame_stems, listing
 
 
 def _frame_step(frame_names: list[str]) -> int:
@@ -56,7 +40,7 @@ def _frame_step(frame_names: list[str]) -> int:
     return max(1, int(np.median(steps)))
 
 
-class YouTubeVOSSource(VideoSource):
+class YouTubeVOSSource(FolderVideoSource):
     """A split (``train``, ``valid`` or ``test``) of a YouTube-VOS root.
 
     ``all_frames``: read the frames from ``<split>_all_frames/JPEGImages`` (every video frame)
@@ -88,9 +72,8 @@ class YouTubeVOSSource(VideoSource):
         )
         self._check_folders()
         self._objects = self._read_meta()  # video -> {object id: first frame name}
-        self._videos = sorted(self._objects)
+        super().__init__(sorted(self._objects))
         self._check_videos_match()
-        self._infos: dict[str, VideoInfo] = {}
 
     # -- validation of the layout (listings and meta.json) ----------------------------------
 
@@ -170,75 +153,56 @@ class YouTubeVOSSource(VideoSource):
             on_disk = {path.name for path in folder.iterdir() if path.is_dir()}
             missing = sorted(listed - on_disk)
             if missing:
-                problems.append(f"{len(missing)} without {kind} in {folder}: {_listing(missing)}")
+                problems.append(f"{len(missing)} without {kind} in {folder}: {listing(missing)}")
             extra = sorted(on_disk - listed)
             if extra and kind != "all frames":
                 problems.append(
-                    f"{len(extra)} folders in {folder} are not in meta.json: {_listing(extra)}"
+                    f"{len(extra)} folders in {folder} are not in meta.json: {listing(extra)}"
                 )
         if problems:
             raise DatasetError(f"{self.meta_path} and the folders disagree; " + "; ".join(problems))
 
-    # -- VideoSource ------------------------------------------------------------------------
+    # -- FolderVideoSource ------------------------------------------------------------------
 
-    def videos(self) -> list[str]:
-        return list(self._videos)
+    def frame_path(self, video: str, frame_name: str) -> Path:
+        return self.images_dir / video / f"{frame_name}.jpg"
 
-    def info(self, video: str) -> VideoInfo:
-        if video not in self._infos:
-            self._infos[video] = self._scan(video)
-        return self._infos[video]
-
-    def read_frame(self, video: str, index: int) -> np.ndarray:
-        info = self.info(video)
-        name = info.frame_names[check_frame_index(info, index)]
-        return read_sized_frame(self.images_dir / video / f"{name}.jpg", info)
-
-    def read_mask(self, video: str, index: int) -> np.ndarray:
-        info = self.info(video)
-        name = info.frame_names[check_frame_index(info, index)]
-        path = self.annotations_dir / video / f"{name}.png"
-        if index not in set(info.annotated):
-            raise DatasetError(f"frame {index} of {video!r} has no mask: {path} does not exist")
-        return read_sized_mask(path, info.height, info.width)
+    def mask_path(self, video: str, frame_name: str) -> Path:
+        return self.annotations_dir / video / f"{frame_name}.png"
 
     def output_frames(self, video: str) -> list[int]:
         """The frames of ``<split>/JPEGImages``: those the server scores."""
         info = self.info(video)
         if not self.all_frames:
             return list(range(info.num_frames))
-        wanted = set(self._names(self.split_images_dir / video))
+        wanted = set(file_stems(self.split_images_dir / video, ".jpg"))
         return [index for index, name in enumerate(info.frame_names) if name in wanted]
 
     # -- helpers ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _names(folder: Path, suffix: str = ".jpg") -> list[str]:
-        return sorted(path.stem for path in folder.glob(f"*{suffix}") if path.is_file())
 
     def _scan(self, video: str) -> VideoInfo:
         if video not in self._objects:
             raise DatasetError(f"unknown video {video!r}: not in {self.meta_path}")
         frames_dir = self.images_dir / video
-        frame_names = self._names(frames_dir)
-        if not frame_names:
-            raise DatasetError(f"video {video!r} has no frames (*.jpg) in {frames_dir}")
+        frame_names = frame_stems(video, frames_dir)
         index_of = {name: index for index, name in enumerate(frame_names)}
-        split_names = self._names(self.split_images_dir / video) if self.all_frames else frame_names
+        split_names = (
+            file_stems(self.split_images_dir / video, ".jpg") if self.all_frames else frame_names
+        )
         if self.all_frames:
             absent = [n for n in split_names if n not in index_of]
             if absent:
                 raise DatasetError(
                     f"{frames_dir} lacks {len(absent)} frames that "
-                    f"{self.split_images_dir / video} has: {_listing(absent)}"
+                    f"{self.split_images_dir / video} has: {listing(absent)}"
                 )
         masks_dir = self.annotations_dir / video
-        mask_names = self._names(masks_dir, ".png")
+        mask_names = file_stems(masks_dir, ".png")
         orphans = [name for name in mask_names if name not in index_of]
         if orphans:
             raise DatasetError(
                 f"video {video!r}: {len(orphans)} masks in {masks_dir} have no frame in "
-                f"{frames_dir}: {_listing([f'{name}.png' for name in orphans])}"
+                f"{frames_dir}: {listing([f'{name}.png' for name in orphans])}"
             )
         if not mask_names:
             raise DatasetError(f"video {video!r} has no masks (*.png) in {masks_dir}")
@@ -249,17 +213,17 @@ class YouTubeVOSSource(VideoSource):
             where = f"{self.meta_path}: videos/{video}/objects/{object_id}"
             if name not in index_of:
                 raise DatasetError(
-                    f"{where} first appears in frame {name!r}, but {frames_dir / f'{name}.jpg'} "
+                    f"{where} first appears in frame {name!r}, but {self.frame_path(video, name)} "
                     "does not exist"
                 )
             if name not in mask_names:
                 raise DatasetError(
                     f"{where} first appears in frame {name!r}, but its mask "
-                    f"{masks_dir / f'{name}.png'} does not exist"
+                    f"{self.mask_path(video, name)} does not exist"
                 )
             first_frames[object_id] = index_of[name]
 
-        height, width = palette.read_frame(frames_dir / f"{frame_names[0]}.jpg").shape[:2]
+        height, width = self._first_frame_size(video, frame_names)
         # valid/test masks (objects' first frames only) are few: all are checked; of train's
         # (one per listed frame), those of the objects' first frames
         sparse = len(mask_names) < len(split_names)
@@ -287,29 +251,26 @@ class YouTubeVOSSource(VideoSource):
         """Each object must be in the mask of its first frame and in no earlier one checked;
         the masks of the ``checked`` frames may hold only meta.json's ids."""
         seen: dict[int, int] = {}  # label -> earliest frame (among those read) holding it
-        for index in checked:
-            path = self.annotations_dir / video / f"{frame_names[index]}.png"
-            mask = read_sized_mask(path, height, width)
-            labels = np.flatnonzero(np.bincount(mask.ravel(), minlength=256)[1:VOID_LABEL]) + 1
-            unknown = sorted(int(label) for label in labels if int(label) not in first_frames)
+        for index, path, labels in self._mask_labels(video, frame_names, checked, height, width):
+            unknown = [label for label in labels if label not in first_frames]
             if unknown:
                 raise DatasetError(
                     f"mask {path} holds object ids {unknown} that {self.meta_path} does not list "
                     f"for {video!r} (it lists {sorted(first_frames)})"
                 )
             for label in labels:
-                seen.setdefault(int(label), index)
+                seen.setdefault(label, index)
         for object_id, first in first_frames.items():
             name = frame_names[first]
             where = f"{self.meta_path}: videos/{video}/objects/{object_id}"
             if object_id not in seen or seen[object_id] > first:
                 raise DatasetError(
                     f"{where} first appears in frame {name!r}, but the mask "
-                    f"{self.annotations_dir / video / f'{name}.png'} does not contain id "
+                    f"{self.mask_path(video, name)} does not contain id "
                     f"{object_id}"
                 )
             if seen[object_id] < first:
-                earlier = self.annotations_dir / video / f"{frame_names[seen[object_id]]}.png"
+                earlier = self.mask_path(video, frame_names[seen[object_id]])
                 raise DatasetError(
                     f"{where} first appears in frame {name!r}, but the earlier mask {earlier} "
                     f"already contains id {object_id}"

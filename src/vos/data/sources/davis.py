@@ -23,15 +23,13 @@ import numpy as np
 
 from vos.data import palette
 from vos.data.palette import VOID_LABEL
-from vos.data.source import (
-    DatasetError,
-    VideoInfo,
-    VideoSource,
-    check_frame_index,
-    describe_folder,
-    nested_root_hint,
-    read_sized_frame,
-    read_sized_mask,
+from vos.data.source import DatasetError, VideoInfo, describe_folder, nested_root_hint
+from vos.data.sources.folder_source import (
+    SHOWN,
+    FolderVideoSource,
+    file_stems,
+    frame_stems,
+    listing,
 )
 
 # DAVIS splits scored by the evaluation server: only first-frame masks are public
@@ -79,7 +77,7 @@ class DavisLayout:
         return self.annotations_dir / video / f"{frame_name}.png"
 
 
-class DavisSource(VideoSource):
+class DavisSource(FolderVideoSource):
     """A split of a DAVIS-layout dataset (DAVIS 2016/2017, or other data in that layout).
 
     Videos come from ``ImageSets/<year>/<split>.txt``; a video's frames are the ``.jpg`` files
@@ -125,10 +123,9 @@ class DavisSource(VideoSource):
         # DAVIS 2016's own lists come with binary masks (255 = the object, not void)
         self.binary_masks = self.image_set_path.parent.name == self.layout.resolution
         self._listed_frames: dict[str, list[str]] = {}
-        self._videos = self._read_image_set()
+        super().__init__(self._read_image_set())
         self._check_videos_exist()
         self._factors = self._read_factors()
-        self._infos: dict[str, VideoInfo] = {}
 
     @property
     def submission_folder(self) -> str | None:
@@ -230,40 +227,16 @@ class DavisSource(VideoSource):
             raise DatasetError(f"factors file {path} must map each video to {{factor: true/false}}")
         return factors
 
-    # -- VideoSource ------------------------------------------------------------------------
+    # -- FolderVideoSource ------------------------------------------------------------------
 
-    def videos(self) -> list[str]:
-        return list(self._videos)
+    def frame_path(self, video: str, frame_name: str) -> Path:
+        return self.layout.frame_path(video, frame_name)
 
-    def info(self, video: str) -> VideoInfo:
-        if video not in self._infos:
-            self._infos[video] = self._scan(video)
-        return self._infos[video]
+    def mask_path(self, video: str, frame_name: str) -> Path:
+        return self.layout.mask_path(video, frame_name)
 
-    def read_frame(self, video: str, index: int) -> np.ndarray:
-        info = self.info(video)
-        name = info.frame_names[check_frame_index(info, index)]
-        return read_sized_frame(self.layout.frame_path(video, name), info)
-
-    def read_mask(self, video: str, index: int) -> np.ndarray:
-        info = self.info(video)
-        frame_name = info.frame_names[check_frame_index(info, index)]
-        if index not in self._annotated_set(video):
-            raise DatasetError(
-                f"frame {index} of {video!r} has no mask: "
-                f"{self.layout.mask_path(video, frame_name)} does not exist"
-            )
-        return self._read_checked_mask(video, frame_name, info.height, info.width)
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _annotated_set(self, video: str) -> set[int]:
-        return set(self.info(video).annotated)
-
-    def _read_checked_mask(
-        self, video: str, frame_name: str, height: int, width: int
-    ) -> np.ndarray:
-        mask = read_sized_mask(self.layout.mask_path(video, frame_name), height, width)
+    def _read_mask_file(self, path: Path, height: int, width: int) -> np.ndarray:
+        mask = super()._read_mask_file(path, height, width)
         if self.single_object:
             if self.binary_masks:  # DAVIS 2016: 0 and 255 (or 1); no void
                 return (mask != 0).astype(np.uint8)
@@ -276,46 +249,38 @@ class DavisSource(VideoSource):
         if video not in self._videos:
             raise DatasetError(f"unknown video {video!r}: not listed in {self.image_set_path}")
         frames_dir = self.layout.images_dir / video
-        frame_names = sorted(path.stem for path in frames_dir.glob("*.jpg") if path.is_file())
-        if not frame_names:
-            raise DatasetError(f"video {video!r} has no frames (*.jpg) in {frames_dir}")
+        frame_names = frame_stems(video, frames_dir)
         unlisted = sorted(set(self._listed_frames.get(video, ())) - set(frame_names))
         if unlisted:
             raise DatasetError(
                 f"{self.image_set_path} lists {len(unlisted)} frames of {video!r} that are not "
                 f"in {frames_dir}: "
-                + ", ".join(str(self.layout.frame_path(video, name)) for name in unlisted[:5])
+                + ", ".join(str(self.frame_path(video, name)) for name in unlisted[:SHOWN])
             )
-        masks_dir = self.layout.annotations_dir / video
-        mask_names = {path.stem for path in masks_dir.glob("*.png") if path.is_file()}
+        mask_names = set(file_stems(self.layout.annotations_dir / video, ".png"))
         annotated = [index for index, name in enumerate(frame_names) if name in mask_names]
         missing = [name for name in frame_names if name not in mask_names]
         if self.require_all_masks and missing:
-            shown = ", ".join(str(self.layout.mask_path(video, name)) for name in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise DatasetError(
                 f"video {video!r}: {len(missing)} frames have no mask (all are required): "
-                f"{shown}{more}"
+                + listing([str(self.mask_path(video, name)) for name in missing])
             )
         if not annotated or annotated[0] != 0:
             raise DatasetError(
                 f"video {video!r}: the first frame's mask is missing: "
-                f"{self.layout.mask_path(video, frame_names[0])}"
+                f"{self.mask_path(video, frame_names[0])}"
             )
 
-        height, width = palette.read_frame(self.layout.frame_path(video, frame_names[0])).shape[:2]
+        height, width = self._first_frame_size(video, frame_names)
         first_frames: dict[int, int] = {}
-        for index in annotated:
-            mask = self._read_checked_mask(video, frame_names[index], height, width)
-            labels = np.flatnonzero(np.bincount(mask.ravel(), minlength=256)[1:VOID_LABEL]) + 1
-            if index == 0 and len(labels) == 0:
+        for index, path, labels in self._mask_labels(video, frame_names, annotated, height, width):
+            if index == 0 and not labels:
                 raise DatasetError(
-                    f"video {video!r}: the first frame's mask "
-                    f"{self.layout.mask_path(video, frame_names[0])} contains no object "
+                    f"video {video!r}: the first frame's mask {path} contains no object "
                     "(only background or void)"
                 )
             for label in labels:
-                first_frames.setdefault(int(label), index)
+                first_frames.setdefault(label, index)
         self._check_late_objects(video, frame_names, annotated, first_frames)
         return VideoInfo(
             name=video,
@@ -345,8 +310,8 @@ class DavisSource(VideoSource):
             obj, first = min(late.items(), key=lambda item: item[1])
             raise DatasetError(
                 f"video {video!r}: object {obj} first appears in "
-                f"{self.layout.mask_path(video, frame_names[first])}, not in the first frame's "
-                f"mask {self.layout.mask_path(video, frame_names[0])}; DAVIS ground truth gives "
+                f"{self.mask_path(video, frame_names[first])}, not in the first frame's "
+                f"mask {self.mask_path(video, frame_names[0])}; DAVIS ground truth gives "
                 f"every object in frame 0 (objects {sorted(late)} join later). Set "
                 "dataset.late_objects=true for data whose objects may join later"
             )

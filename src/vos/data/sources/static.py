@@ -54,7 +54,8 @@ from PIL import Image, UnidentifiedImageError
 
 from vos.data import palette
 from vos.data.palette import ImageReadError
-from vos.data.source import DatasetError, VideoInfo, VideoSource, describe_folder
+from vos.data.source import DatasetError, ScannedSource, VideoInfo, describe_folder
+from vos.data.sources.folder_source import listing, object_labels
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 SIDE_BY_SIDE_IMAGE_SUFFIXES = (".jpg", ".jpeg")  # where .png files are the masks
 MASK_SUFFIXES = (".png", ".bmp")
 ENTRY_KEYS = ("root", "layout", "images", "masks", "name", "mask_type", "repeats")
-_SHOWN = 5
-
-
-def _listing(names: Sequence[str]) -> str:
-    more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
-    return ", ".join(names[:_SHOWN]) + more
 
 
 def _files(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
@@ -285,7 +280,7 @@ def _nested_hint(root: Path) -> str:
                 found.append(f"{child} ({layout[0]})")
     if not found:
         return ""
-    return f" (inside, in known layouts: {_listing(found)}; give each as a root)"
+    return f" (inside, in known layouts: {listing(found)}; give each as a root)"
 
 
 # -- the source ------------------------------------------------------------------------------
@@ -298,7 +293,7 @@ class _Item:
     root: int  # index into StaticImageSource.roots
 
 
-class StaticImageSource(VideoSource):
+class StaticImageSource(ScannedSource):
     """Images with masks from one or more roots, each a one-frame video (module docstring).
 
     ``roots``: entries of ``dataset.roots``, each a folder (layout found by looking) or a
@@ -340,8 +335,7 @@ class StaticImageSource(VideoSource):
         self._items: dict[str, _Item] = {}
         for index, root in enumerate(self.roots):
             self._add_root(index, root)
-        self._names = list(self._items)
-        self._infos: dict[str, VideoInfo] = {}
+        super().__init__(list(self._items))
 
     def _unique_labels(self) -> list[str]:
         labels: list[str] = []
@@ -382,9 +376,9 @@ class StaticImageSource(VideoSource):
     def _unmatched(self, root: StaticRoot, images: list[Path], masks: list[Path]) -> None:
         parts = []
         if images:
-            parts.append(f"{len(images)} images have no mask: {_listing([str(p) for p in images])}")
+            parts.append(f"{len(images)} images have no mask: {listing([str(p) for p in images])}")
         if masks:
-            parts.append(f"{len(masks)} masks have no image: {_listing([str(p) for p in masks])}")
+            parts.append(f"{len(masks)} masks have no image: {listing([str(p) for p in masks])}")
         if self.unmatched == "error":
             raise DatasetError(
                 f"{root.where}: " + "; ".join(parts) + " (set dataset.unmatched=skip to leave "
@@ -399,18 +393,10 @@ class StaticImageSource(VideoSource):
 
     # -- VideoSource ------------------------------------------------------------------------
 
-    def videos(self) -> list[str]:
-        return list(self._names)
-
     def sampling_weights(self) -> list[float] | None:
         if all(root.repeats == 1 for root in self.roots):
             return None
-        return [self.roots[self._items[name].root].repeats for name in self._names]
-
-    def info(self, video: str) -> VideoInfo:
-        if video not in self._infos:
-            self._infos[video] = self._scan(video)
-        return self._infos[video]
+        return [self.roots[self._items[name].root].repeats for name in self._videos]
 
     def read_frame(self, video: str, index: int) -> np.ndarray:
         item, info = self._item(video, index)
@@ -439,8 +425,7 @@ class StaticImageSource(VideoSource):
         first_frames = {1: 0}
         if self.roots[item.root].mask_type == "instance":
             mask = self._read_mask(item, (height, width))
-            ids = np.flatnonzero(np.bincount(mask.ravel(), minlength=256)[1:255]) + 1
-            first_frames = {int(i): 0 for i in ids}
+            first_frames = {label: 0 for label in object_labels(mask)}
         return VideoInfo(
             name=video,
             frame_names=[item.image.stem],

@@ -16,12 +16,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from vos.data.source import DatasetError, VideoInfo, VideoSource
+from vos.data.source import DatasetError, ScannedSource, VideoInfo, VideoSource
 
 SEPARATOR = "/"
 
 
-class MixedSource(VideoSource):
+class MixedSource(ScannedSource):
     """The videos of ``sources`` (``name -> source``, in that order), each named
     ``<name>/<video>``; ``repeats`` (``name -> weight > 0``, 1 for names left out) weighs how
     often a source's videos are drawn for training clips. Reading, flow and output frames
@@ -54,14 +54,14 @@ class MixedSource(VideoSource):
                 raise DatasetError(f"repeats of {name!r} must be > 0; got {value!r}")
         self.sources = sources
         self.repeats = {name: float(repeats.get(name, 1)) for name in sources}
-        self._names: list[str] = []
+        names: list[str] = []
         self._origin: dict[str, tuple[str, str]] = {}
         for name, source in sources.items():
             for video in source.videos():
                 full = f"{name}{SEPARATOR}{video}"
-                self._names.append(full)
+                names.append(full)
                 self._origin[full] = (name, video)
-        self._infos: dict[str, VideoInfo] = {}
+        super().__init__(names)
 
     def origin(self, video: str) -> tuple[str, str]:
         """``(source name, the source's video name)`` of a mixed video name."""
@@ -72,9 +72,6 @@ class MixedSource(VideoSource):
             )
         return self._origin[video]
 
-    def videos(self) -> list[str]:
-        return list(self._names)
-
     def sampling_weights(self) -> list[float] | None:
         # as a concatenation of `repeats` copies of each source (its own weights kept)
         weights: list[float] = []
@@ -83,11 +80,9 @@ class MixedSource(VideoSource):
             weights.extend(float(w) * self.repeats[name] for w in inner)
         return None if len(set(weights)) <= 1 else weights  # all equal: uniform
 
-    def info(self, video: str) -> VideoInfo:
-        if video not in self._infos:
-            name, inner = self.origin(video)
-            self._infos[video] = replace(self.sources[name].info(inner), name=video)
-        return self._infos[video]
+    def _scan(self, video: str) -> VideoInfo:
+        name, inner = self.origin(video)
+        return replace(self.sources[name].info(inner), name=video)
 
     def read_frame(self, video: str, index: int) -> np.ndarray:
         name, inner = self.origin(video)
