@@ -45,8 +45,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-
-from vos.ops.gather_read import kernel_unsupported_reason, validate_gather_read
+from vos.kernels.contracts import gather_read_kernel_unsupported_reason, validate_gather_read
 
 _INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -477,7 +476,7 @@ def gather_read_triton(
     validate_gather_read(
         query_key, memory_key, memory_value, index, check_index_range=check_index_range
     )
-    reason = kernel_unsupported_reason(query_key, memory_key, memory_value)
+    reason = gather_read_kernel_unsupported_reason(query_key, memory_key, memory_value)
     if reason is not None:
         raise ValueError(f"gather_read (Triton): {reason}; use backend='torch'")
     if not query_key.is_cuda and not _INTERPRETING:

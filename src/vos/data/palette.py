@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vos.files import write_atomic
+
 VOID_LABEL = 255
 
 
@@ -78,22 +80,13 @@ def write_mask(path: str | Path, labels: np.ndarray) -> None:
         raise ValueError(f"a mask must be [H, W]; got shape {labels.shape} for {path}")
     if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
         raise ValueError(f"mask labels must lie in 0..255 for {path}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     image.putpalette(DAVIS_PALETTE)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def write_frame(path: str | Path, frame: np.ndarray, quality: int = 95) -> None:
     """Write an RGB ``uint8 [H, W, 3]`` frame as JPEG (or PNG by suffix), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
-    Image.fromarray(np.asarray(frame, dtype=np.uint8), mode="RGB").save(
-        tmp, format=fmt, quality=quality
-    )
-    tmp.replace(path)
+    fmt = "PNG" if Path(path).suffix.lower() == ".png" else "JPEG"
+    image = Image.fromarray(np.asarray(frame, dtype=np.uint8), mode="RGB")
+    write_atomic(path, lambda tmp: image.save(tmp, format=fmt, quality=quality))
