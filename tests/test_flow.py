@@ -10,17 +10,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vos.config import compose_config, instantiate
 from vos.data.flow_pairs import FlowPairDataset
 from vos.data.source import DatasetError, VideoInfo, VideoSource
 from vos.data.synthetic import SyntheticSource
+from vos.lightning.flow_module import FlowModule
 from vos.model.flow import (
-    FlowModule,
+    OracleFlow,
     RaftSmallFlow,
     TinyFlowNet,
-    build_flow_estimator,
     endpoint_error,
+    flow_config,
+    raft_small_flow,
+    tiny_flow_net,
 )
 from vos.ops.geometry import warp_backward
+
+ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-4, "weight_decay": 0.0}
+CONSTANT = {"_target_": "vos.lightning.optim.ConstantSchedule"}
+
+
+def flow_source(name: str, **overrides):
+    """The flow source ``model/flow=<name>`` builds (``model.flow.<key>=<value>`` overrides)."""
+    cfg = compose_config(
+        "train",
+        [
+            "model=rmnet",
+            f"model/flow={name}",
+            *(f"model.flow.{k}={v}" for k, v in overrides.items()),
+        ],
+    )
+    return instantiate(flow_config(cfg.model.flow))
+
 
 # Faster motion than the defaults, so a warp by the flow is clearly better than no warp.
 FAST = {"height": 64, "width": 96, "motion_speed": 4.0, "pan_speed": 6.0}
@@ -224,30 +245,42 @@ def test_flow_pairs_need_a_source_with_flow() -> None:
 # -- estimators ---------------------------------------------------------------------------------
 
 
-def test_build_flow_estimator_names_and_errors(tmp_path) -> None:
-    assert isinstance(build_flow_estimator("tinyflownet"), TinyFlowNet)
-    assert build_flow_estimator("oracle") is None
-    assert build_flow_estimator("none") is None
-    with pytest.raises(ValueError, match="tinyflownet.*raft.*oracle.*none"):
-        build_flow_estimator("flownet2")
+def test_flow_sources_by_config_and_their_errors(tmp_path) -> None:
+    assert isinstance(flow_source("tinyflownet"), TinyFlowNet)
+    assert isinstance(flow_source("oracle"), OracleFlow)
+    assert flow_source("none") is None
     with pytest.raises(ValueError, match="local weights file"):
-        build_flow_estimator("raft")
+        flow_source("raft")
     with pytest.raises(FileNotFoundError, match="local weights file"):
-        build_flow_estimator("raft", weights=str(tmp_path / "missing.pth"))
-    with pytest.raises(FileNotFoundError):
-        build_flow_estimator("tinyflownet", weights=str(tmp_path / "missing.pth"))
+        flow_source("raft", weights=tmp_path / "missing.pth")
+    with pytest.raises(FileNotFoundError, match="model.flow.weights"):
+        flow_source("tinyflownet", weights=tmp_path / "missing.pth")
+
+
+def test_legacy_flow_configs_are_converted() -> None:
+    """Checkpoints written before flow sources had a _target_ store {name, weights}."""
+    assert flow_config({"name": "oracle", "weights": None}) == {
+        "_target_": "vos.model.flow.OracleFlow"
+    }
+    assert instantiate(flow_config({"name": "none", "weights": None})) is None
+    converted = flow_config({"name": "tinyflownet", "weights": "w.ckpt"})
+    assert converted == {"_target_": "vos.model.flow.tiny_flow_net", "weights": "w.ckpt"}
+    with pytest.raises(ValueError, match="tinyflownet.*raft"):
+        flow_config({"name": "flownet2"})
 
 
 def test_tinyflownet_loads_plain_and_lightning_checkpoints(tmp_path) -> None:
-    module = FlowModule()
+    module = FlowModule(ADAM, CONSTANT)
     reference = module.flow.state_dict()
     torch.save(reference, tmp_path / "plain.pth")
     # a Lightning checkpoint: keys carry FlowModule's attribute name, "flow."
     torch.save({"state_dict": module.state_dict(), "epoch": 0}, tmp_path / "lightning.ckpt")
-    prefixed = {f"network.{k}": v for k, v in reference.items()}
+    # an RMNet run's checkpoint: the frozen estimator inside the network
+    prefixed = {f"network.flow_estimator.{k}": v for k, v in reference.items()}
+    prefixed["network.reader.bias"] = torch.zeros(1)  # the rest of the network is left out
     torch.save({"state_dict": prefixed}, tmp_path / "network.ckpt")
     for name in ("plain.pth", "lightning.ckpt", "network.ckpt"):
-        net = build_flow_estimator("tinyflownet", weights=str(tmp_path / name))
+        net = tiny_flow_net(weights=str(tmp_path / name))
         assert not net.training
         loaded = net.state_dict()
         assert all(torch.equal(loaded[k], v) for k, v in reference.items()), name
@@ -259,7 +292,7 @@ def test_raft_small_from_local_state_dict(tmp_path) -> None:
     torch.manual_seed(0)
     path = tmp_path / "raft_small.pth"
     torch.save(raft_small(weights=None).state_dict(), path)
-    estimator = build_flow_estimator("raft", weights=str(path), num_flow_updates=2)
+    estimator = raft_small_flow(weights=str(path), num_flow_updates=2)
     assert isinstance(estimator, RaftSmallFlow) and estimator.num_flow_updates == 2
     with torch.no_grad():
         flow = estimator(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
@@ -273,14 +306,14 @@ def test_raft_small_from_local_state_dict(tmp_path) -> None:
 
 def test_flow_module_training_step_and_optimizer() -> None:
     torch.manual_seed(0)
-    module = FlowModule(lr=3e-4, weight_decay=1e-6)
+    module = FlowModule({**ADAM, "lr": 3e-4, "weight_decay": 1e-6}, CONSTANT)
     frame, previous, flow = _translation_pair(batch=2, u=1, v=2)
     batch = {"frame": frame, "previous": previous, "flow": flow}
     loss = module.training_step(batch, 0)
     assert loss.ndim == 0 and math.isfinite(float(loss.detach())) and loss.requires_grad
     loss.backward()
     assert module.flow.predict_flow2.weight.grad is not None
-    optimizer = module.configure_optimizers()
+    optimizer = module.configure_optimizers()["optimizer"]
     assert isinstance(optimizer, torch.optim.Adam)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)
     assert optimizer.param_groups[0]["weight_decay"] == pytest.approx(1e-6)

@@ -11,22 +11,26 @@ frames RGB in [0, 1] ``[B, 3, H, W]``, flow in pixels at full resolution mapping
 frame t−1 (``warp_backward(frame_prev, flow)`` reproduces ``frame_t``).
 
 - `TinyFlowNet`: the paper's network, trained separately with L1 against ground-truth flow
-  (reference §1.6: RMNet and TinyFlowNet are never trained jointly) by `FlowModule`.
+  (reference §1.6: RMNet and TinyFlowNet are never trained jointly) by ``python -m
+  vos.train_flow`` (`vos.lightning.flow_module.FlowModule`).
 - `RaftSmallFlow`: torchvision's RAFT-small (Table 7's RAFT row), weights from a local file.
-- `build_flow_estimator`: ``model.flow.name`` → estimator (``oracle`` / ``none`` → None).
+
+``model/flow=`` chooses the flow source by ``_target_``: `tiny_flow_net`, `raft_small_flow`,
+`OracleFlow` (the dataset's flow) or `no_flow`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-FLOW_ESTIMATORS = ("tinyflownet", "raft", "oracle", "none")
+from vos.checkpoint import read_state_dict
 
 # TinyFlowNet's input is padded to this multiple (reference §1.5): after the 0.5 downscale
 # the five stride-2 convs then land on whole pixels.
@@ -215,7 +219,7 @@ class RaftSmallFlow(nn.Module):
         if num_flow_updates < 1:
             raise ValueError(f"num_flow_updates must be >= 1, got {num_flow_updates}")
         self.raft = raft_small(weights=None, progress=False)
-        self.raft.load_state_dict(_read_state_dict(path, prefixes=("raft.",)))
+        self.raft.load_state_dict(read_state_dict(path, "model.flow.weights", ("raft.",)))
         self.num_flow_updates = int(num_flow_updates)
 
     def forward(self, frame_t: Tensor, frame_prev: Tensor) -> Tensor:
@@ -228,55 +232,58 @@ class RaftSmallFlow(nn.Module):
         return _crop(flows[-1], padding, height, width)
 
 
-def _read_state_dict(path: Path, prefixes: tuple[str, ...]) -> dict[str, Tensor]:
-    """A state dict from ``path``: either a plain one, or a Lightning checkpoint whose
-    ``state_dict`` keys start with one of ``prefixes`` (the prefix is stripped)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict):
+class OracleFlow:
+    """``model/flow=oracle``: the dataset's own flow (exact for the generated data), which the
+    official RMNet code trains with (reference §1.6). Not a network: the engine and the data
+    module read the flow from the source instead."""
+
+
+def no_flow() -> None:
+    """``model/flow=none``: no flow; the query region falls back to the whole frame."""
+    return None
+
+
+def tiny_flow_net(weights: str | Path | None = None) -> TinyFlowNet:
+    """`TinyFlowNet` in eval mode; ``weights`` (optional) is a plain state dict or a checkpoint
+    of ``python -m vos.train_flow`` (`vos.lightning.flow_module.FlowModule`, keys ``flow.``) or
+    of an RMNet run (keys ``network.flow_estimator.``). Without weights it is random (only
+    useful for training it)."""
+    network = TinyFlowNet()
+    if weights is not None:
+        prefixes = ("flow.", "network.flow_estimator.", "network.")
+        state = read_state_dict(weights, "model.flow.weights", prefixes=prefixes)
+        network.load_state_dict(state)
+    return network.eval()
+
+
+def raft_small_flow(weights: str | Path | None, num_flow_updates: int = 12) -> RaftSmallFlow:
+    """`RaftSmallFlow` in eval mode; ``weights`` must be a local state-dict file."""
+    return RaftSmallFlow(weights, num_flow_updates).eval()
+
+
+# model.flow as checkpoints written before flow sources were registered by _target_ store it
+LEGACY_FLOW_TARGETS = {
+    "none": "vos.model.flow.no_flow",
+    "oracle": "vos.model.flow.OracleFlow",
+    "tinyflownet": "vos.model.flow.tiny_flow_net",
+    "raft": "vos.model.flow.raft_small_flow",
+}
+
+
+def flow_config(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """``model.flow`` in the ``_target_`` form; a legacy ``{name, weights}`` is converted."""
+    cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    if "_target_" in cfg or "name" not in cfg:
+        return cfg
+    name = str(cfg.pop("name")).lower()
+    if name not in LEGACY_FLOW_TARGETS:
         raise ValueError(
-            f"{path}: expected a state dict or a checkpoint dict, got {type(checkpoint)}"
+            f"model.flow.name={name!r} is not a flow source; choose model/flow="
+            f"{'|'.join(LEGACY_FLOW_TARGETS)}"
         )
-    state = checkpoint.get("state_dict", checkpoint)
-    for prefix in prefixes:
-        if state and all(key.startswith(prefix) for key in state):
-            return {key[len(prefix) :]: value for key, value in state.items()}
-    if "state_dict" in checkpoint:
-        # a Lightning checkpoint holding more than the flow net: keep the flow net's keys
-        for prefix in prefixes:
-            picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            if picked:
-                return picked
-    return dict(state)
-
-
-def build_flow_estimator(name: str, weights: str | None = None, **kwargs: Any) -> nn.Module | None:
-    """``model.flow.name`` → a flow estimator in eval mode, or None.
-
-    - ``"tinyflownet"``: `TinyFlowNet`; ``weights`` (optional) is a checkpoint file holding a
-      plain state dict, or a Lightning checkpoint whose ``state_dict`` keys carry the prefix
-      ``flow.`` (`FlowModule`'s attribute) or ``network.``, stripped before loading. Without
-      weights the net is freshly initialised (only useful for training it).
-    - ``"raft"``: `RaftSmallFlow`; ``weights`` must be a local state-dict file; ``kwargs``
-      such as ``num_flow_updates`` go to its constructor.
-    - ``"oracle"`` / ``"none"``: None — the caller uses the dataset's flow (what the official
-      code uses while training RMNet, reference §1.6) or no flow (query region = whole frame).
-    """
-    key = name.lower()
-    if key == "tinyflownet":
-        network = TinyFlowNet(**kwargs)
-        if weights is not None:
-            path = Path(weights)
-            if not path.is_file():
-                raise FileNotFoundError(f"TinyFlowNet weights file not found: {path}")
-            network.load_state_dict(_read_state_dict(path, prefixes=("flow.", "network.")))
-        return network.eval()
-    if key == "raft":
-        return RaftSmallFlow(weights, **kwargs).eval()
-    if key in ("oracle", "none"):
-        return None
-    raise ValueError(
-        f"unknown model.flow.name {name!r}; choose one of {', '.join(FLOW_ESTIMATORS)}"
-    )
+    if name in ("none", "oracle"):
+        cfg.pop("weights", None)
+    return {"_target_": LEGACY_FLOW_TARGETS[name], **cfg}
 
 
 def endpoint_error(predicted: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -293,44 +300,3 @@ def endpoint_error(predicted: Tensor, target: Tensor, valid: Tensor | None = Non
         return distance.mean()
     weight = valid.reshape(distance.shape).to(distance.dtype)
     return (distance * weight).sum() / weight.sum().clamp(min=1)
-
-
-class FlowModule(pl.LightningModule):
-    """Trains `TinyFlowNet` on its own task (reference §1.6: ``L1Loss(est_flow, gt_flow)``
-    with Adam, separately from RMNet). Batches are dicts with ``frame`` and ``previous``
-    ``[B, 3, H, W]`` in [0, 1] and ``flow`` ``[B, 2, H, W]`` (backward, pixels), as
-    `vos.data.flow_pairs.FlowPairDataset` yields. The net is the attribute ``flow``, so the
-    checkpoint's keys start with ``flow.`` (what `build_flow_estimator` strips)."""
-
-    def __init__(self, lr: float = 1e-4, weight_decay: float = 0.0) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.flow = TinyFlowNet()
-
-    def forward(self, frame_t: Tensor, frame_prev: Tensor) -> Tensor:
-        return self.flow(frame_t, frame_prev)
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:
-        predicted = self.flow(batch["frame"], batch["previous"])
-        loss = F.l1_loss(predicted, batch["flow"])
-        batch_size = batch["frame"].shape[0]
-        self.log("train/l1", loss, prog_bar=True, batch_size=batch_size)
-        with torch.no_grad():
-            epe = endpoint_error(predicted, batch["flow"])
-        self.log("train/epe", epe, batch_size=batch_size)
-        return loss
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:
-        predicted = self.flow(batch["frame"], batch["previous"])
-        epe = endpoint_error(predicted, batch["flow"])
-        batch_size = batch["frame"].shape[0]
-        self.log("val/epe", epe, prog_bar=True, batch_size=batch_size)
-        # the no-motion baseline on the same pairs: a flow network must beat it to be of use
-        zero = endpoint_error(torch.zeros_like(batch["flow"]), batch["flow"])
-        self.log("val/epe_zero_flow", zero, batch_size=batch_size)
-        return epe
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.flow.parameters(), lr=self.lr, weight_decay=self.weight_decay)
