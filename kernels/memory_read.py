@@ -1,6 +1,6 @@
 """Triton kernels of `vos.ops.memory_read`: a flash-attention style read, forward and backward.
 
-Shapes (DESIGN.md): ``query_key [B, Ck, M]``, ``memory_key [B, Ck, N]``,
+Shapes (docs/architecture.md): ``query_key [B, Ck, M]``, ``memory_key [B, Ck, N]``,
 ``memory_value [B, Cv, N]`` -> ``readout [B, Cv, M]``; masks ``[B, M]`` / ``[B, N]`` bool;
 the HMMN Gaussian as ``gaussian_centers [B, N, 2]`` (y, x) and ``gaussian_sigma [B, N]`` in
 cells of the ``query_hw = (H, W)`` grid. The math is the reference's (`vos.ops.memory_read`):

@@ -1,5 +1,5 @@
 """Small datasets on disk for tests: image-segmentation folders in the layouts
-`vos.data.static` reads, and a YouTube-VOS train split, from generated pixels."""
+`vos.data.sources.static` reads, and a YouTube-VOS train split, from generated pixels."""
 
 from __future__ import annotations
 

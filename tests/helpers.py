@@ -21,13 +21,26 @@ from vos.config import CONFIG_DIR
 def run_train_process(
     args: list[str], home: Path, *, env: dict[str, str] | None = None, timeout: int = 300, cwd=None
 ) -> subprocess.CompletedProcess:
-    """``python -m vos.train ARGS`` in its own process, as a user runs it. No WANDB_ variable
+    """``python -m vos.train ARGS``: see `run_command`."""
+    return run_command("vos.train", args, home, env=env, timeout=timeout, cwd=cwd)
+
+
+def run_command(
+    module: str,
+    args: list[str],
+    home: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: int = 300,
+    cwd=None,
+) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` in its own process, as a user runs it. No WANDB_ variable
     of the calling environment leaks in and HOME is ``home`` (wandb's settings and files stay
     there); ``env`` adds variables. Fails the test with the end of stderr unless it exits 0."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     environment.update(HOME=str(home), **(env or {}))
     result = subprocess.run(
-        [sys.executable, "-m", "vos.train", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=timeout,

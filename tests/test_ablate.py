@@ -9,9 +9,11 @@ import pytest
 from helpers import TINY
 from test_experiments import sweep_rows
 
-from vos.ablate import PAPERS, ablate
 from vos.config import CONFIG_DIR
-from vos.report import load_paper
+from vos.results.ablation import ablate, find_ablations
+from vos.results.tables import load_paper
+
+ABLATIONS = find_ablations()
 
 ROOT = Path(__file__).resolve().parents[1]
 # TINY's network and data, the step budget and logger left to vos.ablate's options
@@ -44,10 +46,26 @@ def test_quick_ablation_writes_the_table_and_the_figure(tmp_path):
     assert len(list((tmp_path / "sweeps" / "rmnet" / "rmnet_table5").glob("*/metrics.json"))) == 4
 
 
-@pytest.mark.parametrize("paper", sorted(PAPERS))
+def test_ablations_are_found_from_their_files(tmp_path):
+    """No list in the code names the readers: a folder with an ablation.yaml is an ablation."""
+    assert {"rmnet", "hmmn", "lcm", "lmrc"} <= set(ABLATIONS)
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "ablation.yaml").write_text(
+        "title: Toy Table 1\ntables: [toy_table1]\nsteps: 3\nvideos: 2\n"
+    )
+    (tmp_path / "notes").mkdir()  # a folder without the file is not an ablation
+    found = find_ablations(tmp_path)
+    assert list(found) == ["toy"]
+    assert found["toy"].tables == ("toy_table1",) and found["toy"].steps == 3
+    (tmp_path / "toy" / "ablation.yaml").write_text("title: Toy\n")
+    with pytest.raises(ValueError, match="lacks"):
+        find_ablations(tmp_path)
+
+
+@pytest.mark.parametrize("paper", sorted(ABLATIONS))
 def test_every_row_of_each_ablation_has_a_paper_number(paper):
     entries = load_paper(ROOT / "experiments" / paper / "paper.yaml")
-    for table in PAPERS[paper].tables:
+    for table in ABLATIONS[paper].tables:
         assert (CONFIG_DIR / "experiment" / f"{table}.yaml").is_file()
         for row in sweep_rows(table):
             overrides = dict(o.split("=", 1) for o in row)

@@ -1,5 +1,5 @@
 """Under ``logger=wandb`` each validation logs a per-video table, mask overlays and peak
-memory (`vos.dashboard`) beside the scalars; read back from an offline run's .wandb file and
+memory (`vos.lightning.dashboard`) beside the scalars; read back from an offline run's .wandb file and
 its media files."""
 
 import importlib.util
@@ -10,7 +10,7 @@ import pytest
 from helpers import TINY, compose_config, read_wandb_log, run_train_process
 from omegaconf import OmegaConf
 
-from vos.dashboard import ValidationDashboard, frame_indices
+from vos.lightning.dashboard import ValidationDashboard, frame_indices
 
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
 # two steps, then one validation on the eval split's two (30-frame) videos

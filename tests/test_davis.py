@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vos.data.davis import DavisLayout, DavisSource, write_prediction
 from vos.data.palette import DAVIS_PALETTE, ImageReadError, write_frame, write_mask
 from vos.data.source import DatasetError
+from vos.data.sources.davis import DavisLayout, DavisSource, write_prediction
 
 HEIGHT, WIDTH = 12, 16
 

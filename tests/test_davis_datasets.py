@@ -19,11 +19,11 @@ from hydra.utils import instantiate
 from PIL import Image
 from test_davis import labels_video, make_layout, write_video
 
-from vos.data.davis import DavisLayout, DavisSource
 from vos.data.palette import write_frame, write_mask
 from vos.data.source import DatasetError
+from vos.data.sources.davis import DavisLayout, DavisSource
 from vos.data.synthetic import SyntheticSource, export_davis
-from vos.train import train
+from vos.lightning.training import train
 
 
 def write_davis2016(

@@ -15,9 +15,11 @@ import pytorch_lightning as pl
 from helpers import TINY, compose_config, read_wandb_log, run_train_process
 from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
 
-from vos.data.datamodule import VOSDataModule
-from vos.model.module import VOSModule
-from vos.train import StrategyError, build_strategy, train
+from vos.config import instantiate
+from vos.lightning.datamodule import VOSDataModule
+from vos.lightning.module import VOSModule
+from vos.lightning.strategies import StrategyError
+from vos.lightning.training import train
 
 
 @pytest.mark.parametrize("name", ["ddp", "ddp_spawn"])
@@ -25,7 +27,7 @@ def test_ddp_strategies_pass_their_options(name):
     cfg = compose_config(
         "train", [f"strategy={name}", "strategy.find_unused_parameters=true", "trainer.devices=2"]
     )
-    strategy = build_strategy(cfg.strategy, cfg.trainer)
+    strategy = instantiate(cfg.strategy)
     assert isinstance(strategy, DDPStrategy)
     assert strategy._ddp_kwargs["find_unused_parameters"] is True
     assert strategy._start_method == ("spawn" if name == "ddp_spawn" else "popen")
@@ -36,17 +38,16 @@ def test_fsdp_and_single_strategies():
     cfg = compose_config(
         "train", ["strategy=fsdp", "strategy.sharding_strategy=SHARD_GRAD_OP", "trainer=gpu"]
     )
-    strategy = build_strategy(cfg.strategy, cfg.trainer)
+    strategy = instantiate(cfg.strategy)
     assert isinstance(strategy, FSDPStrategy)
     assert strategy.sharding_strategy.name == "SHARD_GRAD_OP"
     cfg = compose_config("train", ["strategy=single"])
-    assert build_strategy(cfg.strategy, cfg.trainer) == "auto"
+    assert instantiate(cfg.strategy) == "auto"
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["strategy.name=bogus"], "strategy.name 'bogus'"),
         (["trainer.devices=2"], "strategy=single"),
         (["strategy=fsdp"], "strategy=fsdp needs GPUs"),
         (["strategy=deepspeed"], "strategy=deepspeed needs the deepspeed package"),
@@ -67,8 +68,9 @@ from pathlib import Path
 
 from pytorch_lightning.utilities import rank_zero_only
 
-import vos.train
-from vos.model.module import VOSModule
+import vos.cli.train
+from vos.lightning import training
+from vos.lightning.module import VOSModule
 
 record = {"videos": [], "train_indices": None}
 validation_step = VOSModule.validation_step
@@ -86,7 +88,7 @@ def on_train_start(self):
 
 VOSModule.validation_step = recording_validation_step
 VOSModule.on_train_start = on_train_start
-train = vos.train.train
+train = training.train
 
 
 def recording_train(cfg, run_dir):
@@ -97,8 +99,8 @@ def recording_train(cfg, run_dir):
     return metrics
 
 
-vos.train.train = recording_train
-vos.train.main()
+training.train = recording_train
+vos.cli.train.main()
 """
 
 VALIDATION = [

@@ -10,9 +10,9 @@ from helpers import TINY, compose_config
 from PIL import Image
 
 from vos.data.synthetic import export_davis
-from vos.eval import load_engine
+from vos.inference.loading import load_engine
+from vos.lightning.training import train
 from vos.model.flow import TinyFlowNet
-from vos.train import train
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,27 @@ def rmnet_checkpoint(tmp_path_factory):
     return run_dir / "checkpoints" / "last.ckpt"
 
 
+def test_checkpoints_written_before_the_relayering_still_load(rmnet_checkpoint, tmp_path):
+    """Before flow sources had a _target_, model.flow was {name, weights}, reader widths sat
+    beside the shared ones, and the optimiser was optim.name: such a checkpoint loads as is."""
+    state = torch.load(rmnet_checkpoint, map_location="cpu", weights_only=True)
+    model = state["hyper_parameters"]["model"]
+    model["flow"] = {"name": "oracle", "weights": None}
+    model.update(fine_key_channels={"res3": 32, "res2": 16}, local_value_channels={"res3": 32})
+    for key in ("widths", "size_name", "bench"):
+        model.pop(key, None)
+    state["hyper_parameters"]["optim"] = {"name": "adamw", "lr": 3e-4, "schedule": {"name": "step"}}
+    state["hyper_parameters"].pop("lr_schedule")
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    engine = load_engine(old, torch.device("cpu"))
+    assert engine.network.flow_is_oracle and engine.network.flow_estimator is None
+    reference = load_engine(rmnet_checkpoint, torch.device("cpu")).network.state_dict()
+    loaded = engine.network.state_dict()
+    assert loaded.keys() == reference.keys()
+    assert all(torch.equal(loaded[k], reference[k]) for k in reference)
+
+
 def test_model_overrides_switch_the_reader_with_the_same_weights(rmnet_checkpoint):
     plain = load_engine(rmnet_checkpoint, torch.device("cpu"))
     switched = load_engine(
@@ -150,7 +171,7 @@ def test_model_overrides_choose_another_flow_network(rmnet_checkpoint, tmp_path)
         torch.device("cpu"),
         model_overrides={"flow": {"name": "tinyflownet", "weights": str(weights)}},
     )
-    assert engine.network.flow_name == "tinyflownet"
+    assert isinstance(engine.network.flow_estimator, TinyFlowNet)  # a legacy {name, weights}
     loaded = engine.network.flow_estimator.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in reference.items())
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vos.config import CONFIG_DIR
 from vos.data.synthetic import export_davis
-from vos.train import train
+from vos.lightning.training import train
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # training recipes in stages (one run each, chained by checkpoint), not sweeps
@@ -186,7 +186,7 @@ def test_recipes_compose_with_the_papers_settings(name, tmp_path):
         assert list(cfg.data.clip.max_skip_values) == [5, 10, 15, 20, 25, 5]
         assert list(cfg.data.clip.max_skip_milestones) == [0.0, 0.1, 0.2, 0.3, 0.4, 0.9]
         assert run_dir.name == f"main-{dataset}"
-    assert cfg.optim.name == "adam" and cfg.optim.lr == 1.0e-5
+    assert cfg.optim._target_ == "torch.optim.Adam" and cfg.optim.lr == 1.0e-5
     assert list(cfg.data.clip.crop) == ([465, 465] if paper == "rmnet" else [384, 384])
     if previous is None:
         assert cfg.init_weights is None

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vos import ops
+from vos.lightning.callbacks import ReaderSchedule
 from vos.model.memory import MemoryBank
 from vos.model.readers.base import FrameFeatures, ReaderState
 from vos.model.readers.lmrc import (
@@ -20,7 +21,6 @@ from vos.model.readers.lmrc import (
     scale_loss,
     window_read_and_reorganise,
 )
-from vos.model.schedule import ReaderSchedule
 
 CK = 6
 VALUES = {"res4": 5, "res3": 4, "res2": 3}

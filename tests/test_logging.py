@@ -1,6 +1,6 @@
 from helpers import TINY, run_train_process
 
-from vos.logging_setup import resolve_wandb_mode
+from vos.lightning.loggers import resolve_wandb_mode
 
 
 def test_wandb_mode_auto_is_offline_without_credentials(monkeypatch, tmp_path):

@@ -11,11 +11,11 @@ from helpers import TINY, compose_config
 from hydra.utils import instantiate
 
 from vos.data.clips import ClipDataset
-from vos.data.davis import DavisSource
-from vos.data.mixed import MixedSource
 from vos.data.source import DatasetError, VideoSource
+from vos.data.sources.davis import DavisSource
+from vos.data.sources.mixed import MixedSource
 from vos.data.synthetic import SyntheticSource, export_davis
-from vos.train import train
+from vos.lightning.training import train
 
 
 class FrameLog(VideoSource):

@@ -5,8 +5,8 @@ import json
 import pytest
 from helpers import TINY, compose_config
 
+from vos.lightning.training import train
 from vos.probe import main
-from vos.train import train
 
 EVAL_DATA = ["dataset.height=48", "dataset.width=64", "dataset.eval.num_frames=30"]
 

@@ -7,7 +7,10 @@ import sys
 import pytest
 import yaml
 
-from vos.report import find_runs, markdown_table, row_labels, save_figure
+from vos.config import EXPERIMENTS_DIR
+from vos.results.figures import save_figure
+from vos.results.runs import find_runs, row_labels
+from vos.results.tables import markdown_table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -79,11 +82,13 @@ def test_cli_writes_the_table_and_names_bad_folders(sweep, tmp_path):
     assert result.returncode != 0 and "no metrics.json" in result.stderr
 
 
-@pytest.mark.parametrize("paper", ["rmnet", "hmmn", "lcm", "lmrc"])
-def test_paper_files_load(paper):
-    from vos.report import load_paper
+@pytest.mark.parametrize(
+    "paper_file", sorted(EXPERIMENTS_DIR.glob("*/paper.yaml")), ids=lambda path: path.parent.name
+)
+def test_paper_files_load(paper_file):
+    from vos.results.tables import load_paper
 
-    entries = load_paper(f"experiments/{paper}/paper.yaml")
+    entries = load_paper(paper_file)
     assert entries and all("match" in e and 0 < e["J&F"] < 1 for e in entries)
 
 

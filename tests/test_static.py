@@ -13,8 +13,8 @@ from PIL import Image
 from vos.data.clips import ClipDataset
 from vos.data.palette import ImageReadError, write_mask
 from vos.data.source import DatasetError
-from vos.data.static import StaticImageSource
-from vos.train import train
+from vos.data.sources.static import StaticImageSource
+from vos.lightning.training import train
 
 FOLDER_LAYOUTS = ["ecssd", "duts", "hrsod", "msra10k", "fss1000"]
 

@@ -12,8 +12,9 @@ from helpers import TINY, read_wandb_log, run_train_process
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from vos.logging_setup import sweep_identity
-from vos.report import find_runs, markdown_table
+from vos.lightning.loggers import sweep_identity
+from vos.results.runs import find_runs
+from vos.results.tables import markdown_table
 
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
 # one step, then a validation on one short video

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from vos.data.davis import DavisLayout
 from vos.data.palette import read_frame, read_mask
 from vos.data.source import DatasetError
+from vos.data.sources.davis import DavisLayout
 from vos.data.synthetic import (
     FACTOR_NAMES,
     SyntheticScene,

@@ -6,7 +6,8 @@ import pytest
 import torch
 from helpers import TINY, compose_config
 
-from vos.train import CheckpointError, train
+from vos.checkpoint import CheckpointError
+from vos.lightning.training import train, train_flow
 
 
 def _final_state(run_dir):
@@ -145,7 +146,7 @@ def test_bad_dataset_root_is_one_clear_line(tmp_path):
     "overrides",
     [
         ["model=rmnet"],  # flow-guided query region, oracle flow from the generated data
-        ["model=rmnet", "model.reader.query_region_mode=previous", "model.flow.name=none"],
+        ["model=rmnet", "model.reader.query_region_mode=previous", "model/flow=none"],
         ["model=rmnet", "model.reader.region_semantics=official"],
         # no flow from the data: a frozen flow network estimates it in the training step
         ["model=rmnet", "model/flow=tinyflownet"],
@@ -154,7 +155,7 @@ def test_bad_dataset_root_is_one_clear_line(tmp_path):
         ["model=lcm"],
         ["model=lmrc"],  # GMR, LMR, SLMR, comparator and the scale loss
         ["model=lmrc", "model/lmrc_setting=B", "data.clip.sampling=window"],
-        ["model=lcm", "optim.name=sgd", "data.clip.sampling=anywhere"],
+        ["model=lcm", "optim=sgd", "lr_schedule=cosine", "data.clip.sampling=anywhere"],
         ["model=rmnet", "data.clip.sampling=static"],  # affine copies with their exact flow
     ],
 )
@@ -177,14 +178,14 @@ def test_other_readers_train_and_validate(tmp_path, overrides):
 
 
 def test_flow_reader_without_flow_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="model.flow.name"):
+    with pytest.raises(ValueError, match="model/flow=tinyflownet"):
         train(
             compose_config(
                 "train",
                 [
                     *TINY,
                     "model=rmnet",
-                    "model.flow.name=none",
+                    "model/flow=none",
                     "trainer.max_steps=1",
                     "trainer.val_check_interval=1",
                     "dataset.eval.num_videos=1",
@@ -196,13 +197,12 @@ def test_flow_reader_without_flow_is_a_clear_error(tmp_path):
 
 def test_tinyflownet_trains_alone_and_rmnet_loads_it(tmp_path):
     flow_run = tmp_path / "flow"
-    metrics = train(
+    metrics = train_flow(
         compose_config(
-            "train",
+            "train_flow",
             [
-                *[o for o in TINY if not o.startswith("model.")],
-                "model=tinyflownet",
-                "model.val_pairs=4",
+                *[o for o in TINY if not o.startswith(("model.", "data.clip"))],
+                "data.val_pairs=4",
                 "trainer.max_steps=2",
                 "trainer.val_check_interval=2",
             ],
@@ -212,7 +212,7 @@ def test_tinyflownet_trains_alone_and_rmnet_loads_it(tmp_path):
     assert metrics["val/epe"] >= 0.0 and metrics["val/epe_zero_flow"] >= 0.0
     weights = flow_run / "checkpoints" / "last.ckpt"
     rmnet_run = tmp_path / "rmnet"
-    overrides = ["model=rmnet", "model.flow.name=tinyflownet", f"model.flow.weights={weights}"]
+    overrides = ["model=rmnet", "model/flow=tinyflownet", f"model.flow.weights={weights}"]
     metrics = train(
         compose_config(
             "train",
@@ -253,3 +253,16 @@ def test_init_weights_must_fit_and_exist(tmp_path):
     cfg = compose_config("train", [*TINY, f"init_weights={tmp_path / 'gone.ckpt'}"])
     with pytest.raises(FileNotFoundError, match="init_weights"):
         train(cfg, tmp_path / "gone")
+
+
+def test_progress_bar_counts_steps_of_max_steps():
+    """The bar reads "training steps k/max_steps" (a run is a number of steps, not epochs)."""
+    from types import SimpleNamespace
+
+    from vos.lightning.callbacks import StepProgressBar
+
+    bar = StepProgressBar()
+    bar._trainer = SimpleNamespace(max_steps=40, max_epochs=-1, num_training_batches=80)
+    assert bar.total_train_batches == 40
+    description = bar._get_train_description(current_epoch=0)
+    assert description.strip() == "training steps" and "Epoch" not in description

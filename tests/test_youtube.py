@@ -21,12 +21,12 @@ from PIL import Image
 from vos.data.clips import ClipDataset
 from vos.data.palette import ImageReadError, write_frame, write_mask
 from vos.data.source import DatasetError, VideoSource
+from vos.data.sources.youtube import YouTubeVOSSource
 from vos.data.synthetic import SyntheticSource
-from vos.data.youtube import YouTubeVOSSource
 from vos.inference import InferenceEngine
+from vos.lightning.training import train
 from vos.model.network import VOSNetwork
 from vos.model.readers import STMReader
-from vos.train import train
 
 HEIGHT, WIDTH = 48, 64
 STEP = 5  # YouTube-VOS's JPEGImages keep every 5th video frame

@@ -1,32 +1,6 @@
-"""``python -m vos.bench SUBCOMMAND [--json] [options]``."""
+"""``python -m vos.bench``: see `vos.cli.bench`."""
 
-from __future__ import annotations
-
-import argparse
-
-from vos.bench import data, flow, inference, ops, readers
-from vos.bench.common import print_records
-
-SUBCOMMANDS = {
-    "inference": inference,
-    "ops": ops,
-    "readers": readers,
-    "flow": flow,
-    "data": data,
-}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vos.bench", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, module in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        p.add_argument("--json", action="store_true", help="print one JSON list of records")
-        module.add_arguments(p)
-    args = parser.parse_args(argv)
-    records = SUBCOMMANDS[args.command].run(args)
-    print_records(records, args.json)
-
+from vos.cli.bench import main
 
 if __name__ == "__main__":
     main()

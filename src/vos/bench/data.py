@@ -22,15 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from vos.bench.common import Record, RssSampler
+from vos.bench.common import Record
+from vos.profiling import RssSampler
 
 GENERATED = "generated"
 
 
 def write_generated_root(root: Path, videos: int, frames: int, height: int, width: int) -> None:
     """Generated training videos in the DAVIS 2017 layout (train split only, no flow)."""
-    from vos.data.davis import DavisLayout
     from vos.data.palette import write_frame, write_mask
+    from vos.data.sources.davis import DavisLayout
     from vos.data.synthetic import SyntheticSource, dataset_config_defaults
 
     layout = DavisLayout(root)
@@ -47,9 +48,7 @@ def write_generated_root(root: Path, videos: int, frames: int, height: int, widt
 
 
 def _compose(args, root: Path | None):
-    from hydra import compose, initialize_config_dir
-
-    from vos.config import CONFIG_DIR
+    from vos.config import compose_config
 
     if args.dataset == GENERATED:
         # generated objects may join after the first frame
@@ -65,12 +64,11 @@ def _compose(args, root: Path | None):
         overrides.append(f"data.clip.sampling={args.sampling}")
     elif args.dataset == "static":
         overrides.append("data.clip.sampling=static")
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 def _time_loader(source, cfg, args, workers: int) -> Record:
-    from vos.data.datamodule import VOSDataModule
+    from vos.lightning.datamodule import VOSDataModule
 
     module = VOSDataModule(
         source,

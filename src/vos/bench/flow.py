@@ -9,29 +9,22 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 
 import torch
 
-from vos.bench.common import Record, RssSampler
+from vos.bench.common import Record
+from vos.profiling import time_calls
 
 
-def _time(fn, repeats: int) -> tuple[float, float]:
+def _time(fn, repeats: int, device: torch.device) -> tuple[float, float]:
     with torch.inference_mode():
-        fn()  # warm-up
-        times = []
-        with RssSampler() as sampler:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000, sampler.peak_growth_mb
+        return time_calls(fn, repeats, device)
 
 
 def run(args) -> list[Record]:
     import torchvision
 
-    from vos.model.flow import RaftSmallFlow, TinyFlowNet, build_flow_estimator, endpoint_error
+    from vos.model.flow import RaftSmallFlow, TinyFlowNet, endpoint_error, tiny_flow_net
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -44,7 +37,7 @@ def run(args) -> list[Record]:
     }
     records = []
     tiny = TinyFlowNet().to(device).eval()
-    ms, peak = _time(lambda: tiny(frame, previous), args.repeats)
+    ms, peak = _time(lambda: tiny(frame, previous), args.repeats, device)
     records.append(Record("flow/tinyflownet", dict(setting), ms, peak))
     with (
         tempfile.TemporaryDirectory() as folder
@@ -52,7 +45,7 @@ def run(args) -> list[Record]:
         path = f"{folder}/raft_small.pth"
         torch.save(torchvision.models.optical_flow.raft_small(weights=None).state_dict(), path)
         raft = RaftSmallFlow(weights=path, num_flow_updates=args.raft_updates).to(device).eval()
-    ms, peak = _time(lambda: raft(frame, previous), args.repeats)
+    ms, peak = _time(lambda: raft(frame, previous), args.repeats, device)
     records.append(Record("flow/raft_small", {**setting, "updates": args.raft_updates}, ms, peak))
     records.append(
         Record(
@@ -78,7 +71,7 @@ def run(args) -> list[Record]:
             scene=defaults["scene"],
         )
         pairs = FlowPairDataset(source, length=args.eval_pairs, seed=1, flip_prob=0.0)
-        trained = build_flow_estimator("tinyflownet", args.tinyflownet_weights).to(device)
+        trained = tiny_flow_net(args.tinyflownet_weights).to(device)
         items = [pairs[i] for i in range(len(pairs))]  # indexing past len() never ends
         errors = []
         with torch.inference_mode():
@@ -113,7 +106,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--raft-updates", type=int, default=12)
     parser.add_argument(
-        "--tinyflownet-weights", default=None, help="a model=tinyflownet checkpoint: adds its EPE"
+        "--tinyflownet-weights", default=None, help="a vos.train_flow checkpoint: adds its EPE"
     )
     parser.add_argument("--eval-videos", type=int, default=8)
     parser.add_argument("--eval-pairs", type=int, default=64)

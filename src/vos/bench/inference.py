@@ -14,13 +14,14 @@ import statistics
 import time
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from vos.bench.common import FramePeakMemory, Record
-from vos.config import CONFIG_DIR
+from vos.bench.common import Record
+from vos.config import compose_config
 from vos.data.synthetic import SyntheticSource
-from vos.inference import InferenceEngine
+from vos.inference.engine import InferenceEngine
+from vos.inference.loading import load_engine
 from vos.model.network import build_network
+from vos.profiling import FramePeakMemory
 
 
 def run(args) -> list[Record]:
@@ -51,16 +52,15 @@ def run_model(args, model: str) -> list[Record]:
     torch.manual_seed(0)
     device = torch.device(args.device)
     overrides = [f"model={model}", f"model/size={args.model_size}"]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_config("train", overrides)
     if args.ckpt:
-        from vos.eval import load_engine
-
         engine = load_engine(args.ckpt, device)
     else:
         engine = InferenceEngine(build_network(cfg.model).to(device).eval(), **cfg.inference)
-    engine.max_memory_frames = None if args.max_memory_frames < 0 else args.max_memory_frames
-    engine.mem_every = args.mem_every
+    engine = engine.with_policy(
+        max_memory_frames=None if args.max_memory_frames < 0 else args.max_memory_frames,
+        mem_every=args.mem_every,
+    )
     frames_needed = max(max(args.at) + args.window + 1, 30)  # val videos are >= 30 frames
     source = SyntheticSource(
         "val",
@@ -91,8 +91,8 @@ def run_model(args, model: str) -> list[Record]:
         "size": args.model_size,
         "backbone": f"resnet{cfg.model.backbone.depth}",
         "resolution": f"{args.height}x{args.width}",
-        "mem_every": engine.mem_every,
-        "max_memory_frames": engine.max_memory_frames,
+        "mem_every": engine.policy.mem_every,
+        "max_memory_frames": engine.policy.max_memory_frames,
         "device": str(device),
         "threads": torch.get_num_threads(),
     }

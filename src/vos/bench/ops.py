@@ -16,13 +16,12 @@ Cases (the comparisons issue figures are read from):
 from __future__ import annotations
 
 import multiprocessing
-import statistics
-import time
 from dataclasses import dataclass
 
 import torch
 
 from vos.bench.common import Record
+from vos.profiling import time_calls
 
 RES4, RES3, RES2 = (30, 54), (60, 108), (120, 216)
 
@@ -100,7 +99,6 @@ def _cost(case: Case, dtype_bytes: int) -> dict:
 def _run_case(case: Case, backend: str, device_name: str, repeats: int, queue) -> None:
     """In a fresh process: time the op and measure the peak memory it adds."""
     from vos import ops
-    from vos.bench.common import RssSampler
 
     device = torch.device(device_name)
     dtype = torch.float32
@@ -108,28 +106,10 @@ def _run_case(case: Case, backend: str, device_name: str, repeats: int, queue) -
     fn = getattr(ops, case.op)
 
     def call():
-        out = fn(*args, backend=backend, **kwargs)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return out
+        return fn(*args, backend=backend, **kwargs)
 
-    with torch.inference_mode():
-        call()  # warm-up (and autotuning on a GPU)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        sampler = RssSampler()
-        times = []
-        with sampler:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                call()
-                times.append(time.perf_counter() - start)
-        if device.type == "cuda":
-            peak_growth = (torch.cuda.max_memory_allocated() - base) / 2**20
-        else:
-            peak_growth = sampler.peak_growth_mb
-    queue.put((statistics.median(times) * 1000, max(0.0, peak_growth)))
+    with torch.inference_mode():  # one warm-up call (and autotuning on a GPU), then timed
+        queue.put(time_calls(call, repeats, device))
 
 
 def measure(case: Case, backend: str, device: str, repeats: int) -> tuple[float, float]:
@@ -149,17 +129,8 @@ def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> f
     """This machine's fp32 matmul throughput (the ceiling the ops are compared with)."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        torch.mm(a, b)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
+    ms, _ = time_calls(lambda: torch.mm(a, b), repeats, device)
+    return 2 * size**3 / (ms / 1000) / 1e9
 
 
 def cases(args) -> list[Case]:

@@ -1,1 +1,2 @@
-"""Datasets (generated, DAVIS layout), clip sampling and palette-PNG I/O."""
+"""Datasets: the `VideoSource` interface, sources on disk (`sources`), the generated dataset
+(`synthetic`), training clips and palette-PNG I/O."""

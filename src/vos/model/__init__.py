@@ -1,1 +1,1 @@
-"""The network: encoders, memory readers, decoder, soft aggregation, and the training module."""
+"""The network: encoders, memory bank, memory readers, decoder, soft aggregation, flow networks."""

@@ -1,6 +1,6 @@
 """The memory bank: what a reader reads from, and the policy of what it keeps.
 
-Keys do not depend on the object, values do (DESIGN.md):
+Keys do not depend on the object, values do (docs/architecture.md):
 keys ``[B, Ck, T, H, W]`` per scale, values ``[B, O, Cv, T, H, W]`` per scale.
 
 Policy (shared by training, validation, `vos.eval` and `vos.bench`):

@@ -15,8 +15,13 @@ from torch import Tensor, nn
 from vos.model.aggregation import soft_aggregate
 from vos.model.decoder import Decoder
 from vos.model.encoders import KeyEncoder, ValueEncoder, freeze_batchnorm
+from vos.model.flow import OracleFlow, flow_config
 from vos.model.memory import MemoryBank
+from vos.model.padding import pad_to_stride
 from vos.model.readers.base import FrameFeatures, MemoryReader, ReaderState, scale_of
+
+# the state-dict keys of a flow estimator inside the network (frozen, trained elsewhere)
+FLOW_ESTIMATOR_PREFIX = "flow_estimator."
 
 
 class VOSNetwork(nn.Module):
@@ -29,8 +34,7 @@ class VOSNetwork(nn.Module):
         value_weights: str | None = None,
         decoder_channels: int = 256,
         freeze_batchnorm: bool = True,
-        flow_name: str = "none",
-        flow_estimator: nn.Module | None = None,
+        flow: nn.Module | OracleFlow | None = None,
     ):
         super().__init__()
         spec = reader.needs
@@ -67,11 +71,11 @@ class VOSNetwork(nn.Module):
         )
         self.freeze_bn = freeze_batchnorm
         # optical flow for readers that need it (RMNet): a separately trained estimator, kept
-        # frozen here, or "oracle" (the dataset's flow) / "none"
-        self.flow_name = flow_name
-        self.flow_estimator = flow_estimator
-        if flow_estimator is not None:
-            flow_estimator.requires_grad_(False)
+        # frozen here, or the dataset's own flow (`OracleFlow`), or none
+        self.flow_is_oracle = isinstance(flow, OracleFlow)
+        self.flow_estimator = flow if isinstance(flow, nn.Module) else None
+        if self.flow_estimator is not None:
+            self.flow_estimator.requires_grad_(False)
         self.train()
 
     def train(self, mode: bool = True) -> VOSNetwork:
@@ -82,7 +86,7 @@ class VOSNetwork(nn.Module):
             self.flow_estimator.eval()
         return self
 
-    # -- the four steps of DESIGN.md ------------------------------------------------------
+    # -- the steps of docs/architecture.md ------------------------------------------------------
     def encode_frame(self, frames: Tensor, index: int, flow: Tensor | None = None) -> FrameFeatures:
         """frames ``[B, 3, H, W]`` in [0, 1], H and W multiples of 16."""
         features = self.key_encoder(frames)
@@ -152,18 +156,77 @@ class VOSNetwork(nn.Module):
                 frame.index, frame.keys, values, object_valid, permanent=permanent, extras=extras
             )
 
+    # -- a training clip -----------------------------------------------------------------
+    def segment_clip(
+        self, frames: Tensor, labels: Tensor, present: Tensor, flow: Tensor | None = None
+    ) -> list[Tensor]:
+        """Label logits for frames 1..T-1 of a clip; frame 0's mask is given.
+
+        Each predicted frame's soft mask goes into memory before the next frame is read, as
+        at inference. frames ``[B, T, 3, H, W]``, labels ``[B, T, H, W]``, present ``[B, O]``;
+        ``flow`` ``[B, T, 2, H, W]`` (backward) for readers that need it, estimated by the flow
+        network when not given.
+        """
+        batch, num_frames = frames.shape[:2]
+        objects = present.shape[1]
+        height, width = frames.shape[-2:]
+        padded = pad_to_stride(frames.flatten(0, 1))
+        features = self.encode_frame(padded, index=0)
+        if flow is None and self.reader.needs.needs_flow:
+            flow = self.estimate_clip_flow(frames)
+
+        def frame_at(t: int) -> FrameFeatures:
+            def pick(x: Tensor) -> Tensor:
+                return x.view(batch, num_frames, *x.shape[1:])[:, t]
+
+            return FrameFeatures(
+                index=t,
+                frames=pick(features.frames),
+                features={k: pick(v) for k, v in features.features.items()},
+                keys={k: pick(v) for k, v in features.keys.items()},
+                query_value=pick(features.query_value),
+                flow=None if flow is None else pad_to_stride(flow[:, t]),
+            )
+
+        first = labels[:, 0]
+        given = torch.stack([(first == i + 1) for i in range(objects)], dim=1).float()
+        given = pad_to_stride(given)
+        memory = MemoryBank()
+        state = self.reader.new_state()
+        state.previous_probs = given
+        self.memorize(memory, frame_at(0), given, permanent=True)
+        outputs = []
+        for t in range(1, num_frames):
+            frame = frame_at(t)
+            logits = self.segment(frame, memory, state, present)
+            outputs.append(logits[..., :height, :width])
+            object_probs = F.softmax(logits, dim=1)[:, 1:]
+            state.previous_probs = object_probs
+            if t < num_frames - 1:
+                self.memorize(memory, frame, object_probs)
+        return outputs
+
+    @torch.no_grad()
+    def estimate_clip_flow(self, frames: Tensor) -> Tensor:
+        """Backward flow ``[B, T, 2, H, W]`` between consecutive clip frames from the frozen
+        flow network, for data without flow (DAVIS, YouTube-VOS)."""
+        if self.flow_estimator is None:
+            raise ValueError(
+                "the reader needs optical flow and the training data has none: choose a flow "
+                "network, model/flow=tinyflownet or model/flow=raft"
+            )
+        flow = frames.new_zeros(frames.shape[0], frames.shape[1], 2, *frames.shape[-2:])
+        for t in range(1, frames.shape[1]):  # the estimators pad and crop on their own
+            flow[:, t] = self.flow_estimator(frames[:, t], frames[:, t - 1])
+        return flow
+
 
 def build_network(model_cfg: Mapping[str, Any] | DictConfig) -> VOSNetwork:
     """The network a `model=` config describes (also used to rebuild it from a checkpoint)."""
     cfg = model_cfg if isinstance(model_cfg, DictConfig) else OmegaConf.create(dict(model_cfg))
     reader = hydra.utils.instantiate(cfg.reader)
-    flow_cfg = cfg.get("flow") or {"name": "none", "weights": None}
-    flow_name = str(flow_cfg["name"])
-    flow_estimator = None
-    if flow_name not in ("none", "oracle"):
-        from vos.model.flow import build_flow_estimator
-
-        flow_estimator = build_flow_estimator(flow_name, flow_cfg.get("weights"))
+    flow_cfg = cfg.get("flow")
+    flow = hydra.utils.instantiate(flow_config(flow_cfg)) if flow_cfg is not None else None
     return VOSNetwork(
         reader,
         key_depth=cfg.backbone.depth,
@@ -172,11 +235,5 @@ def build_network(model_cfg: Mapping[str, Any] | DictConfig) -> VOSNetwork:
         value_weights=cfg.value_backbone.weights,
         decoder_channels=cfg.decoder_channels,
         freeze_batchnorm=cfg.freeze_batchnorm,
-        flow_name=flow_name,
-        flow_estimator=flow_estimator,
+        flow=flow,
     )
-
-
-def label_probabilities(logits: Tensor) -> Tensor:
-    """Label probabilities ``[B, O+1, H, W]`` from aggregated logits."""
-    return F.softmax(logits, dim=1)

@@ -1,6 +1,6 @@
 """Memory-read operations: pure tensor functions shared by every reader.
 
-Shapes follow DESIGN.md: keys and values are flattened over pixels, ``[B, C, N]`` for
+Shapes follow docs/architecture.md: keys and values are flattened over pixels, ``[B, C, N]`` for
 memory (N = T·H·W) and ``[B, C, M]`` for the query (M = H·W); ``B`` may fold objects in.
 Each op has a PyTorch reference and a Triton kernel (``vos.kernels``), chosen by
 ``backend="auto" | "torch" | "triton"`` (see `vos.ops.dispatch`).

@@ -1,6 +1,6 @@
 """The global memory read of STM / STCN, with masks (RMNet), a Gaussian bias (HMMN) and top-k (STCN).
 
-Shapes (DESIGN.md): ``query_key [B, Ck, M]``, ``memory_key [B, Ck, N]``,
+Shapes (docs/architecture.md): ``query_key [B, Ck, M]``, ``memory_key [B, Ck, N]``,
 ``memory_value [B, Cv, N]``; M = H·W query pixels (raster order), N = T·H·W memory pixels.
 
 Logits, for memory pixel n and query pixel m::

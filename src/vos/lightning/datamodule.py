@@ -101,7 +101,7 @@ class VOSDataModule(pl.LightningDataModule):
 
 class FlowDataModule(pl.LightningDataModule):
     """Frame pairs with ground-truth backward flow, for training a flow network on its own
-    (``model=tinyflownet``); resumable like `VOSDataModule`."""
+    (``python -m vos.train_flow``); resumable like `VOSDataModule`."""
 
     def __init__(
         self,

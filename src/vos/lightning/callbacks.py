@@ -1,4 +1,7 @@
-"""Reader settings that follow the training step (HMMN's fine-readout dropout, §4.1).
+"""Training callbacks: reader settings that follow the step, and a progress bar in steps.
+
+`ReaderSchedule`: reader settings that follow the training step (HMMN's fine-readout dropout,
+§4.1; LMRC's scale loss).
 
 ``model.schedule`` maps a reader setting to a linear ramp over global steps::
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import RichProgressBar
 
 
 def scheduled_value(step: int, start: float, end: float, start_step: int, end_step: int) -> float:
@@ -60,3 +64,25 @@ class ReaderSchedule(pl.Callback):
         for name, value in self.values_at(trainer.global_step).items():
             getattr(reader, f"set_{name}")(value)
             pl_module.log(f"schedule/{name}", value, on_step=True, on_epoch=False)
+
+
+class StepProgressBar(RichProgressBar):
+    """The training bar counts optimiser steps of ``trainer.max_steps`` (a run is a number of
+    steps, not of epochs: the loader holds exactly the clips of the whole run), continuing
+    from the restored step when a run resumes."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        max_steps = self.trainer.max_steps
+        return max_steps if max_steps and max_steps > 0 else super().total_train_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"{'training steps':{len(self.validation_description)}}"
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._update(self.train_progress_bar_id, trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._update(self.train_progress_bar_id, trainer.global_step)

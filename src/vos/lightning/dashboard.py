@@ -1,7 +1,7 @@
 """What a wandb run shows of each validation, beside the scalars Lightning logs.
 
 With ``logger=wandb``, `vos.train` gives the `VOSModule` a `ValidationDashboard`. Each
-validation video is then run inside `PeakMemory`, the module logs ``val/peak_memory_mb`` (the
+validation video is then run inside `vos.profiling.PeakMemory`, the module logs ``val/peak_memory_mb`` (the
 largest peak over the videos), and at the validation's end the dashboard logs, at the step
 of the validation's scalars:
 
@@ -26,39 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from vos.bench.common import RssSampler
 from vos.data.palette import VOID_LABEL
 
 FRAME_NAMES = ("first", "middle", "last")
 TABLE_KEY = "val/per_sequence"
 MASKS_KEY = "val/masks"
-
-
-class PeakMemory:
-    """Peak memory over a ``with`` block, in MiB (``peak_mb`` once the block has run): on
-    CUDA the allocator's peak (everything on the device, the model and optimiser included);
-    on the CPU the growth of the process's resident set, sampled by a thread."""
-
-    def __init__(self, device: torch.device | str):
-        self.device = torch.device(device)
-        self.peak_mb = 0.0
-        self._sampler: RssSampler | None = None
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self._sampler = RssSampler(interval_s=0.005).__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            self._sampler.__exit__(*exc)
-            self.peak_mb = self._sampler.peak_growth_mb
 
 
 def frame_indices(spec: Sequence[str | int], num_frames: int) -> list[int]:

@@ -1,0 +1,32 @@
+"""Score a folder of predicted masks against DAVIS ground truth (semi-supervised protocol).
+
+    python -m vos.evaluate gt_root=<DAVIS root> pred_root=<predictions> split=val
+
+Predictions are ``<pred_root>/<video>/<frame>.png`` (palette or grayscale PNGs whose values
+are object ids), named like the frames in ``JPEGImages``. The scores (see `vos.metrics`) are
+printed and written to ``global_results.csv`` and ``per-sequence_results.csv`` in
+``output_dir`` (default: ``pred_root``). Unlike the DAVIS script, existing CSVs are never
+reused: every run recomputes.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from vos.cli.errors import reported_as_one_line
+from vos.config import CONFIG_DIR
+from vos.metrics.files import format_results, write_results
+from vos.metrics.scoring import evaluate_folders
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    with reported_as_one_line("vos.evaluate"):
+        metric = evaluate_folders(
+            cfg.gt_root, cfg.pred_root, str(cfg.split), str(cfg.resolution), str(cfg.year)
+        )
+        output_dir = cfg.output_dir if cfg.output_dir is not None else cfg.pred_root
+        global_path, sequence_path = write_results(output_dir, metric)
+    print(format_results(metric, title=str(cfg.split)))
+    print(f"\nwrote {global_path} and {sequence_path}")

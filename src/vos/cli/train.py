@@ -1,0 +1,31 @@
+"""``python -m vos.train``: train a model on a dataset (Hydra main; Lightning loop).
+
+Writes into the Hydra run folder: ``.hydra/config.yaml`` (the resolved config),
+``checkpoints/`` (every ``checkpoint.every_n_steps`` and ``last.ckpt``, written atomically),
+``metrics.json`` (the last validation scores: J&F, J, F and their recall and decay, J&F per
+video factor ``val/J&F-Mean/<factor>``, ``val/ms_per_frame`` and ``val/fps``,
+``val/read_ms_per_frame``, and under ``logger=wandb`` ``val/peak_memory_mb``; ``params_m``,
+``global_step``, ``fit_s``) and the logger's files (under wandb also a per-video table and
+mask overlays per validation: `vos.lightning.dashboard`). Returns the validation J&F (what a
+Hydra sweeper maximises).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from vos.cli.errors import reported_as_one_line
+from vos.config import CONFIG_DIR
+from vos.lightning import training
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    with reported_as_one_line("vos.train"):
+        metrics = training.train(cfg, run_dir)
+    return metrics.get("val/J&F-Mean")

@@ -1,0 +1,81 @@
+"""An inference engine from a `vos.train` checkpoint: the network rebuilt from the model config
+stored in it, its weights, and its inference settings (each overridable)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from vos.checkpoint import CheckpointError, read_checkpoint
+from vos.inference.engine import InferenceEngine
+from vos.model.network import FLOW_ESTIMATOR_PREFIX, build_network
+
+NETWORK_PREFIX = "network."  # the LightningModule's attribute holding the network
+
+
+def check_model_overrides(stored: Mapping, overrides: Mapping, prefix: str = "model") -> None:
+    """Only keys the stored model config has can be overridden (a typo must not pass
+    silently), apart from ``model.flow``, which is replaced whole (``+model/flow=NAME``)."""
+    for key, value in overrides.items():
+        path = f"{prefix}.{key}"
+        if path == "model.flow":
+            continue
+        if key not in stored:
+            raise ValueError(
+                f"{path} is not in the checkpoint's model config; its keys there are "
+                f"{sorted(stored)}"
+            )
+        if isinstance(value, Mapping):
+            if not isinstance(stored[key], Mapping):
+                raise ValueError(f"{path} is a value in the checkpoint's model config, not a group")
+            check_model_overrides(stored[key], value, path)
+
+
+def load_engine(
+    ckpt_path: str | Path,
+    device: torch.device,
+    overrides: Mapping | None = None,
+    model_overrides: Mapping | None = None,
+) -> InferenceEngine:
+    """The inference engine of a trained checkpoint, with inference settings (``overrides``;
+    None values keep the stored ones) and model config keys (``model_overrides``, nested)
+    overridden."""
+    path = Path(ckpt_path)
+    checkpoint = read_checkpoint(path, "ckpt_path")
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not hparams or "model" not in hparams or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{path} is not a vos training checkpoint (no model config stored in it)"
+        )
+    stored_model = OmegaConf.to_container(OmegaConf.create(hparams["model"]))
+    model_overrides = dict(model_overrides or {})
+    check_model_overrides(stored_model, model_overrides)
+    flow_override = model_overrides.pop("flow", None)
+    model = OmegaConf.to_container(OmegaConf.merge(stored_model, model_overrides))
+    if flow_override is not None:  # a flow source is chosen whole, not merged into the stored one
+        model["flow"] = dict(flow_override)
+    # the checkpoint holds the trained weights: the backbone files it started from are not needed
+    model["backbone"] = {**model["backbone"], "weights": None}
+    model["value_backbone"] = {**model["value_backbone"], "weights": None}
+    state = {
+        key[len(NETWORK_PREFIX) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(NETWORK_PREFIX)
+    }
+    if flow_override is not None:
+        # the flow network comes from model.flow.weights, not from the checkpoint
+        state = {k: v for k, v in state.items() if not k.startswith(FLOW_ESTIMATOR_PREFIX)}
+    network = build_network(model)
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(FLOW_ESTIMATOR_PREFIX)]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not fit the model config (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}): a model override may change the network's weights"
+        )
+    settings = dict(hparams.get("inference") or {})
+    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return InferenceEngine(network.to(device).eval(), **settings)
