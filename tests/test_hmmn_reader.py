@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from vos import ops
+from vos.lightning.callbacks import ReaderSchedule, scheduled_value
 from vos.model.memory import MemoryBank
-from vos.model.readers.base import FrameFeatures, ReaderState
+from vos.model.readers.base import FrameFeatures
 from vos.model.readers.hmmn import (
     HMMNReader,
     drop_whole,
@@ -18,7 +19,6 @@ from vos.model.readers.hmmn import (
     ungroup_cells,
     window_argmax,
 )
-from vos.model.schedule import ReaderSchedule, scheduled_value
 
 CK, CV = 6, 5
 FINE_KEYS = {"res3": 4, "res2": 3}
@@ -76,9 +76,9 @@ def test_kernel_guided_read_is_l1_normalised_kernel_times_softmax():
     reader = _reader(fine_scales=())
     memory = _memory(generator)
     query = _random_frame(generator, 2, 3)
-    state = ReaderState()
+    state = reader.new_state()
     centres, sigmas = reader.kernel_centres(query.keys["res4"], memory, state)
-    readout = reader.read(query, memory, ReaderState()).features["res4"][:, :, :CV]
+    readout = reader.read(query, memory, reader.new_state()).features["res4"][:, :, :CV]
 
     keys = memory.keys("res4").flatten(2)  # [B, Ck, N]
     values = memory.values("res4")  # [B, O, Cv, T, h, w]
@@ -105,7 +105,7 @@ def test_tracking_follows_a_translated_pattern():
         return canvas[:, :, y0 : y0 + height, x0 : x0 + width]
 
     reader = HMMNReader(key_channels=16, value_channels=2, fine_scales=(), window=7).eval()
-    memory, state = MemoryBank(), ReaderState()
+    memory, state = MemoryBank(), reader.new_state()
     for t in range(3):
         values = {"res4": torch.zeros(1, 1, 2, height, width, dtype=torch.float64)}
         memory.add(t, {"res4": keys_at(t)}, values, permanent=t == 0)
@@ -125,7 +125,7 @@ def test_tracking_adds_one_step_per_frame_from_the_history():
     positions of older frames through it, so the cost does not grow with the memory."""
     generator = torch.Generator().manual_seed(2)
     reader = _reader(fine_scales=())
-    memory, state = MemoryBank(), ReaderState()
+    memory, state = MemoryBank(), reader.new_state()
     steps = []
     for t in range(4):
         frame = _random_frame(generator, 1, t)
@@ -166,7 +166,7 @@ def test_kmn_kernel_centres_on_the_global_best_match():
     reader = _reader(kernel="kmn", fine_scales=())
     memory = _memory(generator, batch=1, frames=2)
     query = _random_frame(generator, 1, 2)
-    centres, sigmas = reader.kernel_centres(query.keys["res4"], memory, ReaderState())
+    centres, sigmas = reader.kernel_centres(query.keys["res4"], memory, reader.new_state())
     logits = ops.affinity_logits(
         query.keys["res4"].flatten(2), memory.keys("res4").flatten(2), similarity="dot"
     )
@@ -245,12 +245,14 @@ def test_reader_drops_fine_readouts_only_in_training():
     memory = _memory(generator, frames=2)
     query = _random_frame(generator, 2, 2)
     reader = _reader(readout_dropout=1.0)
-    kept = reader.read(query, memory, ReaderState()).features
+    kept = reader.read(query, memory, reader.new_state()).features
     assert kept["res3"].abs().sum() > 0 and kept["res2"].abs().sum() > 0
     reader.train()
-    dropped = reader.read(query, memory, ReaderState()).features
+    dropped = reader.read(query, memory, reader.new_state()).features
     assert not dropped["res3"].any() and not dropped["res2"].any()
-    assert torch.equal(dropped["res4"], reader.read(query, memory, ReaderState()).features["res4"])
+    assert torch.equal(
+        dropped["res4"], reader.read(query, memory, reader.new_state()).features["res4"]
+    )
 
 
 def test_kernel_is_inference_only_unless_asked():
@@ -262,13 +264,13 @@ def test_kernel_is_inference_only_unless_asked():
     reader.train()
     plain.train()
     assert torch.equal(
-        reader.read(query, memory, ReaderState()).features["res4"],
-        plain.read(query, memory, ReaderState()).features["res4"],
+        reader.read(query, memory, reader.new_state()).features["res4"],
+        plain.read(query, memory, plain.new_state()).features["res4"],
     )
     reader.kernel_in_training = True
     assert not torch.equal(
-        reader.read(query, memory, ReaderState()).features["res4"],
-        plain.read(query, memory, ReaderState()).features["res4"],
+        reader.read(query, memory, reader.new_state()).features["res4"],
+        plain.read(query, memory, plain.new_state()).features["res4"],
     )
 
 

@@ -9,7 +9,7 @@ import torch
 
 from vos import ops
 from vos.model.memory import MemoryBank
-from vos.model.readers.base import FrameFeatures, ReaderState
+from vos.model.readers.base import FrameFeatures
 from vos.model.readers.lcm import LOCAL_KEY, LCMReader, pgm_map_bytes, position_map
 from vos.model.readers.stm import global_read
 
@@ -67,7 +67,7 @@ def test_position_map_normalises_over_the_query_and_weights_by_the_previous_mask
     memory, masks = _memory(reader, generator)
     query = _frame(generator, 2)
     previous = masks[-1] * 0.8  # soft previous masks
-    maps = reader.position_maps(query, memory, ReaderState(previous_probs=previous))
+    maps = reader.position_maps(query, memory, reader.new_state(previous_probs=previous))
 
     pos = ops.sine_positional_encoding(CK, H, W).double()
     f_n = reader.position_embed
@@ -148,7 +148,7 @@ def test_orm_with_an_empty_set_leaves_the_query_value():
 def test_first_sets_use_the_frame_each_object_was_given_in():
     reader = _reader()
     memory, masks = _memory(reader, torch.Generator().manual_seed(3), late_object=True)
-    state = ReaderState()
+    state = reader.new_state()
     values, members = reader.first_sets(memory, state)
     stored = memory.values("res4")  # [1, O, Cv, T, h, w]
     assert torch.equal(values[0, 0], stored[0, 0, :, 0].flatten(1))  # given at frame 0
@@ -157,7 +157,7 @@ def test_first_sets_use_the_frame_each_object_was_given_in():
     expected = torch.zeros(H, W)
     expected[:, 1:3] = 1
     assert torch.equal(members[0, 1].view(H, W).float(), expected)
-    assert state.extras["lcm_first_set"][0] is values  # cached for the video
+    assert state.first_sets[0] is values  # cached for the video
 
 
 def test_switches_merge_as_documented():
@@ -165,7 +165,7 @@ def test_switches_merge_as_documented():
     query = _frame(generator, 2)
     full = _reader()
     memory, masks = _memory(full, generator)
-    state = ReaderState(previous_probs=masks[-1])
+    state = full.new_state(previous_probs=masks[-1])
     value = query.query_value.unsqueeze(1)
     grm = global_read(query.keys["res4"], memory)
     out = full.read(query, memory, state).features["res4"]

@@ -1,79 +1,85 @@
 """Reader-only time (no encoders, no decoder, no I/O), as RMNet's Table 5 measures it.
 
 A 480p frame (padded to 480×864, res4 30×54), T memory frames, O objects whose regions
-(their boxes padded by the reader's φ) cover ``--region-area`` of the frame; keys and values
-are random (the read's cost does not depend on them). Each reader variant is built from its
-``model=`` config plus overrides, so a paper's switches (e.g. RMNet's ``memory_region`` /
-``query_region``) are benchmarked as configured. ``ms`` is the median of ``--repeats`` reads
-after one warm-up read.
+cover ``--region-area`` of the frame; keys and values are random (the read's cost does not
+depend on them). ``ms`` is the median of ``--repeats`` reads after one warm-up read.
 
-LCM: ``lcm`` is GRM + PGM + ORM, ``lcm/grm-only`` its STM part; ``added_ms_vs_stm`` is what
-PGM and ORM add to STM's read (compare it with STM's whole frame from ``bench inference``).
+What is timed comes from each model's config (``conf/model/<name>.yaml``, ``bench:``), so a
+new reader is benchmarked by its config alone::
 
-LMRC: ``lmrc`` is the full reader (Table 4's F); ``lmrc/gmr-only`` (A), ``lmrc/gmr-lmr`` (C)
-and ``lmrc/gmr-lmr-slmr`` (D) add its parts one at a time, so ``split_ms`` on ``lmrc`` gives GMR,
-LMR, SLMR and the comparator as differences of medians. LMRC's memory holds ``--memory-frames``
-global frames plus the previous frame (its local memory).
+    bench:
+      region_padding_cells: 4      # optional: boxes are drawn so their padded regions
+                                   #   (this many res4 cells a side) cover --region-area
+      variants:
+        rmnet/global-global:       # a label
+          overrides: [model.reader.memory_region=false]   # of the model config
+          part: null               # a part of the read (`MemoryReader.parts`), or the read
+          baseline: stm            # adds speedup_vs_baseline and added_ms_vs_baseline
+          objects: 1               # instead of --objects
+          memory_frames: [2, 10]   # instead of --memory-frames; a list gives one record each
 
-HMMN: ``hmmn`` times its whole read (kernel at res4 + top-k guided res3/res2);
-``hmmn/fine-topk`` and ``hmmn/fine-dense`` time the fine-scale part alone (candidate
-selection and the res3 + res2 reads, against the dense reads of the same fine memory: first
-and previous frame). ``--kernel-frames`` times the res4 kernel alone for several memory sizes:
-HMMN's tracked kernel (one tracking step per frame, history kept) against KMN's global one.
+The memory is filled frame by frame as in a video: before each memory frame after the first
+joins, the timed call runs once on it as the query (untimed), so state kept between frames
+(HMMN's tracks) is what it would be; each timed call then starts from that same state. A
+reader whose ``FeatureSpec.previous_frame_apart`` reads the most recent frame as a local
+memory (LMRC) gets T frames besides it.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
-from functools import partial
+import copy
+from dataclasses import dataclass
 
-import hydra
 import torch
-from hydra import compose, initialize_config_dir
 
-from vos.bench.common import Record, RssSampler
-from vos.config import CONFIG_DIR
+from vos.bench.common import Record
+from vos.config import compose_config, group_options, instantiate, search_path_override
 from vos.model.memory import MemoryBank
-from vos.model.readers.base import FrameFeatures, ReaderState, scale_of
+from vos.model.readers.base import FrameFeatures, scale_of
+from vos.profiling import time_calls
 
-# (label, model config, reader overrides)
-VARIANTS = {
-    "stm": ("stm", []),
-    "rmnet/global-global": (
-        "rmnet",
-        ["model.reader.memory_region=false", "model.reader.query_region=false"],
-    ),
-    "rmnet/regional-global": (
-        "rmnet",
-        ["model.reader.memory_region=true", "model.reader.query_region=false"],
-    ),
-    "rmnet/global-regional": (
-        "rmnet",
-        ["model.reader.memory_region=false", "model.reader.query_region=true"],
-    ),
-    "rmnet/regional-regional": (
-        "rmnet",
-        ["model.reader.memory_region=true", "model.reader.query_region=true"],
-    ),
-    "hmmn": ("hmmn", []),
-    "hmmn/fine-topk": ("hmmn", []),
-    "hmmn/fine-dense": ("hmmn", ["model.reader.inference_top_k=null"]),
-    "lcm": ("lcm", []),
-    "lcm/grm-only": ("lcm", ["model.reader.use_pgm=false", "model.reader.use_orm=false"]),
-    "lmrc": ("lmrc", []),  # Table 4 setting F
-    "lmrc/gmr-only": ("lmrc", ["model/lmrc_setting=A"]),
-    "lmrc/gmr-lmr": ("lmrc", ["model/lmrc_setting=C"]),
-    "lmrc/gmr-lmr-slmr": ("lmrc", ["model/lmrc_setting=D"]),
-}
-# LMRC's parts, timed as the differences between the variants that add them one at a time
-LMRC_PARTS = {
-    "gmr": ("lmrc/gmr-only", None),
-    "lmr": ("lmrc/gmr-lmr", "lmrc/gmr-only"),
-    "slmr": ("lmrc/gmr-lmr-slmr", "lmrc/gmr-lmr"),
-    "comparator": ("lmrc", "lmrc/gmr-lmr-slmr"),
-}
 STRIDES = {"res4": 16, "res3": 8, "res2": 4}
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    model: str
+    overrides: tuple[str, ...] = ()
+    part: str | None = None
+    baseline: str | None = None
+    objects: int | None = None
+    memory_frames: int | None = None
+    region_padding_cells: int = 0
+
+
+def variants_of(model: str, config_dirs=()) -> list[Variant]:
+    """The variants ``conf/model/<model>.yaml`` lists under ``bench.variants``."""
+    cfg = compose_config("train", [f"model={model}", *search_path_override(config_dirs)])
+    bench = cfg.model.get("bench") or {}
+    padding = int(bench.get("region_padding_cells") or 0)
+    found = []
+    for label, raw in (bench.get("variants") or {}).items():
+        raw = raw or {}
+        unknown = set(raw) - {"overrides", "part", "baseline", "objects", "memory_frames"}
+        if unknown:
+            raise ValueError(f"model={model}: bench.variants.{label} has unknown keys {unknown}")
+        frames = raw.get("memory_frames")
+        sizes = [frames] if frames is None or isinstance(frames, int) else list(frames)
+        for size in sizes:
+            found.append(
+                Variant(
+                    label=f"{label}-T{size}" if size is not None and len(sizes) > 1 else label,
+                    model=model,
+                    overrides=tuple(str(o) for o in raw.get("overrides") or ()),
+                    part=raw.get("part"),
+                    baseline=raw.get("baseline"),
+                    objects=raw.get("objects"),
+                    memory_frames=size,
+                    region_padding_cells=padding,
+                )
+            )
+    return found
 
 
 def _object_boxes(
@@ -90,12 +96,6 @@ def _object_boxes(
         x0 = (width - bw) * (objects - o) // (objects + 1)
         probs[0, o, y0 : y0 + bh, x0 : x0 + bw] = 1.0
     return probs
-
-
-def _build_reader(model: str, size: str, overrides: list[str], device: torch.device):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model}", f"model/size={size}", *overrides])
-    return hydra.utils.instantiate(cfg.model.reader).to(device).eval()
 
 
 def _frame(index: int, spec, height: int, width: int, device) -> FrameFeatures:
@@ -131,153 +131,109 @@ def _values(spec, objects: int, height: int, width: int, device) -> dict[str, to
     }
 
 
-def _time(call, repeats: int, device) -> tuple[float, float]:
-    """Median milliseconds of ``repeats`` calls after a warm-up, and the RSS growth."""
-    call()
-    times = []
-    with RssSampler() as sampler:
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            call()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000, sampler.peak_growth_mb
+def measure(variant: Variant, args, device: torch.device, config_dirs=()) -> Record:
+    overrides = [
+        f"model={variant.model}",
+        f"model/size={args.model_size}",
+        *variant.overrides,
+        *search_path_override(config_dirs),
+    ]
+    cfg = compose_config("train", overrides)
+    reader = instantiate(cfg.model.reader).to(device).eval()
+    spec = reader.needs
+    height, width = args.height, args.width
+    objects = variant.objects or args.objects
+    frames = variant.memory_frames or args.memory_frames
+    probs = _object_boxes(
+        objects, height, width, args.region_area, 16 * variant.region_padding_cells
+    ).to(device)
+    if variant.part is None:
+        call = reader.read
+    elif variant.part in reader.parts():
+        call = reader.parts()[variant.part]
+    else:
+        raise ValueError(
+            f"model={variant.model}: bench variant {variant.label} times part "
+            f"{variant.part!r}, which {type(reader).__name__}.parts() does not name"
+        )
+    total = frames + (1 if spec.previous_frame_apart else 0)
+    memory, state = MemoryBank(), reader.new_state(previous_probs=probs)
+    with torch.inference_mode():
+        for t in range(total):
+            if t > 0:  # the frame joining memory is read first, as in a video
+                call(_frame(t, spec, height, width, device), memory, state)
+            memorised = _frame(t, spec, height, width, device)
+            values = _values(spec, objects, height, width, device)
+            extras = reader.memorize(memorised, values, memory, object_probs=probs)
+            memory.add(t, memorised.keys, values, permanent=t == 0, extras=extras)
+        query = _frame(total, spec, height, width, device)
+        saved = copy.deepcopy(state)
+        current = [state]
 
+        def restore() -> None:
+            current[0] = copy.deepcopy(saved)
 
-def _fine_part(reader, query, memory, state):
-    """HMMN's fine-scale read alone: candidates (none when dense) and the res3/res2 reads."""
-    grid = tuple(query.keys["res4"].shape[-2:])
-    k = reader.inference_top_k
-    candidates = None if k is None else reader.fine_candidates(query.keys["res4"], memory, None, k)
-    return [reader._read_fine(s, query, memory, candidates, grid) for s in reader.fine_scales]
+        ms, peak = time_calls(
+            lambda: call(query, memory, current[0]), args.repeats, device, setup=restore
+        )
+    grid = (height // 16, width // 16)
+    return Record(
+        name=f"reader/{variant.label}",
+        setting={
+            "input": f"{height}x{width}",
+            "res4": f"{grid[0]}x{grid[1]}",
+            "T": frames,
+            "objects": objects,
+            "region_area": args.region_area,
+            "size": args.model_size,
+            "part": variant.part or "read",
+            "Ck": spec.key_scales["res4"],
+            "Cv": spec.value_channels,
+            "device": str(device),
+        },
+        ms=ms,
+        peak_mb=peak,
+    )
 
 
 def run(args) -> list[Record]:
     torch.manual_seed(0)
     device = torch.device(args.device)
-    height, width = args.height, args.width
-    grid = (height // 16, width // 16)
-    records = []
-    for label in args.variants:
-        if label not in VARIANTS:
-            raise SystemExit(f"unknown reader variant {label!r}; choose from {sorted(VARIANTS)}")
-        model, overrides = VARIANTS[label]
-        reader = _build_reader(model, args.model_size, overrides, device)
-        spec = reader.needs
-        padding_px = 16 * int(getattr(reader, "padding", 0))  # φ is given in res4 cells
-        probs = _object_boxes(args.objects, height, width, args.region_area, padding_px).to(device)
-        memory = MemoryBank()
-        # LMRC reads T global frames and, besides them, the previous frame
-        frames = args.memory_frames + (1 if model == "lmrc" else 0)
-        with torch.inference_mode():
-            for t in range(frames):
-                memorised = _frame(t, spec, height, width, device)
-                values = _values(spec, args.objects, height, width, device)
-                extras = reader.memorize(memorised, values, memory, object_probs=probs)
-                memory.add(t, memorised.keys, values, permanent=t == 0, extras=extras)
-            query = _frame(frames, spec, height, width, device)
-            state = ReaderState(previous_probs=probs)
-            if label.startswith("hmmn/fine"):
-                ms, peak = _time(
-                    partial(_fine_part, reader, query, memory, state), args.repeats, device
-                )
-            else:
-                ms, peak = _time(partial(reader.read, query, memory, state), args.repeats, device)
-        records.append(
-            Record(
-                name=f"reader/{label}",
-                setting={
-                    "input": f"{height}x{width}",
-                    "res4": f"{grid[0]}x{grid[1]}",
-                    "T": args.memory_frames,
-                    "objects": args.objects,
-                    "region_area": args.region_area,
-                    "size": args.model_size,
-                    "Ck": spec.key_scales["res4"],
-                    "Cv": spec.value_channels,
-                    "device": str(device),
-                },
-                ms=ms,
-                peak_mb=peak,
-            )
-        )
-    baseline = next((r for r in records if r.name == "reader/rmnet/global-global"), None)
-    baseline = baseline or next((r for r in records if r.name == "reader/stm"), None)
-    for record in records:
-        if baseline is not None and record.name.startswith(("reader/stm", "reader/rmnet")):
-            record.extra["speedup_vs_global"] = baseline.ms / record.ms
-    by_name = {r.name: r for r in records}
-    if {"reader/lcm", "reader/stm"} <= by_name.keys():
-        # LCM's target: PGM + ORM on top of STM's read (the rest of a frame is shared)
-        lcm, stm = by_name["reader/lcm"], by_name["reader/stm"]
-        lcm.extra["added_ms_vs_stm"] = lcm.ms - stm.ms
-    if {f"reader/{whole}" for whole, _ in LMRC_PARTS.values()} <= by_name.keys():
-        by_name["reader/lmrc"].extra["split_ms"] = {
-            part: by_name[f"reader/{whole}"].ms - (by_name[f"reader/{base}"].ms if base else 0.0)
-            for part, (whole, base) in LMRC_PARTS.items()
-        }
-    if {"reader/hmmn/fine-topk", "reader/hmmn/fine-dense"} <= by_name.keys():
-        topk, dense = by_name["reader/hmmn/fine-topk"], by_name["reader/hmmn/fine-dense"]
-        topk.extra["speedup_vs_dense"] = dense.ms / topk.ms
-    if any(label.startswith("hmmn") for label in args.variants):
-        records.extend(_kernel_scaling(args, device))
-    return records
-
-
-def _kernel_scaling(args, device) -> list[Record]:
-    """The res4 kernel alone at several memory sizes, in steady state (the tracking history
-    holds every memory frame, as it does from the second frame of a video on)."""
-    records = []
-    height, width = args.height, args.width
-    for kernel in ("hmmn", "kmn"):
-        reader = _build_reader("hmmn", args.model_size, [f"model.reader.kernel={kernel}"], device)
-        spec = reader.needs
-        for frames in args.kernel_frames:
-            memory, state = MemoryBank(), ReaderState()
-            with torch.inference_mode():
-                for t in range(frames):
-                    memorised = _frame(t, spec, height, width, device)
-                    memory.add(t, memorised.keys, _values(spec, 1, height, width, device))
-                    if kernel == "hmmn" and t < frames - 1:  # the history, one frame at a time
-                        query_key = _frame(t + 1, spec, height, width, device).keys["res4"]
-                        reader.kernel_centres(query_key, memory, state)
-                        reader.end_of_read(FrameFeatures(t + 1, None, {}, {}, None), state)
-                history = state.extras.get("hmmn_tracks")
-                query_key = _frame(frames, spec, height, width, device).keys["res4"]
-
-                def step(
-                    reader=reader, query_key=query_key, memory=memory, state=state, history=history
-                ):
-                    if history is not None:  # the same chained step at every repeat
-                        state.extras["hmmn_tracks"] = {
-                            "query": history["query"],
-                            "tracks": dict(history["tracks"]),
-                        }
-                    reader.kernel_centres(query_key, memory, state)
-
-                ms, peak = _time(step, args.repeats, device)
-            records.append(
-                Record(
-                    name=f"reader/{kernel}/kernel-T{frames}",
-                    setting={
-                        "input": f"{height}x{width}",
-                        "T": frames,
-                        "size": args.model_size,
-                        "window": reader.window if kernel == "hmmn" else None,
-                        "device": str(device),
-                    },
-                    ms=ms,
-                    peak_mb=peak,
-                )
-            )
-    return records
+    config_dirs = args.config_dir or []
+    models = args.model or [
+        name for name in group_options("model", config_dirs) if variants_of(name, config_dirs)
+    ]
+    variants = [v for model in models for v in variants_of(model, config_dirs)]
+    if args.variants:
+        known = {v.label for v in variants}
+        unknown = [label for label in args.variants if label not in known]
+        if unknown:
+            raise ValueError(f"unknown reader variants {unknown}; choose from {sorted(known)}")
+        variants = [v for v in variants if v.label in args.variants]
+    records = {v.label: measure(v, args, device, config_dirs) for v in variants}
+    for variant in variants:
+        baseline = records.get(variant.baseline) if variant.baseline else None
+        if baseline is not None:
+            record = records[variant.label]
+            record.extra["baseline"] = variant.baseline
+            record.extra["speedup_vs_baseline"] = baseline.ms / record.ms
+            record.extra["added_ms_vs_baseline"] = record.ms - baseline.ms
+    return list(records.values())
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        help="model configs whose bench variants to time (default: every model config with "
+        "a bench section)",
+    )
+    parser.add_argument("--variants", nargs="+", help="only these variant labels")
+    parser.add_argument(
+        "--config-dir",
+        action="append",
+        help="an extra config folder (holding model/<name>.yaml), as hydra.searchpath adds",
+    )
     parser.add_argument(
         "--model-size", default="paper", help="model/size: paper (Ck 128, Cv 512) | tiny"
     )
@@ -287,11 +243,4 @@ def add_arguments(parser) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--height", type=int, default=480, help="input height (480p padded)")
     parser.add_argument("--width", type=int, default=864, help="input width (854 padded to 864)")
-    parser.add_argument(
-        "--kernel-frames",
-        type=int,
-        nargs="*",
-        default=[2, 10, 20],
-        help="memory sizes for HMMN's res4 kernel timing, run with any hmmn variant",
-    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -8,6 +8,7 @@ into memory (`memorize`), and reads memory for a query frame (`read`). Readers c
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import Tensor, nn
@@ -34,6 +35,9 @@ class FeatureSpec:
     # features at that scale (LMRC §III-A-2), instead of from the value encoder's alone (HMMN)
     fine_values_see_frame_features: bool = False
     needs_flow: bool = False
+    # the most recent memory frame is read apart from the others, as a local memory (LMRC):
+    # memory of T frames then means T frames besides it (what a benchmark of T frames builds)
+    previous_frame_apart: bool = False
 
     @property
     def decoder_memory_channels(self) -> dict[str, int]:
@@ -57,10 +61,11 @@ class FrameFeatures:
 
 @dataclass
 class ReaderState:
-    """Per-video (per-clip) state a reader may keep between frames."""
+    """Per-video (per-clip) state kept between frames. A reader that keeps more subclasses it
+    with typed fields (HMMN's tracks, LCM's first-frame sets) and returns one from
+    `MemoryReader.new_state`."""
 
     previous_probs: Tensor | None = None  # [B, O, H, W] soft masks of the previous frame
-    extras: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,8 +76,20 @@ class Readout:
     features: dict[str, Tensor]
 
 
+# a part of a read that a benchmark can time alone: (query, memory, state) -> anything
+ReadPart = Callable[[FrameFeatures, MemoryBank, ReaderState], object]
+
+
 class MemoryReader(nn.Module, abc.ABC):
+    """Shapes (everywhere): ``B`` batch, ``O`` objects, ``T`` memory frames, ``Ck``/``Cv`` key
+    and value channels, ``h, w`` a feature grid; keys ``[B, Ck, h, w]`` per frame (they do not
+    depend on the object), values ``[B, O, Cv, h, w]``."""
+
     needs: FeatureSpec
+
+    def new_state(self, previous_probs: Tensor | None = None) -> ReaderState:
+        """The state of a new video (or clip); readers with state of their own override it."""
+        return ReaderState(previous_probs=previous_probs)
 
     def memorize(
         self,
@@ -92,6 +109,12 @@ class MemoryReader(nn.Module, abc.ABC):
     def read(self, query: FrameFeatures, memory: MemoryBank, state: ReaderState) -> Readout: ...
 
     def extra_losses(self) -> dict[str, Tensor]:
+        """Losses beside the segmentation's (LMRC's scale loss), collected after each step."""
+        return {}
+
+    def parts(self) -> dict[str, ReadPart]:
+        """Named parts of `read` that a benchmark may time alone (``vos.bench readers``
+        variants with ``part: <name>``); none by default."""
         return {}
 
 

@@ -13,7 +13,7 @@ tracked to, so the read goes through `vos.ops.memory_read` with ``gaussian_cente
 Tracking (Fig. 3c, Fig. 4): between the most recent memory frame and the query, every memory
 pixel moves to its best-matching query pixel inside an s×s window (s = ``window``, 7; None =
 the whole frame). Older memory frames are tracked by chaining: their pixels' positions on the
-previous query's grid (kept in ``ReaderState.extras``) are mapped by this step, so each new
+previous query's grid (kept in `HMMNState.tracks`) are mapped by this step, so each new
 frame adds one tracking step whatever the number of memory frames. A memory frame with no
 history (its chain was broken: the previous query was not the latest memory frame) starts at
 the latest memory frame's positions, i.e. it is moved by the step alone.
@@ -45,10 +45,10 @@ The fine readouts leave the reader through a dropout that drops the *whole* read
 (batch element, object) with probability ``readout_dropout`` during training (inverted: the
 kept ones are scaled by 1/(1 − p)); the decoder adds them to its res3/res2 skips through a
 bias-free 3×3 conv (the released decoder's ``convMemory``), a residual next to the query's own
-features. The rate follows a schedule over training steps (a `vos.model.schedule` callback calls
+features. The rate follows a schedule over training steps (a `vos.lightning.callbacks.ReaderSchedule` calls
 ``set_readout_dropout``): 1 → 0.5 in static pre-training, 0.5 → 0 in main training.
 
-Keys are shared by memory and query (STCN, DESIGN.md), so the res4 affinity, the tracking and
+Keys are shared by memory and query (STCN; docs/architecture.md), so the res4 affinity, the tracking and
 the top-k candidates are shared by the objects; objects that joined after a memory frame hold
 no value there and are masked out of that frame per object, as in the STM reader.
 """
@@ -56,6 +56,7 @@ no value there and are masked out of that frame per object, as in the STM reader
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -69,7 +70,21 @@ SIGMA_RULES = ("paper", "official")
 SELECTIONS = ("topk", "random", "stride")
 FINE_MEMORY = ("first_previous", "all")
 FINE_FACTORS = {"res3": 2, "res2": 4}
-TRACKS_KEY = "hmmn_tracks"
+
+
+@dataclass
+class Tracks:
+    """Where each memory frame's pixels are on the grid of frame ``on_frame`` (query indices
+    ``[B, hw]`` per memory frame index). ``on_frame`` is None while the read that computed
+    them is still going on."""
+
+    on_frame: int | None
+    positions: dict[int, Tensor]
+
+
+@dataclass
+class HMMNState(ReaderState):
+    tracks: Tracks | None = None
 
 
 def window_argmax(logits: Tensor, grid_hw: tuple[int, int], window: int | None) -> Tensor:
@@ -192,7 +207,7 @@ class HMMNReader(MemoryReader):
 
     @torch.no_grad()
     def kernel_centres(
-        self, query_key: Tensor, memory: MemoryBank, state: ReaderState
+        self, query_key: Tensor, memory: MemoryBank, state: HMMNState
     ) -> tuple[Tensor, Tensor]:
         """Gaussian centres ``[B, N, 2]`` (y, x on the query grid) and σ ``[B, N]``."""
         memory_key = memory.keys("res4")  # [B, Ck, T, h, w]
@@ -217,29 +232,41 @@ class HMMNReader(MemoryReader):
         return centres, sigmas.contiguous()
 
     def _track(
-        self, query: Tensor, memory: MemoryBank, state: ReaderState, grid_hw: tuple[int, int]
+        self, query: Tensor, memory: MemoryBank, state: HMMNState, grid_hw: tuple[int, int]
     ) -> Tensor:
         """Tracked query positions ``[B, T, hw]`` of every memory pixel; updates the history."""
         latest_key = memory.keys("res4", positions=[-1])[:, :, 0].flatten(2)
         logits = ops.affinity_logits(query, latest_key, similarity=self.similarity)
         step = window_argmax(logits, grid_hw, self.window)  # [B, hw]: latest memory -> query
         frames = memory.frame_indices
-        history = state.extras.get(TRACKS_KEY)
-        chained = history is not None and history["query"] == frames[-1]
-        tracks = history["tracks"] if chained else {}
+        history = state.tracks
+        chained = history is not None and history.on_frame == frames[-1]
+        tracks = history.positions if chained else {}
         updated = {}
         for frame in frames:
             # positions on the latest memory frame's grid: tracked so far, or its own place
             before = tracks.get(frame)
             updated[frame] = step if before is None else torch.gather(step, 1, before)
-        state.extras[TRACKS_KEY] = {"query": None, "tracks": updated}
+        state.tracks = Tracks(on_frame=None, positions=updated)
         return torch.stack([updated[frame] for frame in frames], dim=1)
 
-    def end_of_read(self, query: FrameFeatures, state: ReaderState) -> None:
+    def end_of_read(self, query: FrameFeatures, state: HMMNState) -> None:
         """Mark the stored tracks as being on this query frame's grid (see `_track`)."""
-        history = state.extras.get(TRACKS_KEY)
-        if history is not None:
-            history["query"] = query.index
+        if state.tracks is not None:
+            state.tracks.on_frame = query.index
+
+    def new_state(self, previous_probs: Tensor | None = None) -> HMMNState:
+        return HMMNState(previous_probs=previous_probs)
+
+    def parts(self) -> dict:
+        """``kernel``: one tracking step and the res4 kernel (as at every frame of a video);
+        ``fine``: the fine-scale read alone (candidate selection and the res3/res2 reads)."""
+        return {"kernel": self.kernel_step, "fine": self.read_fine_scales}
+
+    def kernel_step(self, query: FrameFeatures, memory: MemoryBank, state: HMMNState):
+        centres = self.kernel_centres(query.keys["res4"], memory, state)
+        self.end_of_read(query, state)
+        return centres
 
     # -- fine-scale candidates ------------------------------------------------------------
     def _fine_positions(self, memory: MemoryBank) -> list[int] | None:
@@ -288,7 +315,7 @@ class HMMNReader(MemoryReader):
         return logits.topk(k, dim=1).indices.transpose(1, 2)  # best first
 
     # -- read ------------------------------------------------------------------------------
-    def read(self, query: FrameFeatures, memory: MemoryBank, state: ReaderState) -> Readout:
+    def read(self, query: FrameFeatures, memory: MemoryBank, state: HMMNState) -> Readout:
         memory_key = memory.keys("res4")  # [B, Ck, T, h, w]
         memory_value = memory.values("res4")  # [B, O, Cv, T, h, w]
         valid = memory.object_valid()  # [B, O, T]
@@ -300,14 +327,31 @@ class HMMNReader(MemoryReader):
         read = self._read_res4(query_key, memory_key, memory_value, valid, kernel)
         query_value = query.query_value.unsqueeze(1).expand(-1, objects, -1, -1, -1)
         features = {"res4": torch.cat([read, query_value], dim=2)}
-        if self.fine_scales:
-            k = self.top_k if self.training else self.inference_top_k
-            candidates = None if k is None else self.fine_candidates(query_key, memory, kernel, k)
-            for scale in self.fine_scales:
-                fine = self._read_fine(scale, query, memory, candidates, (height, width))
-                features[scale] = drop_whole(fine, self.readout_dropout if self.training else 0.0)
+        rate = self.readout_dropout if self.training else 0.0
+        for scale, fine in self.read_fine_scales(query, memory, state, kernel).items():
+            features[scale] = drop_whole(fine, rate)
         self.end_of_read(query, state)
         return Readout(features=features)
+
+    def read_fine_scales(
+        self,
+        query: FrameFeatures,
+        memory: MemoryBank,
+        state: HMMNState,
+        kernel: tuple[Tensor, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """The res3/res2 readouts ``[B, O, Cv_s, f·h, f·w]`` before the readout dropout, from
+        the top-k candidates of the (kernel-weighted, when ``kernel``) res4 affinity."""
+        if not self.fine_scales:
+            return {}
+        query_key = query.keys["res4"]
+        k = self.top_k if self.training else self.inference_top_k
+        candidates = None if k is None else self.fine_candidates(query_key, memory, kernel, k)
+        grid = (query_key.shape[-2], query_key.shape[-1])
+        return {
+            scale: self._read_fine(scale, query, memory, candidates, grid)
+            for scale in self.fine_scales
+        }
 
     def _read_res4(
         self,

@@ -51,6 +51,8 @@ Choices where the paper is silent:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -61,7 +63,13 @@ from vos.model.readers.base import FeatureSpec, FrameFeatures, MemoryReader, Rea
 from vos.model.readers.stm import global_read
 
 LOCAL_KEY = "res4_local"
-FIRST_SET_KEY = "lcm_first_set"
+
+
+@dataclass
+class LCMState(ReaderState):
+    # ORM's per-object given-frame value [B, O, Cv, N] and set membership [B, O, N], kept for
+    # the video until objects join
+    first_sets: tuple[Tensor, Tensor] | None = None
 
 
 def position_map(similarity: Tensor, prior: Tensor, top_k: int) -> Tensor:
@@ -145,7 +153,7 @@ class LCMReader(MemoryReader):
             self._encoding[key] = code.to(device=like.device, dtype=like.dtype)
         return self._encoding[key]
 
-    def position_maps(self, query: FrameFeatures, memory: MemoryBank, state: ReaderState) -> Tensor:
+    def position_maps(self, query: FrameFeatures, memory: MemoryBank, state: LCMState) -> Tensor:
         """The H×W position map of every object, ``[B, O, 1, h, w]``."""
         query_local = query.keys[LOCAL_KEY]  # [B, C, h, w]
         previous_local = memory.keys(LOCAL_KEY, positions=[-1])[:, :, 0]
@@ -167,13 +175,16 @@ class LCMReader(MemoryReader):
         maps = [position_map(similarity, previous[:, o], self.top_k) for o in range(objects)]
         return torch.stack(maps, dim=1).view(batch, objects, 1, height, width)
 
+    def new_state(self, previous_probs: Tensor | None = None) -> LCMState:
+        return LCMState(previous_probs=previous_probs)
+
     # -- ORM --------------------------------------------------------------------------------
-    def first_sets(self, memory: MemoryBank, state: ReaderState) -> tuple[Tensor, Tensor]:
+    def first_sets(self, memory: MemoryBank, state: LCMState) -> tuple[Tensor, Tensor]:
         """Each object's given-frame value ``[B, O, Cv, N]`` and its set membership ``[B, O, N]``
         (float 0/1), cached per video until objects join."""
         valid = memory.object_valid()  # [B, O, T]
         objects = valid.shape[1]
-        cached = state.extras.get(FIRST_SET_KEY)
+        cached = state.first_sets
         if cached is not None and cached[0].shape[1] == objects:
             return cached
         values = memory.values("res4")  # [B, O, Cv, T, h, w]
@@ -198,7 +209,7 @@ class LCMReader(MemoryReader):
         empty = ~members.any(dim=2, keepdim=True)
         members = torch.where(empty, touched, members).to(first_values.dtype)
         sets = (first_values.flatten(3), members)
-        state.extras[FIRST_SET_KEY] = sets
+        state.first_sets = sets
         return sets
 
     @staticmethod
@@ -239,7 +250,7 @@ class LCMReader(MemoryReader):
         return self.relation_value(x.unsqueeze(-1)).squeeze(-1)
 
     # -- read -------------------------------------------------------------------------------
-    def read(self, query: FrameFeatures, memory: MemoryBank, state: ReaderState) -> Readout:
+    def read(self, query: FrameFeatures, memory: MemoryBank, state: LCMState) -> Readout:
         query_value = query.query_value  # [B, Cv, h, w]
         batch, channels, height, width = query_value.shape
         objects = memory.values("res4", positions=[-1]).shape[1]

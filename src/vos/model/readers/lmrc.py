@@ -212,6 +212,7 @@ class LMRCReader(MemoryReader):
                 s: n * fine_value_channels[s] for s, n in readout_counts.items()
             },
             fine_values_see_frame_features=True,
+            previous_frame_apart=True,  # the local memory (`memory_split`)
         )
         # one similarity comparison block (its 1×1 conv) per weighted readout
         weighted = [f"local_{s}" for s in self.local_scales]
