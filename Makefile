@@ -47,8 +47,8 @@ format: install-dev
 bench: install          ## make bench ARGS="inference --json"
 	$(BIN)/python -m vos.bench $(if $(ARGS),$(ARGS),inference)
 
-ablate: install         ## make ablate PAPER=rmnet|hmmn|lcm|lmrc|all [STEPS=N] [ABLATE_ARGS="--videos 4 -- key=value"]
-	$(if $(PAPER),,$(error PAPER is required: make ablate PAPER=rmnet|hmmn|lcm|lmrc|all))
+ablate: install         ## make ablate PAPER=<reader with experiments/<reader>/ablation.yaml>|all [STEPS=N] [ABLATE_ARGS="--videos 4 -- key=value"]
+	$(if $(PAPER),,$(error PAPER is required: make ablate PAPER=<reader>|all (experiments/*/ablation.yaml)))
 	$(BIN)/python -m vos.ablate $(PAPER) $(if $(STEPS),--steps $(STEPS)) $(ABLATE_ARGS)
 
 clean:
