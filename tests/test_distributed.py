@@ -12,6 +12,7 @@ import time
 import hydra
 import pytest
 import pytorch_lightning as pl
+import torch
 from helpers import TINY, compose_config, read_wandb_log, run_train_process
 from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
 
@@ -184,7 +185,15 @@ def test_ddp_on_cpu_matches_one_process(tmp_path):
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    single_score = trainer.validate(module, datamodule=datamodule, verbose=False)[0]["val/J&F-Mean"]
+    # the ranks ran with one thread each (OMP_NUM_THREADS=1): so does this process, since a
+    # convolution's sum order, and with it a pixel on a decision boundary, depends on threads
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = trainer.validate(module, datamodule=datamodule, verbose=False)
+    finally:
+        torch.set_num_threads(threads)
+    single_score = results[0]["val/J&F-Mean"]
     print(
         f"\nJ&F-Mean: DDP (2 CPU processes, gloo) {ddp_score:.10f}, one process "
         f"{single_score:.10f} (difference {abs(ddp_score - single_score):.1e}); "
