@@ -11,34 +11,40 @@ from vos.lightning.training import train, train_flow
 
 
 def _final_state(run_dir):
-    state = torch.load(
-        run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
-    )
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     return state
 
 
-def test_train_few_steps_then_resume_equals_uninterrupted(tmp_path):
-    no_val = ["+trainer.limit_val_batches=0"]
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resuming_at_any_step_ends_with_the_uninterrupted_weights(tmp_path, workers):
+    """A run resumed from its checkpoint at step k (early, just before and at half-way, the
+    step before the end) trains on exactly the clips the uninterrupted run trained on after
+    step k, so the two end bitwise equal: with 2 clips a batch and 0 or 2 loader workers."""
+    steps = 6
+    common = [
+        *TINY,
+        "+trainer.limit_val_batches=0",
+        f"trainer.max_steps={steps}",
+        "checkpoint.every_n_steps=1",
+        "data.batch_size=2",
+        f"data.num_workers={workers}",
+    ]
     straight = tmp_path / "straight"
-    train(compose_config("train", [*TINY, *no_val]), straight)
-    assert (straight / "checkpoints" / "step0000002.ckpt").is_file()
-
-    # Interrupted run: stops at step 2, then resumes from its step-2 checkpoint to step 4.
-    first = tmp_path / "first"
-    train(compose_config("train", [*TINY, *no_val]), first)
-    resumed = tmp_path / "resumed"
-    ckpt = first / "checkpoints" / "step0000002.ckpt"
-    train(compose_config("train", [*TINY, *no_val, f"ckpt_path={ckpt}"]), resumed)
-
-    a, b = _final_state(straight), _final_state(resumed)
-    assert a["global_step"] == b["global_step"] == 4
-    for key, value in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][key], value, msg=f"weights differ at {key}")
-    opt_a = a["optimizer_states"][0]["state"]
-    opt_b = b["optimizer_states"][0]["state"]
-    for index in opt_a:
-        torch.testing.assert_close(opt_b[index]["exp_avg"], opt_a[index]["exp_avg"])
-    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"]
+    train(compose_config("train", common), straight)
+    final = _final_state(straight)
+    for k in sorted({1, steps // 2 - 1, steps // 2, steps - 1}):
+        resumed = tmp_path / f"resumed{k}"
+        checkpoint = straight / "checkpoints" / f"step{k:07d}.ckpt"
+        train(compose_config("train", [*common, f"ckpt_path={checkpoint}"]), resumed)
+        state = _final_state(resumed)
+        assert state["global_step"] == steps, k
+        for key, value in final["state_dict"].items():
+            assert torch.equal(state["state_dict"][key], value), f"resumed at {k}: {key}"
+        for index, moments in final["optimizer_states"][0]["state"].items():
+            assert torch.equal(
+                state["optimizer_states"][0]["state"][index]["exp_avg"], moments["exp_avg"]
+            )
+        assert state["lr_schedulers"][0]["last_epoch"] == final["lr_schedulers"][0]["last_epoch"]
 
 
 def test_train_validates_and_writes_metrics(tmp_path):
@@ -59,8 +65,8 @@ def test_missing_checkpoint_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("group", ["model", "dataset", "strategy", "logger"])
-def test_unknown_config_name_lists_options(group):
-    result = subprocess.run(
+def test_unknown_config_name_lists_options(group, run_python_m):
+    result = run_python_m(
         [sys.executable, "-m", "vos.train", f"{group}=no_such_thing"],
         capture_output=True,
         text=True,
@@ -121,8 +127,8 @@ def test_killed_run_keeps_a_loadable_checkpoint(tmp_path):
     assert metrics["global_step"] == state["global_step"] + 1
 
 
-def test_bad_dataset_root_is_one_clear_line(tmp_path):
-    result = subprocess.run(
+def test_bad_dataset_root_is_one_clear_line(tmp_path, run_python_m):
+    result = run_python_m(
         [
             sys.executable,
             "-m",

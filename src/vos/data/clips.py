@@ -314,17 +314,19 @@ class ClipDataset(Dataset):
 
 
 class ResumableSampler(Sampler[int]):
-    """Sample indices ``start, start+1, …`` (this rank's share), so a resumed run continues
-    with the very next samples."""
+    """This rank's share of the indices ``0 … length-1`` (``rank, rank + world, …``), skipping
+    the first ``skip`` of them on the next pass: the position of a resumed run. Its length is
+    the whole share, whatever is skipped, so a run's count of batches never changes."""
 
-    def __init__(self, length: int, start: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
         self.length = length
-        self.start = start
         self.rank = rank
         self.world_size = world_size
+        self.skip = 0
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.start + self.rank, self.length, self.world_size))
+        first = self.rank + self.skip * self.world_size
+        return iter(range(first, self.length, self.world_size))
 
     def __len__(self) -> int:
-        return max(0, len(range(self.start + self.rank, self.length, self.world_size)))
+        return len(range(self.rank, self.length, self.world_size))

@@ -16,20 +16,51 @@ def _rank_and_world(module: pl.LightningDataModule) -> tuple[int, int]:
     return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
 
 
-def _resumable_loader(module, make_dataset) -> DataLoader:
-    """Training batches that continue at ``module.start_step`` on a resumed run; each rank
-    takes its share. ``make_dataset(length)`` builds a dataset deterministic by index."""
+class ResumableLoader(DataLoader):
+    """The training batches of a whole run, whose position travels in the checkpoint.
+
+    Lightning saves the ``state_dict`` of a training loader that has one and gives it back
+    through ``load_state_dict`` before it iterates again (`CombinedLoader`'s stateful
+    loaders), with its own loop counters restored to the same batch. The position is the number
+    of batches the training loop has consumed: optimiser steps × gradient accumulation, read
+    from the trainer when the checkpoint is written (a count of batches drawn from the loader
+    would include the one Lightning prefetches). A resumed loader skips those batches; its
+    length stays the whole run's, so the loop ends where an uninterrupted run ends."""
+
+    def __init__(self, dataset, *, batch_size, rank, world_size, num_workers, trainer=None):
+        sampler = ResumableSampler(len(dataset), rank, world_size)
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            drop_last=True,
+        )
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, int]:
+        trainer = self.trainer
+        steps = 0 if trainer is None else trainer.global_step * trainer.accumulate_grad_batches
+        return {"batches_consumed": int(steps)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.skip = int(state["batches_consumed"]) * self.batch_size
+
+
+def _resumable_loader(module: pl.LightningDataModule, make_dataset) -> ResumableLoader:
+    """Training batches for the whole run, ``module.total_steps`` of them per rank (each rank
+    its share of one deterministic sequence). ``make_dataset(length)`` builds a dataset
+    deterministic by index."""
     rank, world = _rank_and_world(module)
-    per_step = module.batch_size * world
-    dataset = make_dataset(module.total_steps * per_step)
-    sampler = ResumableSampler(len(dataset), module.start_step * per_step, rank, world)
-    return DataLoader(
+    dataset = make_dataset(module.total_steps * module.batch_size * world)
+    return ResumableLoader(
         dataset,
         batch_size=module.batch_size,
-        sampler=sampler,
+        rank=rank,
+        world_size=world,
         num_workers=module.num_workers,
-        persistent_workers=module.num_workers > 0,
-        drop_last=True,
+        trainer=module.trainer,
     )
 
 
@@ -68,9 +99,8 @@ class VOSDataModule(pl.LightningDataModule):
         self.seed = seed
         self.val_videos = val_videos
         self.with_flow = with_flow
-        self.start_step = 0  # set when resuming, so the sampler continues where it stopped
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         return _resumable_loader(
             self,
             lambda length: ClipDataset(
@@ -82,12 +112,14 @@ class VOSDataModule(pl.LightningDataModule):
             ),
         )
 
-    def val_dataloader(self) -> DataLoader:
+    def validation_videos(self) -> list[str]:
+        """The eval split's videos validation runs on (none without an eval source)."""
         # no eval source (dataset.eval=null): training runs with validation turned off
         names = [] if self.eval_source is None else self.eval_source.videos()
-        if self.val_videos is not None:
-            names = names[: self.val_videos]
-        videos = _VideoNames(names)
+        return names if self.val_videos is None else names[: self.val_videos]
+
+    def val_dataloader(self) -> DataLoader:
+        videos = _VideoNames(self.validation_videos())
         # one video per step; under DDP each rank takes every world-th video. The sampler
         # pads the last round by repeating videos; JAndF scores each (video, object) once.
         rank, world = _rank_and_world(self)
@@ -126,7 +158,6 @@ class FlowDataModule(pl.LightningDataModule):
         self.crop = crop
         self.val_pairs = val_pairs
         self.max_skip = max_skip
-        self.start_step = 0
 
     def train_dataloader(self) -> DataLoader:
         from vos.data.flow_pairs import FlowPairDataset
