@@ -8,6 +8,8 @@ A run writes into its folder: ``checkpoints/`` (every ``checkpoint.every_n_steps
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
@@ -22,6 +25,7 @@ from vos.checkpoint import CheckpointError, read_training_checkpoint
 from vos.config import instantiate
 from vos.files import write_json_atomic
 from vos.lightning.callbacks import ReaderSchedule, StepProgressBar
+from vos.lightning.checkpoint_io import AtomicCheckpointIO
 from vos.lightning.dashboard import ValidationDashboard
 from vos.lightning.datamodule import FlowDataModule, VOSDataModule
 from vos.lightning.flow_module import FlowModule
@@ -39,6 +43,52 @@ def resolve_path(path: str | None, key: str) -> Path | None:
     return resolved
 
 
+class RunFolderError(ValueError):
+    """The run folder holds another run's checkpoints."""
+
+
+def check_run_folder(run_dir: Path, ckpt_path: Path | None, resumed_step: int | None) -> None:
+    """A run writes into a folder without checkpoints, or continues the run whose folder it is
+    from its newest checkpoint; anything else would put new checkpoints (``last-v1.ckpt``)
+    beside stale ones."""
+    folder = run_dir / "checkpoints"
+    for partial in sorted(folder.glob(".*.ckpt.*.tmp")) if folder.is_dir() else []:
+        # written by vos.files.atomic_path when a run was killed during a save: never a checkpoint
+        partial.unlink()
+        print(f"vos.train: removed {partial}, half of a checkpoint a killed run was writing")
+    existing = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+    if not existing:
+        return
+    shown = ", ".join(p.name for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
+    if ckpt_path is None or ckpt_path.parent.resolve() != folder.resolve():
+        raise RunFolderError(
+            f"the run folder {run_dir} already holds checkpoints of an earlier run ({shown}): "
+            f"continue that run with ckpt_path={folder / 'last.ckpt'}, or start a new run in "
+            "another folder (hydra.run.dir=...)"
+        )
+    later = [
+        p
+        for p in existing
+        if p.stem.startswith("step")
+        and p.stem[4:].split("-")[0].isdigit()
+        and int(p.stem[4:].split("-")[0]) > (resumed_step or 0)
+    ]
+    if later:
+        raise RunFolderError(
+            f"{later[0]} is later than ckpt_path={ckpt_path} (step {resumed_step}): resuming in "
+            "the same folder would leave the new run's checkpoints beside it; resume into "
+            "another folder (hydra.run.dir=...)"
+        )
+
+
+def check_run_folder_of(cfg: DictConfig) -> None:
+    """`check_run_folder` for a composed config (its ``hydra.run.dir``), before Hydra writes
+    its ``.hydra/`` record into that folder."""
+    ckpt_path = resolve_path(cfg.ckpt_path, "ckpt_path")
+    step = None if ckpt_path is None else int(read_training_checkpoint(ckpt_path)["global_step"])
+    check_run_folder(Path(str(cfg.hydra.run.dir)).absolute(), ckpt_path, step)
+
+
 def load_initial_weights(module: pl.LightningModule, path: Path) -> None:
     """``init_weights``: another run's network weights (a previous training stage). Every
     tensor must fit: a stage changes the data and the optimiser, not the network."""
@@ -51,15 +101,53 @@ def load_initial_weights(module: pl.LightningModule, path: Path) -> None:
         ) from error
 
 
+def check_run_settings(cfg: DictConfig) -> None:
+    """Settings that would otherwise fail deep inside Lightning or run something else."""
+    accepted = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    ours = {"strategy", "logger", "callbacks", "default_root_dir", "plugins"}
+    for key in cfg.trainer:
+        if key in ours:
+            raise ValueError(f"trainer.{key} is set by vos.train itself; use {key.split('_')[0]}=")
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), sorted(accepted), n=1)
+            hint = f" (did you mean trainer.{close[0]}?)" if close else ""
+            raise ValueError(f"trainer.{key} is not a Lightning Trainer argument{hint}")
+    for key, value, least in (
+        ("trainer.max_steps", cfg.trainer.max_steps, 1),
+        ("data.batch_size", cfg.data.batch_size, 1),
+        ("data.num_workers", cfg.data.num_workers, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{key}={value!r}: expected a whole number >= {least}")
+
+
 def _start(cfg: DictConfig) -> tuple[Path | None, Any, Any, Any]:
     """What every run starts from: the checkpoint it resumes (if any), its strategy, the seed,
     and the dataset's training and evaluation sources."""
+    check_run_settings(cfg)
     ckpt_path = resolve_path(cfg.ckpt_path, "ckpt_path")
     strategy = instantiate(cfg.strategy)
     pl.seed_everything(cfg.seed, workers=True)
     train_source = hydra.utils.instantiate(cfg.dataset.train)
     eval_source = hydra.utils.instantiate(cfg.dataset.eval)
     return ckpt_path, strategy, train_source, eval_source
+
+
+def check_fits(module: pl.LightningModule, checkpoint: dict, path: Path) -> None:
+    """``ckpt_path`` holds weights of this very network (every tensor, every shape)."""
+    ours = module.state_dict()
+    theirs = checkpoint["state_dict"]
+    stored_model = (checkpoint.get("hyper_parameters") or {}).get("model") or {}
+    stored = (stored_model.get("reader") or {}).get("_target_", "another network")
+    missing = [k for k in ours if k not in theirs]
+    unexpected = [k for k in theirs if k not in ours]
+    reshaped = [k for k in ours if k in theirs and ours[k].shape != theirs[k].shape]
+    if missing or unexpected or reshaped:
+        first = (missing or unexpected or reshaped)[0]
+        raise CheckpointError(
+            f"ckpt_path={path} does not fit this model (it was trained with {stored}; first "
+            f"mismatch: {first}): resume with the model config it was trained with"
+        )
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -101,6 +189,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             "training without validation (use a split with masks, e.g. DAVIS val, to validate)"
         )
         validate = False
+    if validate:  # layouts, first masks, late objects: before training, not at its validation
+        for video in datamodule.validation_videos():
+            eval_source.info(video)
     return fit(cfg, module, datamodule, run_dir, strategy, ckpt_path, callbacks, validate)
 
 
@@ -137,9 +228,13 @@ def fit(
     validate: bool,
 ) -> dict[str, float]:
     """Fit ``module`` (resuming from ``ckpt_path``), then write ``metrics.json``."""
+    resumed_step = None
     if ckpt_path is not None:
-        # the data position: the resumed loader continues with the next clip
-        datamodule.start_step = int(read_training_checkpoint(ckpt_path)["global_step"])
+        # read here first: weights only, and one clear line for a file that is not a checkpoint
+        resumed = read_training_checkpoint(ckpt_path)
+        resumed_step = int(resumed["global_step"])
+        check_fits(module, resumed, ckpt_path)
+    check_run_folder(run_dir, ckpt_path, resumed_step)
     # a multirun job: the sweep's wandb group and a name from the overrides it varies
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
     group, name = sweep_identity(hydra_cfg, cfg.run_name, cfg.logger.get("group"))
@@ -152,7 +247,10 @@ def fit(
         filename="step{step:07d}",
         auto_insert_metric_name=False,
         every_n_train_steps=cfg.checkpoint.every_n_steps,
+        # checkpoint.keep = N keeps the N most recent periodic checkpoints (-1: all)
         save_top_k=cfg.checkpoint.keep,
+        monitor="step",
+        mode="max",
         save_last=True,
     )
     callbacks = [checkpoints, StepProgressBar(), *callbacks]
@@ -161,20 +259,18 @@ def fit(
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
     if not validate:
         trainer_options["limit_val_batches"] = 0
-    trainer = pl.Trainer(
-        **trainer_options,
-        strategy=strategy,
-        # the data modules shard their own loaders by rank (a resumable training sampler,
-        # a padded DistributedSampler for validation videos): Lightning must not add its own
-        use_distributed_sampler=False,
-        logger=logger,
-        callbacks=callbacks,
-        default_root_dir=str(run_dir),
-        enable_model_summary=False,
-    )
     started = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        try:
+            trainer = _trainer(trainer_options, strategy, logger, callbacks, run_dir)
+        except MisconfigurationException as error:  # e.g. trainer.accelerator=gpu, no GPU
+            raise ValueError(f"trainer: {error}") from error
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=str(ckpt_path) if ckpt_path else None,
+            weights_only=True,
+        )
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         metrics["global_step"] = trainer.global_step
         last = run_dir / "checkpoints" / "last.ckpt"
@@ -191,3 +287,18 @@ def fit(
     finally:
         finish_logger(logger)
     return metrics
+
+
+def _trainer(options: dict, strategy: Any, logger: Any, callbacks: list, run_dir: Path):
+    return pl.Trainer(
+        **options,
+        strategy=strategy,
+        # the data modules shard their own loaders by rank (a resumable training sampler,
+        # a padded DistributedSampler for validation videos): Lightning must not add its own
+        use_distributed_sampler=False,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
+    )
