@@ -1,7 +1,5 @@
 import csv
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -32,10 +30,10 @@ def davis_root(tmp_path_factory):
     return root
 
 
-def _run(module, *args):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300
-    )
+@pytest.fixture
+def _run(run_command):
+    """``python -m MODULE ARGS`` (its main() in this process)."""
+    return run_command
 
 
 def _read_csv(path):
@@ -43,7 +41,7 @@ def _read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_eval_writes_palette_pngs_and_matches_evaluate(checkpoint, davis_root, tmp_path):
+def test_eval_writes_palette_pngs_and_matches_evaluate(checkpoint, davis_root, tmp_path, _run):
     out = tmp_path / "pred"
     result = _run(
         "vos.eval",
@@ -86,7 +84,7 @@ def test_eval_writes_palette_pngs_and_matches_evaluate(checkpoint, davis_root, t
     )
 
 
-def test_eval_missing_or_corrupt_checkpoint_is_named(tmp_path):
+def test_eval_missing_or_corrupt_checkpoint_is_named(tmp_path, _run):
     result = _run("vos.eval", f"ckpt_path={tmp_path / 'gone.ckpt'}", f"output_dir={tmp_path / 'o'}")
     assert result.returncode != 0
     assert "gone.ckpt" in result.stderr
@@ -97,7 +95,7 @@ def test_eval_missing_or_corrupt_checkpoint_is_named(tmp_path):
     assert "corrupt.ckpt" in result.stderr
 
 
-def test_eval_on_generated_source_scores_in_memory_ground_truth(checkpoint, tmp_path):
+def test_eval_on_generated_source_scores_in_memory_ground_truth(checkpoint, tmp_path, _run):
     out = tmp_path / "pred"
     result = _run(
         "vos.eval",
@@ -189,7 +187,7 @@ def test_unknown_model_override_is_named(rmnet_checkpoint, overrides, named):
         load_engine(rmnet_checkpoint, torch.device("cpu"), model_overrides=overrides)
 
 
-def test_eval_cli_takes_model_overrides(rmnet_checkpoint, tmp_path):
+def test_eval_cli_takes_model_overrides(rmnet_checkpoint, tmp_path, _run):
     out = tmp_path / "pred"
     common = [
         f"ckpt_path={rmnet_checkpoint}",
@@ -202,6 +200,34 @@ def test_eval_cli_takes_model_overrides(rmnet_checkpoint, tmp_path):
     result = _run("vos.eval", *common, "+model.reader.query_region_mode=best_match")
     assert result.returncode == 0, result.stderr
     assert len(list((out / "syn_val_0000").glob("*.png"))) == 30
-    result = _run("vos.eval", *common, "+model.reader.no_such_key=1")
+    result = _run("vos.eval", *common, "+model.reader.no_such_key=1", "overwrite=true")
     assert result.returncode != 0
     assert "model.reader.no_such_key" in result.stderr
+
+
+def test_eval_says_why_a_split_is_not_scored(tmp_path, monkeypatch, capfd):
+    """A split with a middle mask missing is segmented, not scored, and the reason names it."""
+    from helpers import run_in_process
+
+    checkpoint_run = tmp_path / "run"
+    train(
+        compose_config("train", [*TINY, "trainer.max_steps=1", "+trainer.limit_val_batches=0"]),
+        checkpoint_run,
+    )
+    root = tmp_path / "syn"
+    export_davis(root, videos_per_split=1, num_frames=30, seed=0, height=48, width=64)
+    video = sorted((root / "Annotations" / "480p").iterdir())[-1]
+    (video / "00012.png").unlink()
+    monkeypatch.chdir(tmp_path)
+    args = [
+        f"ckpt_path={checkpoint_run / 'checkpoints' / 'last.ckpt'}",
+        "dataset=davis2017",
+        f"dataset.root={root}",
+        "dataset.late_objects=true",
+        f"output_dir={tmp_path / 'out'}",
+    ]
+    code, _ = run_in_process("vos.eval", args, monkeypatch, capfd)
+    out, _ = capfd.readouterr()
+    assert code == 0
+    assert f"not scoring: video {video.name!r} has no ground truth for frame(s) 00012" in out
+    assert not (tmp_path / "out" / "global_results.csv").exists()

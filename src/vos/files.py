@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,3 +65,65 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+class OutputFolderError(ValueError):
+    """A results folder that would overwrite data: a dataset's, or earlier results."""
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output_folder(
+    destination: str | Path, key: str, read_folders=(), overwrite: bool = False
+) -> Path:
+    """``destination`` as a results folder: not a file, not inside or around a folder that is
+    read (a dataset), and empty unless ``overwrite``. Returns it resolved."""
+    destination = Path(destination).resolve()
+    for folder in read_folders:
+        folder = Path(folder).resolve()
+        if _inside(destination, folder) or _inside(folder, destination):
+            raise OutputFolderError(
+                f"{key}={destination} is {'inside' if _inside(destination, folder) else 'around'} "
+                f"the dataset folder {folder} this command reads: choose a folder outside it"
+            )
+    if destination.exists() and not destination.is_dir():
+        raise OutputFolderError(f"{key}={destination} is a file, not a folder")
+    if destination.is_dir() and any(destination.iterdir()) and not overwrite:
+        held = sorted(p.name for p in destination.iterdir())
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise OutputFolderError(
+            f"{key}={destination} already holds results ({shown}): choose another folder, or "
+            "pass overwrite=true to replace them once the new ones are complete"
+        )
+    parent = destination.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"{key}={destination}: {parent} is not writable")
+    return destination
+
+
+@contextmanager
+def staged_folder(destination: str | Path) -> Iterator[Path]:
+    """A new folder beside ``destination`` to write a whole result into; when the block ends
+    cleanly it takes ``destination``'s place (a previous ``destination`` is removed only once
+    the new one is there), on an error it is removed. A run killed meanwhile leaves
+    ``destination`` as it was."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = None
+    if destination.exists():
+        previous = destination.with_name(f".{destination.name}.previous-{staging.name[-8:]}")
+        os.replace(destination, previous)
+    os.replace(staging, destination)
+    _fsync_folder(destination.parent)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)

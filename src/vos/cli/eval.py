@@ -18,18 +18,18 @@ frames the server expects, `VideoSource.output_frames`) and zipped into
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
 
-from vos.cli.errors import reported_as_one_line
-from vos.config import CONFIG_DIR
+from vos.cli.errors import hydra_command, reported_as_one_line
+from vos.config import CONFIG_DIR, instantiate
+from vos.files import check_output_folder, staged_folder
 from vos.inference.loading import load_engine
 from vos.inference.predictions import (
     has_full_ground_truth,
+    missing_ground_truth,
     prediction_folder,
     segment_split,
     write_submission_zip,
@@ -47,36 +47,59 @@ def pick_device(name: str) -> torch.device:
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> None:
-    output_dir = Path(hydra.utils.to_absolute_path(str(cfg.output_dir)))
-    engine = load_engine(
-        hydra.utils.to_absolute_path(str(cfg.ckpt_path)),
-        pick_device(cfg.device),
-        dict(cfg.inference),
-        OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") else None,
-    )
-    source = hydra.utils.instantiate(cfg.dataset.eval)
+    source = instantiate(cfg.dataset.eval)
     if source is None:
         raise ValueError(
             f"dataset={cfg.dataset.name} has no videos to segment (dataset.eval is null); "
             "pick a video dataset, e.g. dataset=davis2017 dataset.root=..."
         )
+    # everything that needs only the files and the config is checked before any segmenting
+    output_dir = check_output_folder(
+        hydra.utils.to_absolute_path(str(cfg.output_dir)),
+        "output_dir",
+        source.folders(),
+        bool(cfg.overwrite),
+    )
+    if cfg.max_videos is not None and int(cfg.max_videos) < 1:
+        raise ValueError(f"max_videos={cfg.max_videos}: expected 1 or more, or null for all")
     videos = source.videos()[: cfg.max_videos] if cfg.max_videos else source.videos()
-    with Progress() as progress:
-        task = progress.add_task("segmenting", total=len(videos))
-        segment_split(engine, source, output_dir, videos, on_video=lambda _: progress.advance(task))
-    print(f"wrote predictions for {len(videos)} videos to {prediction_folder(source, output_dir)}")
-    if source.submission_folder is not None:
-        print(f"wrote {write_submission_zip(source, output_dir, videos)} (ready to upload)")
+    for video in videos:  # layouts, first masks, late objects, sizes
+        source.info(video)
+    engine = load_engine(
+        hydra.utils.to_absolute_path(str(cfg.ckpt_path)),
+        pick_device(cfg.device),
+        dict(cfg.inference),
+        OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") else None,
+        trusted_targets=list(cfg.trusted_targets),
+    )
     score = cfg.score
     if score == "auto":
         score = has_full_ground_truth(source, videos)
-    if score:
-        metric = score_predictions(source, prediction_folder(source, output_dir), videos)
-        write_results(output_dir, metric)
+        if not score:
+            print(f"not scoring: {missing_ground_truth(source, videos)}")
+    with staged_folder(output_dir) as staging:
+        with Progress() as progress:
+            task = progress.add_task("segmenting", total=len(videos))
+            segment_split(
+                engine, source, staging, videos, on_video=lambda _: progress.advance(task)
+            )
+        if source.submission_folder is not None:
+            write_submission_zip(source, staging, videos)
+        metric = None
+        if score:
+            metric = score_predictions(source, prediction_folder(source, staging), videos)
+            write_results(staging, metric)
+    print(f"wrote predictions for {len(videos)} videos to {prediction_folder(source, output_dir)}")
+    if source.submission_folder is not None:
+        print(f"wrote {output_dir / 'submission.zip'} (ready to upload)")
+    if metric is not None:
         print(format_results(metric, title=str(cfg.dataset.split)))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     with reported_as_one_line("vos.eval"):
         evaluate_checkpoint(cfg)
+
+
+main = hydra_command("vos.eval", "eval", _main)

@@ -14,19 +14,26 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from vos.cli.errors import reported_as_one_line
+from vos.cli.errors import hydra_command, reported_as_one_line
 from vos.config import CONFIG_DIR
+from vos.files import check_output_folder
 from vos.metrics.files import format_results, write_results
 from vos.metrics.scoring import evaluate_folders
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     with reported_as_one_line("vos.evaluate"):
+        output_dir = cfg.output_dir if cfg.output_dir is not None else cfg.pred_root
+        key = "output_dir" if cfg.output_dir is not None else "pred_root"
+        # the CSVs join the predictions: the folder may hold files, but not the ground truth's
+        check_output_folder(output_dir, key, [cfg.gt_root], overwrite=True)
         metric = evaluate_folders(
             cfg.gt_root, cfg.pred_root, str(cfg.split), str(cfg.resolution), str(cfg.year)
         )
-        output_dir = cfg.output_dir if cfg.output_dir is not None else cfg.pred_root
         global_path, sequence_path = write_results(output_dir, metric)
     print(format_results(metric, title=str(cfg.split)))
     print(f"\nwrote {global_path} and {sequence_path}")
+
+
+main = hydra_command("vos.evaluate", "evaluate", _main)

@@ -7,6 +7,7 @@ import argparse
 from vos.cli.errors import reported_as_one_line
 from vos.data.synthetic.export import export_davis
 from vos.data.synthetic.source import dataset_config_defaults
+from vos.files import check_output_folder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,9 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--height", type=int, default=defaults["height"])
     parser.add_argument("--width", type=int, default=defaults["width"])
     parser.add_argument("--max-objects", type=int, default=defaults["scene"]["max_objects"])
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into --out even if it holds files"
+    )
     args = parser.parse_args(argv)
     scene = {**defaults["scene"], "max_objects": args.max_objects}
     with reported_as_one_line("vos.data.synthetic"):
+        check_output_folder(args.out, "--out", overwrite=args.overwrite)
         written = export_davis(
             args.out,
             videos_per_split=args.videos,

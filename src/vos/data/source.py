@@ -81,6 +81,11 @@ class VideoSource(abc.ABC):
     def read_mask(self, video: str, index: int) -> np.ndarray:
         """Label map ``uint8 [H, W]``; raises `DatasetError` if the frame has no mask."""
 
+    def folders(self) -> list[Path]:
+        """The folders this source reads from disk (none for a generated source): commands
+        refuse to write results into them."""
+        return []
+
     def output_frames(self, video: str) -> list[int]:
         """Indices of the frames whose predictions the benchmark expects (all by default;
         YouTube-VOS segmented on all frames is scored on every 5th)."""

@@ -54,6 +54,11 @@ class InferenceEngine:
         max_memory_frames: int | None = 10,
         size: int | None = None,
     ):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
+            raise ValueError(
+                f"inference.size={size!r}: expected the short side in pixels (an integer of at "
+                "least 16) or null to keep the frames' size"
+            )
         self.network = network
         self.policy = MemoryPolicy(mem_every, include_previous, max_memory_frames)
         self.size = size

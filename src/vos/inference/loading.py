@@ -3,7 +3,7 @@ stored in it, its weights, and its inference settings (each overridable)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -34,15 +34,39 @@ def check_model_overrides(stored: Mapping, overrides: Mapping, prefix: str = "mo
             check_model_overrides(stored[key], value, path)
 
 
+# what a checkpoint's model config may build: the suite's own classes and functions
+TRUSTED_TARGETS = ("vos.",)
+
+
+def untrusted_target(config: object, trusted: Sequence[str], where: str = "model") -> str | None:
+    """The first ``_target_`` in ``config`` outside the ``trusted`` prefixes, with its key."""
+    if isinstance(config, Mapping):
+        target = config.get("_target_")
+        if target is not None and not str(target).startswith(tuple(trusted)):
+            return f"{where}._target_={target}"
+        for key, value in config.items():
+            found = untrusted_target(value, trusted, f"{where}.{key}")
+            if found:
+                return found
+    elif isinstance(config, (list, tuple)):
+        for index, value in enumerate(config):
+            found = untrusted_target(value, trusted, f"{where}[{index}]")
+            if found:
+                return found
+    return None
+
+
 def load_engine(
     ckpt_path: str | Path,
     device: torch.device,
     overrides: Mapping | None = None,
     model_overrides: Mapping | None = None,
+    trusted_targets: Sequence[str] = (),
 ) -> InferenceEngine:
     """The inference engine of a trained checkpoint, with inference settings (``overrides``;
     None values keep the stored ones) and model config keys (``model_overrides``, nested)
-    overridden."""
+    overridden. The model config only builds classes inside ``vos.`` (and the
+    ``trusted_targets`` prefixes): a checkpoint cannot make this call run anything else."""
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path, "ckpt_path")
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
@@ -68,6 +92,12 @@ def load_engine(
     if flow_override is not None:
         # the flow network comes from model.flow.weights, not from the checkpoint
         state = {k: v for k, v in state.items() if not k.startswith(FLOW_ESTIMATOR_PREFIX)}
+    untrusted = untrusted_target(model, (*TRUSTED_TARGETS, *trusted_targets))
+    if untrusted:
+        raise CheckpointError(
+            f"{path}: its model config names {untrusted}, outside the vos package; refusing to "
+            "build it (trusted_targets=[...] allows a prefix you trust)"
+        )
     network = build_network(model)
     missing, unexpected = network.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(FLOW_ESTIMATOR_PREFIX)]

@@ -18,6 +18,18 @@ def has_full_ground_truth(source: VideoSource, videos: list[str]) -> bool:
     return all(len(source.info(v).annotated) == source.info(v).num_frames for v in videos)
 
 
+def missing_ground_truth(source: VideoSource, videos: list[str]) -> str:
+    """Why a split is not scored: the first video with frames that have no mask."""
+    for video in videos:
+        info = source.info(video)
+        missing = sorted(set(range(info.num_frames)) - set(info.annotated))
+        if missing:
+            names = ", ".join(info.frame_names[t] for t in missing[:3])
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            return f"video {video!r} has no ground truth for frame(s) {names}{more}"
+    return "every frame has ground truth"
+
+
 def prediction_folder(source: VideoSource, output_dir: Path) -> Path:
     """Where `segment_split` writes ``<video>/<frame>.png``: the output folder, or its
     submission folder for a split an evaluation server scores."""

@@ -127,6 +127,9 @@ class DavisSource(FolderVideoSource):
         self._check_videos_exist()
         self._factors = self._read_factors()
 
+    def folders(self) -> list[Path]:
+        return [self.layout.root]
+
     @property
     def submission_folder(self) -> str | None:
         # test-dev / test-challenge are scored by the DAVIS server: video folders at the zip root

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -79,6 +80,9 @@ class MixedSource(ScannedSource):
             inner = source.sampling_weights() or [1.0] * len(source.videos())
             weights.extend(float(w) * self.repeats[name] for w in inner)
         return None if len(set(weights)) <= 1 else weights  # all equal: uniform
+
+    def folders(self) -> list[Path]:
+        return [folder for source in self.sources.values() for folder in source.folders()]
 
     def _scan(self, video: str) -> VideoInfo:
         name, inner = self.origin(video)

@@ -414,6 +414,13 @@ class StaticImageSource(ScannedSource):
             raise IndexError(f"frame {index} out of range for {video!r} (an image: 1 frame)")
         return self._items[video], info
 
+    def folders(self) -> list[Path]:
+        found = []
+        for root in self.roots:
+            for pair in root.pairs:
+                found += [pair.images, pair.masks]
+        return list(dict.fromkeys(found))
+
     def _scan(self, video: str) -> VideoInfo:
         item = self._items.get(video)
         if item is None:

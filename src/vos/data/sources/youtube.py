@@ -180,6 +180,9 @@ class YouTubeVOSSource(FolderVideoSource):
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def folders(self) -> list[Path]:
+        return [self.root]
+
     def _scan(self, video: str) -> VideoInfo:
         if video not in self._objects:
             raise DatasetError(f"unknown video {video!r}: not in {self.meta_path}")
