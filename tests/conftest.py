@@ -7,3 +7,32 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 # Tests never talk to wandb; a test that checks wandb's offline files sets its own mode.
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def run_command(monkeypatch, capfd):
+    """``run_command("vos.eval", *args, cwd=DIR)``: the command's main() in this process, with
+    what `subprocess.run(..., capture_output=True, text=True)` would give (`helpers`)."""
+    from helpers import command_in_process
+
+    def run(command: str, *args: str, cwd=None):
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        return command_in_process(command, [str(a) for a in args], monkeypatch, capfd)
+
+    return run
+
+
+@pytest.fixture
+def run_python_m(run_command):
+    """A stand-in for ``subprocess.run([sys.executable, "-m", MODULE, *ARGS], ...)`` that runs
+    the command in this process (the keyword arguments but ``cwd`` do not apply)."""
+
+    def run(command: list, cwd=None, **_):
+        assert command[1] == "-m", command
+        return run_command(command[2], *command[3:], cwd=cwd)
+
+    return run

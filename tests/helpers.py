@@ -145,3 +145,65 @@ def read_wandb_log(path: Path) -> WandbLog:
             for item in record.config.update:
                 log.config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return log
+
+
+# the commands by their `python -m` names, and the module whose main() each runs
+ENTRY_POINTS = {
+    "vos.train": "vos.cli.train",
+    "vos.eval": "vos.cli.eval",
+    "vos.evaluate": "vos.cli.evaluate",
+    "vos.bench": "vos.cli.bench",
+    "vos.report": "vos.cli.report",
+    "vos.data.synthetic": "vos.cli.export",
+}
+HYDRA_COMMANDS = {"vos.train", "vos.eval", "vos.evaluate"}
+
+
+def run_in_process(command: str, args: list[str], monkeypatch, capfd) -> tuple[int, str]:
+    """``python -m COMMAND ARGS`` as its ``main()`` in this process (no new Python, no new
+    Lightning import): the exit code and stderr, with the message a ``SystemExit(str)`` would
+    print as its last line, as the interpreter prints it. Stdout is left for the caller's own
+    ``capfd.readouterr()``."""
+    result = command_in_process(command, args, monkeypatch, capfd)
+    sys.stdout.write(result.stdout)
+    return result.returncode, result.stderr
+
+
+def command_in_process(
+    command: str, args: list[str], monkeypatch, capfd
+) -> subprocess.CompletedProcess:
+    """What `subprocess.run([python, -m, COMMAND, *ARGS], capture_output=True, text=True)`
+    gives, from the command's ``main()`` run in this process. Hydra reconfigures logging when
+    it runs; the logging state is put back afterwards."""
+    import importlib
+    import logging
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    main = importlib.import_module(ENTRY_POINTS[command]).main
+    monkeypatch.setattr(sys, "argv", [command, *args])
+    capfd.readouterr()  # what the test printed before is not the command's
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    loggers = {
+        name: (logger.disabled, logger.level, list(logger.handlers), logger.propagate)
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    try:
+        main() if command in HYDRA_COMMANDS else main(args)
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, (disabled, logger_level, logger_handlers, propagate) in loggers.items():
+            logger = logging.getLogger(name)
+            logger.disabled, logger.propagate = disabled, propagate
+            logger.setLevel(logger_level)
+            logger.handlers[:] = logger_handlers
+    out, err = capfd.readouterr()
+    if isinstance(code, str):
+        err, code = err + code + "\n", 1
+    return subprocess.CompletedProcess([command, *args], code or 0, out, err)

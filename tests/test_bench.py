@@ -1,10 +1,9 @@
 import json
-import subprocess
 import sys
 
 
-def test_bench_inference_prints_json_records():
-    result = subprocess.run(
+def test_bench_inference_prints_json_records(run_python_m):
+    result = run_python_m(
         [
             sys.executable,
             "-m",
@@ -36,8 +35,8 @@ def test_bench_inference_prints_json_records():
     assert records[1]["memory_frames"] <= 3
 
 
-def test_bench_ops_quick_prints_costs_and_speedups():
-    result = subprocess.run(
+def test_bench_ops_quick_prints_costs_and_speedups(run_python_m):
+    result = run_python_m(
         [
             sys.executable,
             "-m",
@@ -65,8 +64,8 @@ def test_bench_ops_quick_prints_costs_and_speedups():
     assert records["machine/matmul_fp32"]["gflops_per_s"] > 0
 
 
-def test_bench_readers_times_the_read_alone():
-    result = subprocess.run(
+def test_bench_readers_times_the_read_alone(run_python_m):
+    result = run_python_m(
         [sys.executable, "-m", "vos.bench", "readers", "--json", "--variants", "stm"]
         + ["--model-size", "tiny", "--memory-frames", "2", "--repeats", "1"],
         capture_output=True,
@@ -80,8 +79,8 @@ def test_bench_readers_times_the_read_alone():
     assert record["ms"] > 0
 
 
-def test_bench_flow_times_both_networks():
-    result = subprocess.run(
+def test_bench_flow_times_both_networks(run_python_m):
+    result = run_python_m(
         [sys.executable, "-m", "vos.bench", "flow", "--json", "--height", "64", "--width", "64"]
         + ["--repeats", "1", "--raft-updates", "1"],
         capture_output=True,
@@ -94,8 +93,8 @@ def test_bench_flow_times_both_networks():
     assert records["speedup/tinyflownet_vs_raft_small"]["speedup"] > 0
 
 
-def test_bench_readers_hmmn_fine_read_and_kernel_scaling():
-    result = subprocess.run(
+def test_bench_readers_hmmn_fine_read_and_kernel_scaling(run_python_m):
+    result = run_python_m(
         [sys.executable, "-m", "vos.bench", "readers", "--json", "--model", "hmmn"]
         + ["--variants", "hmmn", "hmmn/fine-topk", "hmmn/fine-dense", "hmmn/kernel-T2"]
         + ["hmmn/kernel-T10", "kmn/kernel-T2", "kmn/kernel-T10", "--model-size", "tiny"]
@@ -116,8 +115,8 @@ def test_bench_readers_hmmn_fine_read_and_kernel_scaling():
             assert record["setting"]["T"] == frames and record["setting"]["part"] == "kernel"
 
 
-def test_bench_readers_lcm_and_its_global_part():
-    result = subprocess.run(
+def test_bench_readers_lcm_and_its_global_part(run_python_m):
+    result = run_python_m(
         [sys.executable, "-m", "vos.bench", "readers", "--json", "--variants", "stm", "lcm"]
         + ["lcm/grm-only", "--model-size", "tiny", "--height", "64", "--width", "96"]
         + ["--memory-frames", "2", "--repeats", "1"],
@@ -132,9 +131,9 @@ def test_bench_readers_lcm_and_its_global_part():
     assert "added_ms_vs_baseline" in records["reader/lcm"]
 
 
-def test_bench_readers_lmrc_split_into_its_parts():
+def test_bench_readers_lmrc_split_into_its_parts(run_python_m):
     lmrc = ["lmrc", "lmrc/gmr-only", "lmrc/gmr-lmr", "lmrc/gmr-lmr-slmr"]
-    result = subprocess.run(
+    result = run_python_m(
         [sys.executable, "-m", "vos.bench", "readers", "--json", "--variants", *lmrc]
         + ["--model-size", "tiny", "--height", "64", "--width", "96"]
         + ["--memory-frames", "2", "--repeats", "1"],
@@ -153,8 +152,8 @@ def test_bench_readers_lmrc_split_into_its_parts():
     )
 
 
-def test_bench_data_times_the_training_loader():
-    result = subprocess.run(
+def test_bench_data_times_the_training_loader(run_python_m):
+    result = run_python_m(
         [sys.executable, "-m", "vos.bench", "data", "--json", "--workers", "0", "1"]
         + ["--batches", "2", "--batch-size", "2", "--videos", "2", "--frames", "6"]
         + ["--height", "64", "--width", "96", "--crop", "48", "48"],

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,19 +50,13 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
     return gt_root, pred_root
 
 
-def run_evaluate(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", "vos.evaluate", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+@pytest.fixture
+def run_evaluate(run_command):
+    """``python -m vos.evaluate OVERRIDES`` from ``cwd`` (its main() in this process)."""
+    return lambda cwd, *overrides: run_command("vos.evaluate", *overrides, cwd=cwd)
 
 
-def test_perfect_predictions(folders, tmp_path):
+def test_perfect_predictions(folders, tmp_path, run_evaluate):
     gt_root, pred_root = folders
     workdir = tmp_path / "workdir"
     workdir.mkdir()
@@ -123,7 +114,7 @@ def test_missing_prediction_folder(folders, tmp_path):
         evaluate_folders(gt_root, tmp_path / "nothing")
 
 
-def test_missing_video_exits_nonzero(folders, tmp_path):
+def test_missing_video_exits_nonzero(folders, tmp_path, run_evaluate):
     gt_root, pred_root = folders
     for path in (pred_root / "cat").iterdir():
         path.unlink()
@@ -134,7 +125,7 @@ def test_missing_video_exits_nonzero(folders, tmp_path):
     assert not (pred_root / "global_results.csv").exists()
 
 
-def test_missing_frame_exits_nonzero(folders, tmp_path):
+def test_missing_frame_exits_nonzero(folders, tmp_path, run_evaluate):
     gt_root, pred_root = folders
     missing = pred_root / "bear" / "00002.png"
     missing.unlink()
@@ -143,7 +134,7 @@ def test_missing_frame_exits_nonzero(folders, tmp_path):
     assert str(missing) in result.stderr
 
 
-def test_wrong_size_exits_nonzero(folders, tmp_path):
+def test_wrong_size_exits_nonzero(folders, tmp_path, run_evaluate):
     gt_root, pred_root = folders
     wrong = write_prediction(
         pred_root, "cat", "00001", np.zeros((HEIGHT, WIDTH + 4), dtype=np.uint8)

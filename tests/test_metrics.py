@@ -357,3 +357,34 @@ def test_write_and_format_results(tmp_path):
     ]  # no temporary files left behind
     text = format_results(metric)
     assert "J&F-Mean" in text and "beta_1" in text
+
+
+def test_objects_with_no_frame_to_score_are_named_not_dropped_silently():
+    """A one-frame video (and an object given in one of the last two frames) has nothing DAVIS
+    scores; it is left out of the means, and the formatted results say which."""
+    from vos.metrics import JAndF, format_results
+
+    metric = JAndF()
+    labels = np.zeros((5, 8, 8), dtype=np.uint8)
+    labels[:, 2:5, 2:5] = 1
+    metric.update("long", labels, labels, {1: 0})
+    metric.update("single", labels[:1], labels[:1], {1: 0})
+    assert metric.unscored == ["single object 1"]
+    assert metric.compute()["J&F-Mean"] == 1.0
+    text = format_results(metric)
+    assert "Left out of the means" in text and "single object 1" in text
+    metric.reset()
+    assert metric.unscored == []
+
+
+def test_cpu_peak_memory_is_the_resident_set_not_its_growth():
+    """On the CPU the dashboard's peak is the process's resident set at its largest (a model
+    and its inputs are hundreds of MB), not the few KB it grew by during one video."""
+    from vos.profiling import PeakMemory, current_rss_mb
+
+    with PeakMemory("cpu") as whole:
+        pass
+    with PeakMemory("cpu", growth=True) as grown:
+        pass
+    assert whole.peak_mb >= 0.9 * current_rss_mb() > 10
+    assert grown.peak_mb < 10

@@ -38,14 +38,16 @@ OmegaConf.register_new_resolver("join", _join, replace=True)
 OmegaConf.register_new_resolver("target_name", _target_name, replace=True)
 
 
-def compose_config(name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
+def compose_config(
+    name: str = "train", overrides: Sequence[str] = (), *, with_hydra: bool = False
+) -> DictConfig:
     """The config ``python -m vos.<name> OVERRIDES`` would run with (outside a Hydra main).
     ``hydra.searchpath=[file://DIR]`` among the overrides adds config folders (e.g. a reader
     kept outside this repository: ``DIR/model/<name>.yaml``)."""
     if GlobalHydra.instance().is_initialized():  # inside a Hydra main or another compose
         GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(name, overrides=list(overrides))
+        return compose(name, overrides=list(overrides), return_hydra_config=with_hydra)
 
 
 def search_path_override(config_dirs: Sequence[str | Path]) -> list[str]:

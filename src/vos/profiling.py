@@ -70,10 +70,10 @@ class RssSampler:
 class PeakMemory:
     """Peak memory over a ``with`` block, in MiB (``peak_mb`` once the block has run).
 
-    On CUDA: the allocator's peak above what was allocated when the block started
-    (``growth=True``) or in all (``growth=False``: the model and optimiser included). On the
-    CPU: the resident set's growth over the block (the absolute resident set is not a peak
-    of the block, so ``growth`` does not apply there)."""
+    ``growth=True``: what the block added at its peak (CUDA: the allocator's peak above what
+    was allocated when it started; CPU: the resident set's peak above its size then).
+    ``growth=False``: the whole peak while the block ran (CUDA: the allocator's peak, model and
+    optimiser included; CPU: the process's resident set at its largest)."""
 
     def __init__(self, device: torch.device | str, *, growth: bool = False, interval_s=0.005):
         self.device = torch.device(device)
@@ -99,7 +99,8 @@ class PeakMemory:
             self.peak_mb = max(0.0, peak / 2**20)
         else:
             self._sampler.__exit__(*exc)
-            self.peak_mb = max(0.0, self._sampler.peak_growth_mb)
+            peak = self._sampler.peak_growth_mb if self.growth else self._sampler.peak_mb
+            self.peak_mb = max(0.0, peak)
 
 
 class FramePeakMemory:

@@ -115,4 +115,14 @@ def format_results(results: JAndF | ResultTables, title: str = "") -> str:
             for row in per_sequence
         ],
     )
+    unscored = getattr(results, "unscored", [])
+    if unscored:
+        shown = ", ".join(unscored[:5]) + (
+            f" and {len(unscored) - 5} more" if len(unscored) > 5 else ""
+        )
+        lines += [
+            "",
+            f"Left out of the means, with no frame to score (DAVIS scores neither an object's "
+            f"given frame nor the last): {shown}",
+        ]
     return "\n".join(lines)

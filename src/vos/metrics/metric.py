@@ -72,6 +72,14 @@ class JAndF(torchmetrics.Metric):
         self.set_dtype(torch.float64)
         # names are only known on the rank that saw the video; keys stand in for the others
         self._video_names: dict[int, str] = {}
+        # objects with no frame to score (given in one of the last two frames, or a video of
+        # fewer than three frames: DAVIS scores neither the given frame nor the last one);
+        # they are left out of the means, and the result files say so
+        self.unscored: list[str] = []
+
+    def reset(self) -> None:
+        super().reset()
+        self.unscored = []
 
     def update(
         self,
@@ -91,7 +99,8 @@ class JAndF(torchmetrics.Metric):
         self._video_names[key] = video
         factor_bits = self._factor_bits(factors or {}, first_frames)
         for obj, (j_values, f_values) in scores.items():
-            if len(j_values) == 0:
+            if len(j_values) == 0:  # a decision DAVIS makes too, said aloud (`unscored`)
+                self.unscored.append(f"{video} object {obj}")
                 continue
             row = [key, obj, *db_statistics(j_values), *db_statistics(f_values), *factor_bits]
             self.rows.append(torch.tensor(row, dtype=torch.float64, device=self.device))
