@@ -83,3 +83,21 @@ def write_youtube_train(
         names.append(name)
     (root / "train" / "meta.json").write_text(json.dumps({"videos": meta}))
     return names
+
+
+def write_davis_layout(root, videos: dict, splits: dict[str, list[str]]):
+    """A DAVIS 2017 layout at ``root``: each video's label maps ``[T, H, W]`` as palette PNGs
+    beside random RGB frames of their size, and ``ImageSets/2017/<split>.txt`` per split."""
+    from vos.data.sources.davis import DavisLayout
+
+    layout = DavisLayout(root)
+    rng = np.random.default_rng(0)
+    for video, labels in videos.items():
+        for index, mask in enumerate(labels):
+            frame = rng.integers(0, 256, size=(*mask.shape, 3), dtype=np.uint8)
+            write_frame(layout.frame_path(video, f"{index:05d}"), frame)
+            write_mask(layout.mask_path(video, f"{index:05d}"), mask)
+    for split, names in splits.items():
+        layout.image_set(split).parent.mkdir(parents=True, exist_ok=True)
+        layout.image_set(split).write_text("".join(f"{video}\n" for video in names))
+    return layout

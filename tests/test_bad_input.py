@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_writers import write_davis_layout
 from helpers import TINY, compose_config, run_in_process
 
-from vos.data.palette import write_frame, write_mask
-from vos.data.sources.davis import DavisLayout
+from vos.data.palette import write_mask
 from vos.lightning.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -304,20 +304,6 @@ BAD_INPUTS = [
 ]
 
 
-def _write_layout(root: Path, videos: dict[str, np.ndarray], splits: dict[str, list[str]]):
-    layout = DavisLayout(root)
-    rng = np.random.default_rng(0)
-    for video, labels in videos.items():
-        for index, mask in enumerate(labels):
-            frame = rng.integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
-            write_frame(layout.frame_path(video, f"{index:05d}"), frame)
-            write_mask(layout.mask_path(video, f"{index:05d}"), mask)
-    for split, names in splits.items():
-        layout.image_set(split).parent.mkdir(parents=True, exist_ok=True)
-        layout.image_set(split).write_text("".join(f"{video}\n" for video in names))
-    return layout
-
-
 def _labels(late: bool = False) -> np.ndarray:
     labels = np.zeros((FRAMES, HEIGHT, WIDTH), dtype=np.uint8)
     labels[:, 8:24, 8:24] = 1
@@ -339,13 +325,13 @@ class _Crafted:
 def inputs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("inputs")
     clean = {"a": _labels()}
-    _write_layout(root / "davis", clean, {"train": ["a"], "val": ["a"]})
+    write_davis_layout(root / "davis", clean, {"train": ["a"], "val": ["a"]})
     for name, train_list, val_list in (("bad_train", ["b"], ["a"]), ("bad_val", ["a"], ["b"])):
-        layout = _write_layout(root / name, {"a": _labels(), "b": _labels()},
+        layout = write_davis_layout(root / name, {"a": _labels(), "b": _labels()},
                                {"train": train_list, "val": val_list})  # fmt: skip
         for index in range(1, FRAMES):  # whatever frames a clip draws, one is corrupt
             layout.frame_path("b", f"{index:05d}").write_bytes(b"\xff\xd8 not a JPEG")
-    _write_layout(root / "late", {"a": _labels(late=True)}, {"train": ["a"], "val": ["a"]})
+    write_davis_layout(root / "late", {"a": _labels(late=True)}, {"train": ["a"], "val": ["a"]})
     truth = root / "davis" / "Annotations" / "480p" / "a"
     shutil.copytree(truth, root / "pred" / "a")
     shutil.copytree(truth, root / "pred_missing" / "a")

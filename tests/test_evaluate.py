@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_writers import write_davis_layout
 
-from vos.data.palette import write_frame, write_mask
 from vos.data.source import DatasetError
-from vos.data.sources.davis import DavisLayout, DavisSource, write_prediction
+from vos.data.sources.davis import DavisSource, write_prediction
 from vos.metrics.scoring import evaluate_folders, score_predictions
 
 HEIGHT, WIDTH = 12, 16
@@ -25,15 +25,7 @@ def labels_video(frames: int) -> np.ndarray:
 
 
 def make_layout(root: Path, videos: dict[str, np.ndarray]) -> Path:
-    layout = DavisLayout(root)
-    rng = np.random.default_rng(0)
-    for video, labels in videos.items():
-        for index, mask in enumerate(labels):
-            frame = rng.integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
-            write_frame(layout.frame_path(video, f"{index:05d}"), frame)
-            write_mask(layout.mask_path(video, f"{index:05d}"), mask)
-    layout.image_set("val").parent.mkdir(parents=True)
-    layout.image_set("val").write_text("".join(f"{video}\n" for video in videos))
+    write_davis_layout(root, videos, {"val": list(videos)})
     return root
 
 

@@ -48,22 +48,6 @@ class ResumableLoader(DataLoader):
         self.sampler.skip = int(state["batches_consumed"]) * self.batch_size
 
 
-def _resumable_loader(module: pl.LightningDataModule, make_dataset) -> ResumableLoader:
-    """Training batches for the whole run, ``module.total_steps`` of them per rank (each rank
-    its share of one deterministic sequence). ``make_dataset(length)`` builds a dataset
-    deterministic by index."""
-    rank, world = _rank_and_world(module)
-    dataset = make_dataset(module.total_steps * module.batch_size * world)
-    return ResumableLoader(
-        dataset,
-        batch_size=module.batch_size,
-        rank=rank,
-        world_size=world,
-        num_workers=module.num_workers,
-        trainer=module.trainer,
-    )
-
-
 class _VideoNames(Dataset):
     def __init__(self, names: list[str]):
         self.names = names
@@ -75,7 +59,36 @@ class _VideoNames(Dataset):
         return self.names[index]
 
 
-class VOSDataModule(pl.LightningDataModule):
+class _RunDataModule(pl.LightningDataModule):
+    """Training batches for the whole run, ``total_steps`` of them per rank (each rank its
+    share of one deterministic sequence), resumable at any step (`ResumableLoader`)."""
+
+    def __init__(self, train_source, eval_source, *, batch_size, num_workers, total_steps, seed):
+        super().__init__()
+        self.train_source = train_source
+        self.eval_source = eval_source
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.total_steps = total_steps
+        self.seed = seed
+
+    def training_dataset(self, length: int) -> Dataset:
+        """``length`` training items, deterministic by index."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> ResumableLoader:
+        rank, world = _rank_and_world(self)
+        return ResumableLoader(
+            self.training_dataset(self.total_steps * self.batch_size * world),
+            batch_size=self.batch_size,
+            rank=rank,
+            world_size=world,
+            num_workers=self.num_workers,
+            trainer=self.trainer,
+        )
+
+
+class VOSDataModule(_RunDataModule):
     def __init__(
         self,
         train_source: VideoSource | None,
@@ -89,27 +102,21 @@ class VOSDataModule(pl.LightningDataModule):
         val_videos: int | None = None,
         with_flow: bool = False,
     ):
-        super().__init__()
-        self.train_source = train_source
-        self.eval_source = eval_source
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.total_steps = total_steps
+        super().__init__(
+            train_source,
+            eval_source,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            total_steps=total_steps,
+            seed=seed,
+        )
         self.clip = dict(clip)
-        self.seed = seed
         self.val_videos = val_videos
         self.with_flow = with_flow
 
-    def train_dataloader(self) -> ResumableLoader:
-        return _resumable_loader(
-            self,
-            lambda length: ClipDataset(
-                self.train_source,
-                length=length,
-                seed=self.seed,
-                with_flow=self.with_flow,
-                **self.clip,
-            ),
+    def training_dataset(self, length: int) -> ClipDataset:
+        return ClipDataset(
+            self.train_source, length=length, seed=self.seed, with_flow=self.with_flow, **self.clip
         )
 
     def validation_videos(self) -> list[str]:
@@ -131,7 +138,7 @@ class VOSDataModule(pl.LightningDataModule):
         return DataLoader(videos, batch_size=None, sampler=sampler, num_workers=0)
 
 
-class FlowDataModule(pl.LightningDataModule):
+class FlowDataModule(_RunDataModule):
     """Frame pairs with ground-truth backward flow, for training a flow network on its own
     (``python -m vos.train_flow``); resumable like `VOSDataModule`."""
 
@@ -148,29 +155,23 @@ class FlowDataModule(pl.LightningDataModule):
         val_pairs: int = 64,
         max_skip: int = 1,
     ):
-        super().__init__()
-        self.train_source = train_source
-        self.eval_source = eval_source
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.total_steps = total_steps
-        self.seed = seed
+        super().__init__(
+            train_source,
+            eval_source,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            total_steps=total_steps,
+            seed=seed,
+        )
         self.crop = crop
         self.val_pairs = val_pairs
         self.max_skip = max_skip
 
-    def train_dataloader(self) -> DataLoader:
+    def training_dataset(self, length: int) -> Dataset:
         from vos.data.flow_pairs import FlowPairDataset
 
-        return _resumable_loader(
-            self,
-            lambda length: FlowPairDataset(
-                self.train_source,
-                length=length,
-                seed=self.seed,
-                crop=self.crop,
-                max_skip=self.max_skip,
-            ),
+        return FlowPairDataset(
+            self.train_source, length=length, seed=self.seed, crop=self.crop, max_skip=self.max_skip
         )
 
     def val_dataloader(self) -> DataLoader:
