@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -151,10 +149,10 @@ def checkpoint(tmp_path_factory):
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-def run_eval(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vos.eval", *args], capture_output=True, text=True, timeout=300
-    )
+@pytest.fixture
+def run_eval(run_command):
+    """``python -m vos.eval ARGS`` (its main() in this process)."""
+    return lambda *args: run_command("vos.eval", *args)
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -162,7 +160,7 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_davis2016_config_segments_and_scores_one_object_per_video(checkpoint, tmp_path):
+def test_davis2016_config_segments_and_scores_one_object_per_video(checkpoint, tmp_path, run_eval):
     generated = SyntheticSource("train", 2, 8, seed=5, height=40, width=56, late_object_prob=0.0)
     videos = {
         v: np.stack([generated.read_mask(v, t) for t in range(8)]) for v in generated.videos()
@@ -186,7 +184,7 @@ def test_davis2016_config_segments_and_scores_one_object_per_video(checkpoint, t
     np.testing.assert_array_equal(first, videos["syn_train_0000"][0] > 0)  # the given mask
 
 
-def test_davis2017_test_dev_writes_a_submission_zip(checkpoint, tmp_path):
+def test_davis2017_test_dev_writes_a_submission_zip(checkpoint, tmp_path, run_eval):
     root = tmp_path / "davis-test-dev"
     labels = labels_video(4)
     for video in ("bike", "dog"):

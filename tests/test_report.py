@@ -1,7 +1,6 @@
 """vos.report: run folders -> one markdown table, with the paper's numbers where rows match."""
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -55,10 +54,10 @@ def test_labels_name_only_what_differs(sweep):
     ]
 
 
-def test_cli_writes_the_table_and_names_bad_folders(sweep, tmp_path):
+def test_cli_writes_the_table_and_names_bad_folders(sweep, tmp_path, run_python_m):
     out = tmp_path / "table.md"
     paper = "experiments/rmnet/paper.yaml"
-    result = subprocess.run(
+    result = run_python_m(
         [sys.executable, "-m", "vos.report", str(sweep), "--paper", paper, "--out", str(out)],
         capture_output=True,
         text=True,
@@ -67,7 +66,7 @@ def test_cli_writes_the_table_and_names_bad_folders(sweep, tmp_path):
     assert out.read_text().strip() == result.stdout.strip()
     assert (tmp_path / "table.png").read_bytes().startswith(PNG_SIGNATURE)  # beside --out
     figure = tmp_path / "figures" / "sweep.png"
-    result = subprocess.run(
+    result = run_python_m(
         [sys.executable, "-m", "vos.report", str(sweep), "--figure", str(figure)],
         capture_output=True,
         text=True,
@@ -76,7 +75,7 @@ def test_cli_writes_the_table_and_names_bad_folders(sweep, tmp_path):
     assert figure.read_bytes().startswith(PNG_SIGNATURE)
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = subprocess.run(
+    result = run_python_m(
         [sys.executable, "-m", "vos.report", str(empty)], capture_output=True, text=True
     )
     assert result.returncode != 0 and "no metrics.json" in result.stderr

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -314,14 +312,16 @@ def checkpoint(tmp_path_factory):
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-def run_eval(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vos.eval", *args], capture_output=True, text=True, timeout=300
-    )
+@pytest.fixture
+def run_eval(run_command):
+    """``python -m vos.eval ARGS`` (its main() in this process)."""
+    return lambda *args: run_command("vos.eval", *args)
 
 
 @pytest.mark.parametrize("all_frames", ["false", "true"])
-def test_eval_writes_the_submission_folder_and_zip(checkpoint, youtube_root, tmp_path, all_frames):
+def test_eval_writes_the_submission_folder_and_zip(
+    checkpoint, youtube_root, tmp_path, all_frames, run_eval
+):
     out = tmp_path / "pred"
     result = run_eval(
         f"ckpt_path={checkpoint}",
