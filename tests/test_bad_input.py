@@ -115,7 +115,7 @@ BAD_INPUTS = [
         "vos.train",
         "a GPU asked for on a machine without one",
         [*TINY, "trainer.accelerator=gpu"],
-        "trainer",
+        "trainer.accelerator=gpu",
         needs_no_gpu=True,
     ),
     _case(

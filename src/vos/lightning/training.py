@@ -107,7 +107,10 @@ def check_run_settings(cfg: DictConfig) -> None:
     ours = {"strategy", "logger", "callbacks", "default_root_dir", "plugins"}
     for key in cfg.trainer:
         if key in ours:
-            raise ValueError(f"trainer.{key} is set by vos.train itself; use {key.split('_')[0]}=")
+            raise ValueError(
+                f"trainer.{key} is set by vos.train itself (choose strategy=, logger=, "
+                "hydra.run.dir= instead)"
+            )
         if key not in accepted:
             close = difflib.get_close_matches(str(key), sorted(accepted), n=1)
             hint = f" (did you mean trainer.{close[0]}?)" if close else ""
@@ -264,7 +267,10 @@ def fit(
         try:
             trainer = _trainer(trainer_options, strategy, logger, callbacks, run_dir)
         except MisconfigurationException as error:  # e.g. trainer.accelerator=gpu, no GPU
-            raise ValueError(f"trainer: {error}") from error
+            chosen = ", ".join(
+                f"trainer.{key}={trainer_options.get(key)}" for key in ("accelerator", "devices")
+            )
+            raise ValueError(f"{chosen}: {error}") from error
         trainer.fit(
             module,
             datamodule=datamodule,
