@@ -4,7 +4,7 @@ import torch.nn.functional as F
 import torchvision
 
 from vos.model.aggregation import soft_aggregate
-from vos.model.encoders import build_resnet
+from vos.model.encoders import ResNetTrunk, build_resnet
 from vos.model.memory import MemoryBank
 from vos.model.network import VOSNetwork
 from vos.model.readers import ReaderState, STMReader
@@ -131,13 +131,50 @@ def test_backbone_weights_from_local_file(tmp_path):
     reference = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), path)
-    net = build_resnet(18, str(path), extra_in_channels=2)
-    torch.testing.assert_close(net.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
-    torch.testing.assert_close(net.conv1.weight[:, :3], reference.conv1.weight)
-    assert torch.all(net.conv1.weight[:, 3:] == 0)  # masks start with no effect on RGB features
+    trunk = ResNetTrunk(18, str(path), extra_inputs=("mask", "others"))
+    torch.testing.assert_close(trunk.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+    torch.testing.assert_close(trunk.conv1.weight, reference.conv1.weight)
+    # masks start with no effect on the pretrained RGB features
+    assert all(torch.all(conv.weight == 0) for conv in trunk.conv1_extra.values())
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build_resnet(18, str(tmp_path / "missing.pth"))
     with pytest.raises(ValueError, match="do not fit a ResNet-50"):
         build_resnet(50, str(path))
     with pytest.raises(ValueError, match="depth=20"):
         build_resnet(20, None)
+
+
+def test_stm_reader_is_the_softmax_over_memory_of_scaled_dot_products():
+    """STM's read written out (float64): for each object, W = softmax over the T·H·W memory
+    pixels of k_n·q_m/√Ck, readout v·W, then the query's own value; an object that joined at
+    the last frame reads that frame alone."""
+    from vos.model.readers.base import FrameFeatures
+
+    reader = STMReader(key_channels=4, value_channels=3).eval()
+    g = torch.Generator().manual_seed(1)
+    bank = MemoryBank()
+    for t in range(3):
+        valid = torch.tensor([[True, t == 2]])
+        bank.add(
+            t,
+            {"res4": torch.randn(1, 4, 2, 3, generator=g, dtype=torch.float64)},
+            {"res4": torch.randn(1, 2, 3, 2, 3, generator=g, dtype=torch.float64)},
+            valid,
+        )
+    query = FrameFeatures(
+        index=3,
+        frames=torch.zeros(1, 3, 32, 48),
+        features={},
+        keys={"res4": torch.randn(1, 4, 2, 3, generator=g, dtype=torch.float64)},
+        query_value=torch.randn(1, 3, 2, 3, generator=g, dtype=torch.float64),
+    )
+    out = reader.read(query, bank, ReaderState()).features["res4"]
+    assert out.shape == (1, 2, 6, 2, 3)
+    keys = torch.stack([e.keys["res4"][0] for e in bank.entries], 1).flatten(1)  # [Ck, N]
+    values = torch.stack([e.values["res4"][0] for e in bank.entries], 2).flatten(2)  # [O, Cv, N]
+    logits = keys.T @ query.keys["res4"][0].flatten(1) / 2.0  # √Ck = 2; [N, M]
+    frames = [slice(0, 18), slice(12, 18)]  # object 1 joined at frame 2
+    for obj, memory in enumerate(frames):
+        expected = values[obj][:, memory] @ torch.softmax(logits[memory], dim=0)
+        torch.testing.assert_close(out[0, obj, :3].flatten(1), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out[0, obj, 3:], query.query_value[0], rtol=0, atol=0)

@@ -24,7 +24,7 @@ from vos.inference.objects import ObjectTable
 from vos.model.aggregation import soft_aggregate
 from vos.model.memory import MemoryBank
 from vos.model.network import VOSNetwork
-from vos.model.padding import pad_to_stride
+from vos.model.padding import pad_to_stride, unpad, zero_outside
 from vos.profiling import Stopwatch
 
 
@@ -81,17 +81,20 @@ class InferenceEngine:
         *,
         max_frames: int | None = None,
         on_frame: Callable[[int, np.ndarray], None] | None = None,
+        on_probs: Callable[[int, Tensor], None] | None = None,
     ) -> VideoResult:
         """Segment ``video``; ``on_frame(t, labels)`` is called for every frame from the first
-        object's frame on (earlier frames are left empty)."""
+        object's frame on (earlier frames are left empty), ``on_probs(t, probs)`` with the
+        label probabilities ``[O+1, h, w]`` at the processing size (background first, objects
+        in the order they joined), e.g. to compare with another implementation."""
         was_training = self.network.training
         self.network.eval()
         try:
-            return self._run(source, video, max_frames, on_frame)
+            return self._run(source, video, max_frames, on_frame, on_probs)
         finally:
             self.network.train(was_training)
 
-    def _run(self, source, video, max_frames, on_frame) -> VideoResult:
+    def _run(self, source, video, max_frames, on_frame, on_probs=None) -> VideoResult:
         info = source.info(video)
         num_frames = info.num_frames if max_frames is None else min(max_frames, info.num_frames)
         hw = processing_size(info.height, info.width, self.size)
@@ -121,9 +124,13 @@ class InferenceEngine:
                     given = self._given_masks(source.read_mask(video, t), new_ids, hw)
                     label_probs = self._add_objects(label_probs, given, memory, objects, new_ids)
                 object_probs = label_probs[:, 1:]
+                if self.network.masks_zeroed_outside_frame:
+                    object_probs = zero_outside(object_probs, *hw)
                 state.previous_probs = object_probs
                 self._memorise(memory, frame, object_probs, self.policy.decide(t, bool(new_ids)))
                 labels = self._labels(label_probs, hw, (info.height, info.width), objects)
+                if on_probs is not None:
+                    on_probs(t, unpad(label_probs, *hw)[0])
                 result.labels[t] = labels
             result.frame_seconds.append(time.perf_counter() - start)
             result.read_seconds.append(read_time.seconds - read_before)
@@ -136,7 +143,7 @@ class InferenceEngine:
         x = torch.from_numpy(image).to(self.device).permute(2, 0, 1).float().div_(255).unsqueeze(0)
         if x.shape[-2:] != hw:
             x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
-        return pad_to_stride(x)
+        return self.network.pad_frames(x)
 
     @staticmethod
     def _add_objects(
@@ -171,7 +178,7 @@ class InferenceEngine:
     @staticmethod
     def _labels(label_probs: Tensor, hw, size, objects: ObjectTable) -> np.ndarray:
         """Dataset ids ``uint8 [H, W]`` at the original size from padded probabilities."""
-        probs = label_probs[..., : hw[0], : hw[1]]
+        probs = unpad(label_probs, *hw)
         if probs.shape[-2:] != size:
             probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
         return objects.to_ids(probs[0].argmax(dim=0).cpu().numpy())

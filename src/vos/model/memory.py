@@ -1,7 +1,10 @@
 """The memory bank: what a reader reads from, and the policy of what it keeps.
 
-Keys do not depend on the object, values do (docs/architecture.md):
-keys ``[B, Ck, T, H, W]`` per scale, values ``[B, O, Cv, T, H, W]`` per scale.
+Values depend on the object; keys do on STM's network and do not on STCN's
+(docs/architecture.md): a frame's keys are ``[B, Ck, H, W]`` (one per frame) or
+``[B, O, Ck, H, W]`` (one per object), its values ``[B, O, Cv, H, W]``. Readers read keys
+``[B, Ck, T, H, W]`` and values ``[B, O, Cv, T, H, W]``; a bank of per-object keys is read
+through `MemoryBank.folded`, which makes each object a batch element.
 
 Policy (shared by training, validation, `vos.eval` and `vos.bench`):
 - the first frame is permanent;
@@ -27,7 +30,7 @@ from torch import Tensor
 @dataclass
 class MemoryEntry:
     frame_index: int
-    keys: dict[str, Tensor]  # scale -> [B, Ck, H, W]
+    keys: dict[str, Tensor]  # scale -> [B, Ck, H, W], or [B, O, Ck, H, W] per object
     values: dict[str, Tensor]  # scale -> [B, O, Cv, H, W]
     object_valid: Tensor  # [B, O] bool
     permanent: bool = False
@@ -78,10 +81,14 @@ class MemoryBank:
 
     def add_objects(self, count: int) -> None:
         """Objects joined: pad every stored value with zeros that no reader may attend to."""
+
+        def padded(x: Tensor) -> Tensor:
+            return torch.cat([x, x.new_zeros(x.shape[0], count, *x.shape[2:])], dim=1)
+
         for entry in self._all_entries():
-            for scale, value in entry.values.items():
-                pad = value.new_zeros(value.shape[0], count, *value.shape[2:])
-                entry.values[scale] = torch.cat([value, pad], dim=1)
+            entry.values = {scale: padded(value) for scale, value in entry.values.items()}
+            if self.keys_per_object:
+                entry.keys = {name: padded(key) for name, key in entry.keys.items()}
             valid = entry.object_valid
             entry.object_valid = torch.cat([valid, valid.new_zeros(valid.shape[0], count)], dim=1)
 
@@ -119,8 +126,44 @@ class MemoryBank:
         entries = self._all_entries()
         return [entries[p] for p in self.resolve_positions(positions)]
 
+    @property
+    def keys_per_object(self) -> bool:
+        entries = self._all_entries()
+        return bool(entries) and next(iter(entries[0].keys.values())).dim() == 5
+
+    def folded(self) -> MemoryBank:
+        """The same memory with each object as its own batch element: keys ``[B·O, Ck, ·]``,
+        values ``[B·O, 1, Cv, ·]``, validity ``[B·O, 1]``, extras ``[B·O, 1, ·]``. Views, no
+        copies, where the layout allows."""
+        objects = self.num_objects
+
+        def keys(x: Tensor) -> Tensor:
+            return x.flatten(0, 1) if x.dim() == 5 else x.repeat_interleave(objects, dim=0)
+
+        def per_object(x: Tensor) -> Tensor:
+            if x.shape[1] < objects:  # a reader's extras from before objects joined: none
+                x = torch.cat([x, x.new_zeros(x.shape[0], objects - x.shape[1], *x.shape[2:])], 1)
+            return x.flatten(0, 1).unsqueeze(1)
+
+        def fold(entry: MemoryEntry) -> MemoryEntry:
+            return MemoryEntry(
+                entry.frame_index,
+                {name: keys(k) for name, k in entry.keys.items()},
+                {scale: per_object(v) for scale, v in entry.values.items()},
+                per_object(entry.object_valid),
+                entry.permanent,
+                {name: per_object(x) for name, x in entry.extras.items()},
+            )
+
+        bank = MemoryBank(self.max_frames)
+        bank.entries = [fold(entry) for entry in self.entries]
+        bank.temporary = None if self.temporary is None else fold(self.temporary)
+        return bank
+
     def keys(self, scale: str = "res4", positions: Sequence[int] | None = None) -> Tensor:
         """``[B, Ck, T, H, W]`` (T = the selected frames)."""
+        if self.keys_per_object:
+            raise ValueError("this memory holds a key per object: read it through folded()")
         return torch.stack([e.keys[scale] for e in self._select(positions)], dim=2)
 
     def values(self, scale: str = "res4", positions: Sequence[int] | None = None) -> Tensor:
@@ -136,4 +179,5 @@ class MemoryBank:
 
     @property
     def num_objects(self) -> int:
-        return self.entries[0].object_valid.shape[1] if self.entries else 0
+        entries = self._all_entries()
+        return entries[0].object_valid.shape[1] if entries else 0

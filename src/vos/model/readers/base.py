@@ -66,6 +66,9 @@ class ReaderState:
     `MemoryReader.new_state`."""
 
     previous_probs: Tensor | None = None  # [B, O, H, W] soft masks of the previous frame
+    # (B, O) when the network reads objects as batch elements (keys per object): the reader's
+    # own fields are then per B·O element (set by `VOSNetwork.read`)
+    folded_layout: tuple[int, int] | None = None
 
 
 @dataclass
