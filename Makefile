@@ -7,7 +7,7 @@ PAPER ?=
 STEPS ?=
 ABLATE_ARGS ?=
 
-.PHONY: install install-dev train eval test test-all lint format bench ablate clean
+.PHONY: install install-dev train eval test test-all mutants lint format bench ablate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ test: install-dev       ## the default suite (slow tests excluded)
 
 test-all: install-dev   ## every test, slow ones included
 	$(BIN)/python -m pytest -m "" $(ARGS)
+
+mutants: install-dev    ## wrong edits of the readers the tests must catch (ARGS="--only ID --jobs 2")
+	$(BIN)/python tests/run_mutants.py $(ARGS)
 
 lint: install-dev
 	$(BIN)/ruff format --check .

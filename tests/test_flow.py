@@ -62,13 +62,24 @@ def _one_thread():
 
 
 @pytest.mark.parametrize(("height", "width"), [(50, 70), (64, 64), (33, 129)])
-def test_tinyflownet_output_matches_input_size(height: int, width: int) -> None:
+def test_tinyflownet_pads_centred_and_crops_back(height: int, width: int) -> None:
+    """Any input size (reference §1.5): the flow is the network's output on the pair zero-padded
+    to multiples of 64, split evenly between the sides (the official ``pad_divide_by``), with
+    the padding cropped off again: the same numbers as running it on that padded pair."""
+    torch.manual_seed(0)
     net = TinyFlowNet().eval()
-    frames = torch.rand(2, 3, height, width), torch.rand(2, 3, height, width)
+    generator = torch.Generator().manual_seed(1)
+    frames = [torch.rand(2, 3, height, width, generator=generator) for _ in range(2)]
+    pad_h, pad_w = -height % 64, -width % 64
+    top, left = pad_h // 2, pad_w // 2
+    padded = [F.pad(f, (left, pad_w - left, top, pad_h - top)) for f in frames]
     with torch.no_grad():
         flow = net(*frames)
+        full = net(*padded)
     assert flow.shape == (2, 2, height, width)
-    assert torch.isfinite(flow).all()
+    assert full.shape == (2, 2, height + pad_h, width + pad_w)
+    assert flow.abs().amax() > 0
+    torch.testing.assert_close(flow, full[..., top : top + height, left : left + width])
 
 
 def test_tinyflownet_layer_table() -> None:

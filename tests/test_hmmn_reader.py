@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from vos import ops
-from vos.lightning.callbacks import ReaderSchedule, scheduled_value
 from vos.model.memory import MemoryBank
 from vos.model.readers.base import FrameFeatures
 from vos.model.readers.hmmn import (
@@ -37,36 +36,44 @@ def _reader(**overrides) -> HMMNReader:
     return HMMNReader(**settings).eval()
 
 
-def _random_frame(generator, batch, index, dtype=torch.float64) -> FrameFeatures:
-    keys = {"res4": torch.randn(batch, CK, H4, W4, generator=generator, dtype=dtype)}
-    for scale, factor in (("res3", 2), ("res2", 4)):
-        shape = (batch, FINE_KEYS[scale], factor * H4, factor * W4)
+FACTORS = {"res3": 2, "res2": 4}
+
+
+def _random_frame(generator, batch, index, dtype=torch.float64, grid=(H4, W4)) -> FrameFeatures:
+    h4, w4 = grid
+    keys = {"res4": torch.randn(batch, CK, h4, w4, generator=generator, dtype=dtype)}
+    for scale, factor in FACTORS.items():
+        shape = (batch, FINE_KEYS[scale], factor * h4, factor * w4)
         keys[scale] = torch.randn(*shape, generator=generator, dtype=dtype)
     return FrameFeatures(
         index=index,
-        frames=torch.zeros(batch, 3, 16 * H4, 16 * W4, dtype=dtype),
+        frames=torch.zeros(batch, 3, 16 * h4, 16 * w4, dtype=dtype),
         features={},
         keys=keys,
-        query_value=torch.randn(batch, CV, H4, W4, generator=generator, dtype=dtype),
+        query_value=torch.randn(batch, CV, h4, w4, generator=generator, dtype=dtype),
     )
 
 
-def _random_values(generator, batch, objects, dtype=torch.float64) -> dict[str, torch.Tensor]:
-    values = {"res4": torch.randn(batch, objects, CV, H4, W4, generator=generator, dtype=dtype)}
-    for scale, factor in (("res3", 2), ("res2", 4)):
-        shape = (batch, objects, FINE_VALUES[scale], factor * H4, factor * W4)
+def _random_values(
+    generator, batch, objects, dtype=torch.float64, grid=(H4, W4)
+) -> dict[str, torch.Tensor]:
+    h4, w4 = grid
+    values = {"res4": torch.randn(batch, objects, CV, h4, w4, generator=generator, dtype=dtype)}
+    for scale, factor in FACTORS.items():
+        shape = (batch, objects, FINE_VALUES[scale], factor * h4, factor * w4)
         values[scale] = torch.randn(*shape, generator=generator, dtype=dtype)
     return values
 
 
-def _memory(generator, batch=2, objects=2, frames=3, late_object=False):
+def _memory(generator, batch=2, objects=2, frames=3, late_object=False, grid=(H4, W4)):
     bank = MemoryBank()
     for t in range(frames):
-        frame = _random_frame(generator, batch, t)
+        frame = _random_frame(generator, batch, t, grid=grid)
         valid = torch.ones(batch, objects, dtype=torch.bool)
         if late_object and t == 0:
             valid[:, -1] = False  # the last object joins after frame 0
-        bank.add(t, frame.keys, _random_values(generator, batch, objects), valid, permanent=t == 0)
+        values = _random_values(generator, batch, objects, grid=grid)
+        bank.add(t, frame.keys, values, valid, permanent=t == 0)
     return bank
 
 
@@ -275,6 +282,8 @@ def test_kernel_is_inference_only_unless_asked():
 
 
 def test_readout_dropout_schedule():
+    from vos.lightning.callbacks import ReaderSchedule, scheduled_value  # Lightning: slow import
+
     assert scheduled_value(0, 0.5, 0.0, 0, 100) == 0.5
     assert scheduled_value(50, 0.5, 0.0, 0, 100) == 0.25
     assert scheduled_value(500, 1.0, 0.5, 0, 100) == 0.5
@@ -301,3 +310,122 @@ def test_readout_dropout_schedule():
 def test_bad_options_are_named(option, value):
     with pytest.raises(ValueError, match=option):
         _reader(**{option: value})
+
+
+# -- the default inference path, written out ---------------------------------------------------
+def _kernel_weighted_affinity(reader, query, memory):
+    """Eq. 1–3 on the res4 memory, from the paper and the reader's documented rule, in float64:
+    g4 = L1_memory(K ⊙ softmax_memory(k_M·k_Q / √Ck)) ``[B, N, M]``. K is a Gaussian per memory
+    pixel centred on the query pixel its latest-frame position matches best inside the s×s
+    window (a new video: no tracking history, every frame is moved by that one step), with
+    σ = σ_init + d·σ_factor, d the frame's distance in slots from the latest memory frame."""
+    keys = memory.keys("res4")  # [B, Ck, T, h, w]
+    batch, channels, frames, height, width = keys.shape
+    cells = height * width
+    query_key = query.keys["res4"].flatten(2)  # [B, Ck, M]
+    logits = torch.einsum("bcn,bcm->bnm", keys.flatten(2), query_key) / math.sqrt(channels)
+    yx = [(y, x) for y in range(height) for x in range(width)]
+    radius = reader.window // 2
+    kernel = torch.empty_like(logits)
+    for b in range(batch):
+        latest = logits[b, (frames - 1) * cells :]  # [hw memory, hw query]
+        for p, (py, px) in enumerate(yx):
+            window = [
+                q
+                for q, (qy, qx) in enumerate(yx)
+                if abs(qy - py) <= radius and abs(qx - px) <= radius
+            ]
+            best = window[int(latest[p, window].argmax())]
+            cy, cx = yx[best]
+            for t in range(frames):
+                sigma = reader.sigma_init + (frames - 1 - t) * reader.sigma_factor
+                for q, (qy, qx) in enumerate(yx):
+                    distance = (qy - cy) ** 2 + (qx - cx) ** 2
+                    kernel[b, t * cells + p, q] = math.exp(-distance / (2 * sigma**2))
+    weighted = torch.softmax(logits, dim=1) * kernel
+    return weighted / weighted.sum(dim=1, keepdim=True), logits
+
+
+def _fine_read_written_out(query, memory, candidates, scale, keep):
+    """§3.2 for one fine scale: each res4 query cell's first ``keep`` candidates (cells of the
+    first and previous memory frames, best first) expanded to their f×f children; the f×f query
+    pixels inside the cell read softmax(k·q/√Ck) over those children only."""
+    factor = {"res3": 2, "res2": 4}[scale]
+    keys = memory.keys(scale, [0, -1])  # [B, Ck, 2, fh, fw]
+    values = memory.values(scale, [0, -1])  # [B, O, Cv, 2, fh, fw]
+    query_key = query.keys[scale]  # [B, Ck, fh, fw]
+    batch, channels, _, fine_h, fine_w = keys.shape
+    height, width = fine_h // factor, fine_w // factor
+    out = torch.zeros(batch, values.shape[1], values.shape[2], fine_h, fine_w, dtype=keys.dtype)
+    for b in range(batch):
+        for cell in range(height * width):
+            y, x = divmod(cell, width)
+            children = []
+            for coarse in candidates[b, cell, :keep].tolist():
+                frame, (cy, cx) = (
+                    coarse // (height * width),
+                    divmod(coarse % (height * width), width),
+                )
+                children += [
+                    (frame, factor * cy + i, factor * cx + j)
+                    for i in range(factor)
+                    for j in range(factor)
+                ]
+            t, ys, xs = (torch.tensor(c) for c in zip(*children))
+            rows, cols = slice(factor * y, factor * (y + 1)), slice(factor * x, factor * (x + 1))
+            q = query_key[b, :, rows, cols].flatten(1)  # [Ck, f²]
+            weights = torch.softmax(keys[b, :, t, ys, xs].T @ q / math.sqrt(channels), dim=0)
+            read = values[b][:, :, t, ys, xs] @ weights  # [O, Cv, f²]
+            out[b, :, :, rows, cols] = read.view(*read.shape[:2], factor, factor)
+    return out
+
+
+def test_default_inference_reads_fine_scales_from_the_kernel_weighted_top_k():
+    """The default inference path (kernel on, k = 8): res3 reads the k best cells of the
+    kernel-weighted res4 affinity g4 (restricted to the first and previous frames) as 2×2
+    children, res2 the best k/4 as 4×4 children. The candidates chosen without the kernel
+    differ here, and fine keys and values nobody should read are NaN."""
+    generator = torch.Generator().manual_seed(9)
+    grid = (4, 6)
+    reader = _reader(top_k=8)
+    memory = _memory(generator, batch=2, frames=3, grid=grid)
+    query = _random_frame(generator, 2, 3, grid=grid)
+
+    affinity, logits = _kernel_weighted_affinity(reader, query, memory)
+    cells = grid[0] * grid[1]
+    fine_rows = torch.cat([torch.arange(cells), torch.arange(2 * cells, 3 * cells)])
+    candidates = affinity[:, fine_rows].topk(8, dim=1).indices.transpose(1, 2)  # [B, M, k]
+    unguided = logits[:, fine_rows].topk(8, dim=1).indices.transpose(1, 2)
+    assert not torch.equal(candidates.sort(dim=2).values, unguided.sort(dim=2).values)
+    assert not torch.equal(
+        candidates[..., :2].sort(dim=2).values, unguided[..., :2].sort(dim=2).values
+    )
+    expected = {
+        "res3": _fine_read_written_out(query, memory, candidates, "res3", 8),
+        "res2": _fine_read_written_out(query, memory, candidates, "res2", 2),
+    }
+    features = reader.read(query, memory, reader.new_state()).features
+    for scale in ("res3", "res2"):
+        torch.testing.assert_close(features[scale], expected[scale], rtol=1e-10, atol=1e-10)
+
+    # the same read with every fine key and value outside the chosen children poisoned
+    poisoned = MemoryBank()
+    for t, entry in enumerate(memory.entries):
+        keys, values = dict(entry.keys), dict(entry.values)
+        for scale, keep in (("res3", 8), ("res2", 2)):
+            factor = FACTORS[scale]
+            used = torch.zeros(2, grid[0], grid[1], dtype=torch.bool)
+            chosen = candidates[..., :keep].flatten(1)  # [B, M·keep], over frames 0 and 2
+            slot = {0: 0, 2: 1}.get(t)
+            for b in range(2):
+                if slot is not None:
+                    mine = chosen[b][chosen[b] // cells == slot] % cells
+                    used[b].view(-1)[mine] = True
+            outside = ~used.repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+            keys[scale] = keys[scale].masked_fill(outside[:, None], float("nan"))
+            values[scale] = values[scale].masked_fill(outside[:, None, None], float("nan"))
+        poisoned.add(t, keys, values, entry.object_valid, permanent=entry.permanent)
+    features = reader.read(query, poisoned, reader.new_state()).features
+    for scale in ("res3", "res2"):
+        assert torch.isfinite(features[scale]).all(), scale
+        torch.testing.assert_close(features[scale], expected[scale], rtol=1e-10, atol=1e-10)

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from vos import ops
 from vos.model.memory import MemoryBank
@@ -82,10 +84,25 @@ def test_position_map_normalises_over_the_query_and_weights_by_the_previous_mask
         assert torch.allclose(maps[0, o, 0].flatten(), expected, atol=1e-12)
 
 
-def test_prior_never_zeroes_a_response_and_top_k_of_all_is_the_mean():
+def test_prior_damps_background_by_1_over_e_and_top_k_of_all_is_the_mean():
+    """g(x) = exp(x)/e at reader level: a previous mask of 0 everywhere multiplies every
+    response by 1/e (damped, never zeroed), a mask of 1 leaves it as without a mask (g = 1)."""
+    generator = torch.Generator().manual_seed(5)
+    reader = _reader()
+    memory, _ = _memory(reader, generator)
+    query = _frame(generator, 2)
+    shape = (1, 2, 16 * H, 16 * W)
+    unknown = reader.position_maps(query, memory, reader.new_state())
+    background = reader.position_maps(
+        query, memory, reader.new_state(previous_probs=torch.zeros(shape, dtype=torch.float64))
+    )
+    foreground = reader.position_maps(
+        query, memory, reader.new_state(previous_probs=torch.ones(shape, dtype=torch.float64))
+    )
+    assert torch.all(unknown > 0)
+    torch.testing.assert_close(background, unknown / math.e, rtol=1e-12, atol=0)
+    torch.testing.assert_close(foreground, unknown, rtol=1e-12, atol=0)
     similarity = torch.softmax(torch.randn(2, 5, 7, dtype=torch.float64), dim=2)
-    background = torch.exp(torch.zeros(2, 5, dtype=torch.float64)) / math.e  # g(0) = 1/e
-    assert torch.all(position_map(similarity, background, 3) > 0)
     prior = torch.rand(2, 5, dtype=torch.float64)
     assert torch.allclose(
         position_map(similarity, prior, 5), (similarity * prior[..., None]).mean(dim=1)
@@ -183,5 +200,88 @@ def test_switches_merge_as_documented():
         _reader(use_grm=False, use_pgm=False, use_orm=False)
 
 
-def test_pgm_map_memory_is_one_map_per_object_at_a_time():
-    assert pgm_map_bytes(30, 54) == 1620 * 1620 * 4  # 10.5 MB at 480p, per object in turn
+def test_merge_rule_today_is_position_map_times_value_plus_orm():
+    """The whole readout against today's combination rule, term by term (written out from
+    Eq. 1–11 as the reader's docstring states them; update this one function when the PGM/ORM
+    equations change): ``[y_GRM, y_PGM + y_ORM]`` with
+
+    - y_GRM = Σ_n softmax_n(k_n·q / √Ck) v_n over every memory frame (Eq. 1–2);
+    - y_PGM = mean(top-K_i softmax_j(p^M(i)·p^Q(j)) · exp(M_{t−1}(i))/e) · v^Q(j) (Eq. 3–6);
+    - y_ORM = (v^Q + 1/d Σ_i (v^Q·f_i) g(f_i)) · SE(GAP(F + F_Q)) over the given-frame set
+      F = {f_i} (value cells whose area-averaged mask is ≥ 0.5; Eq. 7–11), g with random
+      weights so that the relation is not zero.
+
+    Dropping any term (PGM when ORM is on, ORM, the previous-mask prior, GRM) fails."""
+    generator = torch.Generator().manual_seed(6)
+    reader = _reader()
+    with torch.no_grad():
+        reader.relation_value.weight.normal_(generator=generator)
+        reader.relation_value.bias.normal_(generator=generator)
+    memory, masks = _memory(reader, generator, objects=2, frames=2)
+    query = _frame(generator, 2)
+    previous = masks[-1] * 0.7
+    out = reader.read(query, memory, reader.new_state(previous_probs=previous)).features["res4"]
+    assert out.shape == (1, 2, 2 * CV, H, W)
+
+    d = H * W
+    q_key = query.keys["res4"].flatten(2)[0]  # [Ck, M]
+    m_keys = memory.keys("res4").flatten(2)[0]  # [Ck, T·M]
+    m_values = memory.values("res4").flatten(3)[0]  # [O, Cv, T·M]
+    grm = m_values @ torch.softmax(m_keys.T @ q_key / math.sqrt(CK), dim=0)  # [O, Cv, M]
+
+    pos = ops.sine_positional_encoding(CK, H, W).double()
+    f_n = reader.position_embed
+    p_query = f_n(query.keys[LOCAL_KEY] + pos).flatten(2)[0]
+    p_memory = f_n(memory.keys(LOCAL_KEY, positions=[-1])[:, :, 0] + pos).flatten(2)[0]
+    response = torch.softmax(p_memory.T @ p_query, dim=1)  # [N previous, M query]
+    v_q = query.query_value.flatten(2)[0]  # [Cv, M]
+    conv = reader.relation_value
+    weight, bias = conv.weight[:, :, 0, 0], conv.bias[:, None]
+    for o in range(2):
+        prior = torch.exp(F.adaptive_avg_pool2d(previous[:, o], (H, W))).flatten() / math.e
+        pgm = (response * prior[:, None]).topk(reader.top_k, dim=0).values.mean(dim=0) * v_q
+        given_mask = F.adaptive_avg_pool2d(masks[0, :, o], (H, W)).flatten()
+        elements = (given_mask >= 0.5).nonzero().squeeze(1)
+        assert 0 < len(elements) < d
+        f = m_values[o][:, elements]  # F: the given frame (0) is the first d cells
+        affinity = f.T @ v_q  # [|F|, M]
+        v_from_set = (weight @ f + bias) @ affinity / d  # Eq. 8
+        set_from_v = (weight @ v_q + bias) @ affinity.T / d  # Eq. 7
+        excitation = reader.excite((f + set_from_v).mean(dim=1)[None])[0]
+        orm = (v_q + v_from_set) * excitation[:, None]
+        merged = out[0, o, CV:].flatten(1)
+        torch.testing.assert_close(out[0, o, :CV].flatten(1), grm[o], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(merged, pgm + orm, rtol=1e-12, atol=1e-12)
+        for term in (pgm, orm):  # each term is a sizeable part of the merge
+            assert (merged - term).abs().max() > 1e-3
+
+
+class _LargestMap(TorchDispatchMode):
+    """Records the largest number of elements of any pixel-by-pixel map an op returns (a
+    tensor with two dimensions of at least ``pixels``)."""
+
+    def __init__(self, pixels: int):
+        super().__init__()
+        self.pixels = pixels
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and sum(d >= self.pixels for d in t.shape) >= 2:
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_pgm_builds_one_map_per_object_at_a_time():
+    """With three objects, the largest pixel-by-pixel map PGM builds is one H·W × H·W map (the
+    size `pgm_map_bytes` reports), not one per object at once."""
+    generator = torch.Generator().manual_seed(7)
+    reader = _reader()
+    memory, masks = _memory(reader, generator, objects=3)
+    query = _frame(generator, 2)
+    state = reader.new_state(previous_probs=masks[-1] * 0.8)
+    with _LargestMap(H * W) as guard:
+        maps = reader.position_maps(query, memory, state)
+    assert maps.shape == (1, 3, 1, H, W)
+    assert guard.largest * 8 == pgm_map_bytes(H, W, dtype_bytes=8) == (H * W) ** 2 * 8

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vos import ops
-from vos.lightning.callbacks import ReaderSchedule
 from vos.model.memory import MemoryBank
 from vos.model.readers.base import FrameFeatures, ReaderState
 from vos.model.readers.lmrc import (
@@ -67,17 +66,24 @@ def _memory(generator, frames, objects=2) -> MemoryBank:
     return memory
 
 
-def _window_affinity(query_key, memory_key, radius):
-    """Eq. 4 with the softmax: W[b, y, x, p, q] over the whole memory grid, 0 outside the
-    (2d+1)² window (dense, float64: the reference for small grids)."""
+def _window_logits(query_key, memory_key, radius):
+    """Eq. 4: S[b, i, j] = −‖k_i^Q − k_j^L‖² / √Ck inside the (2d+1)² window around i, −∞
+    elsewhere, ``[B, M, N]`` over the whole grid (dense, float64)."""
     batch, channels, height, width = query_key.shape
     q = query_key.flatten(2).transpose(1, 2)  # [B, M, C]
     k = memory_key.flatten(2).transpose(1, 2)
-    logits = -torch.cdist(q, k).pow(2) / math.sqrt(channels)  # [B, M, N]
+    logits = -torch.cdist(q, k).pow(2) / math.sqrt(channels)
     ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     ys, xs = ys.flatten(), xs.flatten()
     inside = ((ys[:, None] - ys[None]).abs() <= radius) & ((xs[:, None] - xs[None]).abs() <= radius)
-    logits = logits.masked_fill(~inside, float("-inf"))
+    return logits.masked_fill(~inside, float("-inf"))
+
+
+def _window_affinity(query_key, memory_key, radius):
+    """Eq. 4 with the softmax: W[b, y, x, p, q] over the whole memory grid, 0 outside the
+    (2d+1)² window (dense, float64: the reference for small grids)."""
+    batch, _, height, width = query_key.shape
+    logits = _window_logits(query_key, memory_key, radius)
     return torch.softmax(logits, dim=2).view(batch, height, width, height, width)
 
 
@@ -210,17 +216,101 @@ def test_memory_split_with_one_frame_uses_it_as_both():
         memory_split(MemoryBank())
 
 
-def test_full_reader_shapes_and_objects_share_the_reliability():
-    g = torch.Generator().manual_seed(5)
+def _reorganised(fine, coarse_affinity, radius):
+    """Eq. 6–7: X^S(x, y) = Σ_{u,v} W̃^{L_{r+1}}(x̄, ȳ; x̄+u, ȳ+v) · X̃^{L_r}(x + 2u, y + 2v),
+    x̄ = ⌊x/2⌋, for ``fine [B, C, 2h, 2w]`` and the coarse affinity ``[B, h, w, h, w]``."""
+    batch, _, fine_h, fine_w = fine.shape
+    height, width = fine_h // 2, fine_w // 2
+    y = torch.arange(fine_h)[:, None].expand(fine_h, fine_w)
+    x = torch.arange(fine_w)[None, :].expand(fine_h, fine_w)
+    out = torch.zeros_like(fine)
+    for v in range(-radius, radius + 1):
+        for u in range(-radius, radius + 1):
+            cy, cx = y // 2 + v, x // 2 + u
+            inside = (cy >= 0) & (cy < height) & (cx >= 0) & (cx < width)
+            cyc, cxc = cy.clamp(0, height - 1), cx.clamp(0, width - 1)
+            weight = coarse_affinity[:, y // 2, x // 2, cyc, cxc] * inside  # [B, 2h, 2w]
+            source = fine[:, :, (y + 2 * v).clamp(0, fine_h - 1), (x + 2 * u).clamp(0, fine_w - 1)]
+            out += weight[:, None] * source
+    return out
+
+
+def test_full_reader_is_eq_1_to_10_written_out():
+    """The default reader (GMR, LMR at res4/res3/res2, SLMR at res3/res2, the comparator) on
+    three objects, against Eq. 1–10 evaluated densely in float64: GMR over the global memory
+    (frames 0–1), LMR over the previous frame (frame 2) inside the 5×5 window, SLMR reading
+    K^{S_r}, V^{S_r} re-organised with the coarser LMR affinity, and each local readout scaled
+    by H = σ(conv1×1(D)), D = α/2·(e^{S_L} − e^{S_G})/(e^{S_L} + e^{S_G}) over the top-k
+    similarities, the global ones upsampled bilinearly res4 → res3 → res2. The objects share
+    the similarities, hence H. The 1×1 convs get random weights so that every rank counts."""
+    g = torch.Generator().manual_seed(8)
     reader = _reader()
-    memory = _memory(g, 2, objects=3)
-    features = reader.read(_frame(g, 2), memory, ReaderState()).features
+    with torch.no_grad():
+        for conv in reader.comparison.values():
+            conv.weight.normal_(generator=g)
+            conv.bias.normal_(generator=g)
+    memory = _memory(g, 3, objects=3)
+    query = _frame(g, 3)
+    features = reader.read(query, memory, ReaderState()).features
     spec = reader.needs
-    assert features["res4"].shape == (1, 3, spec.readout_channels, H4, W4)
-    for scale in ("res3", "res2"):
-        channels = spec.decoder_memory_channels[scale]
-        assert features[scale].shape == (1, 3, channels, FACTORS[scale] * H4, FACTORS[scale] * W4)
     assert spec.fine_values_see_frame_features
+    assert features["res4"].shape == (1, 3, spec.readout_channels, H4, W4)
+
+    k, radius, alpha = reader.top_k, reader.radius, reader.alpha
+    local = memory.entries[2]
+    # GMR (Eq. 1–3) and its top-k similarities, upsampled in turn
+    global_keys = memory.keys("res4", [0, 1]).flatten(2).transpose(1, 2)  # [1, N, C]
+    q4 = query.keys["res4"].flatten(2).transpose(1, 2)  # [1, M, C]
+    global_similarity = -torch.cdist(q4, global_keys).pow(2) / math.sqrt(CK)  # [1, M, N]
+    global_values = memory.values("res4", [0, 1]).flatten(3)  # [1, O, Cv, N]
+    global_readout = torch.einsum("bocn,bmn->bocm", global_values, global_similarity.softmax(2))
+    global_top = {"res4": global_similarity.topk(k, dim=2).values.transpose(1, 2)}
+    global_top["res4"] = global_top["res4"].reshape(1, k, H4, W4)
+    for coarse, fine in (("res4", "res3"), ("res3", "res2")):
+        global_top[fine] = F.interpolate(
+            global_top[coarse], scale_factor=2, mode="bilinear", align_corners=False
+        )
+
+    def weighted(name, scale, logits, values):
+        """R = W·V (Eq. 5/8) and H ⊙ R (Eq. 9–10) for one local or sequential read."""
+        h, w = FACTORS[scale] * H4, FACTORS[scale] * W4
+        read = torch.einsum("bocn,bmn->bocm", values.flatten(3), logits.softmax(2))
+        local_top = logits.topk(k, dim=2).values.transpose(1, 2).reshape(1, k, h, w)
+        e_local, e_global = local_top.exp(), global_top[scale].exp()
+        difference = alpha / 2 * (e_local - e_global) / (e_local + e_global)
+        conv = reader.comparison[name]
+        reliability = torch.sigmoid(
+            torch.einsum("k,bkyx->byx", conv.weight[:, :, 0, 0][0], difference) + conv.bias
+        )
+        return (read * reliability.flatten(1)[:, None, None]).view(1, 3, -1, h, w)
+
+    local_logits, readouts = {}, {"res4": [], "res3": [], "res2": []}
+    for scale in ("res4", "res3", "res2"):  # LMR (Eq. 4–5)
+        local_logits[scale] = _window_logits(query.keys[scale], local.keys[scale], radius)
+        readouts[scale].append(
+            weighted(f"local_{scale}", scale, local_logits[scale], local.values[scale])
+        )
+    for coarse, scale in (("res4", "res3"), ("res3", "res2")):  # SLMR (Eq. 6–8)
+        h, w = FACTORS[coarse] * H4, FACTORS[coarse] * W4
+        affinity = local_logits[coarse].softmax(2).view(1, h, w, h, w)
+        key = _reorganised(local.keys[scale], affinity, radius)
+        value = _reorganised(local.values[scale].flatten(1, 2), affinity, radius)
+        logits = _window_logits(query.keys[scale], key, radius)
+        readouts[scale].append(
+            weighted(f"sequential_{scale}", scale, logits, value.view(1, 3, -1, 2 * h, 2 * w))
+        )
+
+    value = query.query_value.unsqueeze(1).expand(-1, 3, -1, -1, -1)
+    expected = {
+        "res4": torch.cat([global_readout.view(1, 3, -1, H4, W4), *readouts["res4"], value], 2),
+        "res3": torch.cat(readouts["res3"], dim=2),
+        "res2": torch.cat(readouts["res2"], dim=2),
+    }
+    assert set(features) == set(expected)
+    for scale, tensor in expected.items():
+        if scale != "res4":
+            assert features[scale].shape[2] == spec.decoder_memory_channels[scale]
+        torch.testing.assert_close(features[scale], tensor, rtol=1e-9, atol=1e-10)
 
 
 def test_settings_need_lmr_one_scale_coarser_for_slmr():
@@ -297,6 +387,8 @@ def test_scale_loss_is_eq_12():
 
 
 def test_scale_loss_is_zero_for_equal_norms_and_stops_after_its_iterations():
+    from vos.lightning.callbacks import ReaderSchedule  # Lightning: a slow import
+
     g = torch.Generator().manual_seed(7)
     equal = {
         s: F.normalize(torch.randn(2, CK, f * 3, f * 4, generator=g), dim=1) * 2.0

@@ -10,7 +10,6 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import vos.config
-from vos import ops
 from vos.model.memory import MemoryBank
 from vos.model.readers.base import FrameFeatures, ReaderState
 from vos.model.readers.rmnet import RMNetReader, cells_in_boxes
@@ -270,21 +269,70 @@ def test_needs_flow_only_for_flow_mode():
         RMNetReader(8, 4, region_semantics="masked")
 
 
-def test_regional_read_skips_outside_pixels():
-    """Regions make `memory_read` compute only the boxed pixels (the speed claim)."""
+def test_regional_read_never_computes_outside_the_regions():
+    """Regions make `memory_read` crop, not mask (the speed claim, §3.2): keys and values
+    outside R_M^j and query keys outside R_Q^j are poisoned with NaN, and the read stays
+    finite and equal to the clean read, which is Eq. 3–7 written out (softmax over the
+    memory regions of every frame, 0 outside the query region). Computing every pixel and
+    masking with −inf afterwards gives NaN·0 = NaN and fails."""
     reader = RMNetReader(8, 4, padding=0, query_region_mode="previous")
-    memory, query = random_memory(reader, batch=1, objects=1, grid=(4, 4), frames=1)
-    memory.entries[0].extras["region"] = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
-    memory.entries[0].extras["region"][0, 0, :2, :2] = True
-    previous = square_probs(1, 1, (64, 64), [(0, 0, 16, 16)])
-    out = reader.read(query, memory, ReaderState(previous_probs=previous)).features["res4"]
-    expected = ops.memory_read(
-        query.keys["res4"].flatten(2)[:, :, :1],
-        memory.keys("res4")[:, :, 0, :2, :2].flatten(2),
-        memory.values("res4")[:, 0, :, 0, :2, :2].flatten(2),
+    generator = torch.Generator().manual_seed(11)
+    grid, size = (4, 5), (64, 80)
+    squares = [  # per memory frame, per batch element (one object)
+        [(0, 0, 32, 32), (32, 48, 64, 80)],
+        [(16, 16, 48, 48), (0, 32, 16, 64)],
+    ]
+    keys, values, probs = [], [], []
+    for frame_squares in squares:
+        keys.append(torch.randn(2, 8, *grid, generator=generator, dtype=torch.float64))
+        values.append(torch.randn(2, 1, 4, *grid, generator=generator, dtype=torch.float64))
+        probs.append(torch.cat([square_probs(1, 1, size, [s]) for s in frame_squares]))
+    previous = torch.cat(
+        [square_probs(1, 1, size, [s]) for s in [(0, 16, 32, 48), (32, 0, 64, 32)]]
     )
-    torch.testing.assert_close(out[0, 0, :4, 0, 0], expected[0, :, 0])
-    assert torch.all(out[0, 0].flatten(1)[:, 1:] == 0)  # outside the query box: all zero
+    query_keys = torch.randn(2, 8, *grid, generator=generator, dtype=torch.float64)
+
+    clean = MemoryBank()
+    for t in range(2):
+        remember(reader, clean, keys[t], values[t], probs[t], t)
+    regions = [clean.entries[t].extras["region"][:, 0] for t in range(2)]  # [B, h, w]
+    query = make_frame(query_keys, 2)
+    query.query_value = query.query_value.double()
+    state = ReaderState(previous_probs=previous)
+    query_region = reader.query_regions(query, clean, state)[:, 0]  # [B, h, w]
+    for region in [*regions, query_region]:  # every region is a strict part of the frame
+        assert region.flatten(1).any(dim=1).all() and not region.flatten(1).all(dim=1).any()
+    out = reader.read(query, clean, state).features["res4"][:, 0]  # [B, 2·Cv, h, w]
+
+    nan = float("nan")
+    poisoned = MemoryBank()
+    for t in range(2):
+        outside = ~regions[t]
+        poisoned_keys = keys[t].masked_fill(outside[:, None], nan)
+        poisoned_values = values[t].masked_fill(outside[:, None, None], nan)
+        poisoned.add(t, {"res4": poisoned_keys}, {"res4": poisoned_values}, permanent=t == 0)
+        poisoned.entries[t].extras = clean.entries[t].extras
+    poisoned_query = make_frame(query_keys.masked_fill(~query_region[:, None], nan), 2)
+    poisoned_query.query_value = query.query_value
+    out_poisoned = reader.read(poisoned_query, poisoned, state).features["res4"][:, 0]
+    assert torch.isfinite(out_poisoned).all()
+    torch.testing.assert_close(out_poisoned, out, rtol=0, atol=0)
+
+    for b in range(2):
+        inside_memory = torch.cat([r[b].flatten() for r in regions])  # [T·h·w]
+        memory_keys = torch.stack([k[b] for k in keys], dim=1).flatten(1)[:, inside_memory]
+        memory_values = torch.stack([v[b, 0] for v in values], dim=1).flatten(1)
+        memory_values = memory_values[:, inside_memory]
+        own_value = query.query_value[b].flatten(1)
+        for q in range(grid[0] * grid[1]):
+            read, value = out[b, :4].flatten(1)[:, q], out[b, 4:].flatten(1)[:, q]
+            if query_region[b].flatten()[q]:
+                logits = memory_keys.T @ query_keys[b].flatten(1)[:, q] / math.sqrt(8)
+                expected = memory_values @ torch.softmax(logits, dim=0)
+                torch.testing.assert_close(read, expected, rtol=1e-12, atol=1e-12)
+                torch.testing.assert_close(value, own_value[:, q], rtol=0, atol=0)
+            else:  # Eq. 7: no similarity at all -> 0; the regional query value A_Q·v_Q is 0
+                assert not read.any() and not value.any()
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -299,8 +347,11 @@ def test_config_composes_and_builds_reader():
     assert reader.needs.key_scales == {"res4": cfg.model.key_channels}
 
 
-def test_reader_runs_inside_the_network():
-    """Shapes and gradients through `VOSNetwork` (which does not pass masks to memorize yet)."""
+def test_reader_inside_the_network_reads_the_given_regions():
+    """`VOSNetwork.memorize` hands the given masks to `RMNetReader.memorize` (the stored region
+    is each mask's box on the res4 grid) and `encode_frame`'s flow reaches the query region (the
+    previous mask warped by it): the readout the decoder gets is zero outside the warped box and
+    not inside it, and gradients reach the query key."""
     from vos.model.network import build_network
 
     with initialize_config_dir(config_dir=str(vos.config.CONFIG_DIR), version_base="1.3"):
@@ -311,15 +362,31 @@ def test_reader_runs_inside_the_network():
                 "model.key_channels=8",
                 "model.value_channels=16",
                 "model.decoder_channels=8",
+                "model.reader.padding=0",
             ],
         )
     network = build_network(cfg.model)
-    frames = torch.rand(2, 3, 64, 64)
-    given = square_probs(2, 2, (64, 64), [(8, 8, 24, 24), (32, 40, 56, 60)])
+    readouts = []  # what the decoder receives: the res4 readout [B, O, 2·Cv, h, w]
+    network.decoder.register_forward_pre_hook(lambda _, args: readouts.append(args[0]))
+    frames = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(12))
+    given = square_probs(1, 2, (64, 64), [(8, 8, 24, 24), (32, 16, 56, 28)])
     memory = MemoryBank()
     network.memorize(memory, network.encode_frame(frames, 0), given, permanent=True)
-    query = network.encode_frame(frames, 1, flow=torch.zeros(2, 2, 64, 64))
+    boxes = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
+    boxes[0, 0, 0:2, 0:2] = True  # pixels 8..23 touch cells 0 and 1
+    boxes[0, 1, 2:4, 1] = True
+    assert torch.equal(memory.entries[0].extras["region"], boxes)
+
+    flow = torch.zeros(1, 2, 64, 64)
+    flow[:, 0] = -32.0  # backward flow: everything moved 32 px (two cells) to the right
+    query = network.encode_frame(frames, 1, flow=flow)
+    query.keys["res4"].retain_grad()
     logits = network.segment(query, memory, ReaderState(previous_probs=given))
-    assert logits.shape == (2, 3, 64, 64)
+    assert logits.shape == (1, 3, 64, 64)
+    moved = torch.roll(boxes, 2, dims=3)  # the boxes two cells to the right (none wraps)
+    (readout,) = readouts
+    assert readout.shape == (1, 2, 32, 4, 4)
+    assert not readout.masked_fill(moved[:, :, None], 0).any()
+    assert readout.abs().sum(dim=2)[moved].gt(0).all()
     logits.logsumexp(dim=1).mean().backward()
-    assert network.key_projection["res4"].weight.grad.abs().sum() > 0
+    assert query.keys["res4"].grad.abs().sum() > 0
