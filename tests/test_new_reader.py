@@ -55,6 +55,7 @@ TOY_CONFIG = """
 # A toy reader kept outside the repository (tests/test_new_reader.py).
 defaults:
   - size: tiny
+  - arch: stm
   - _self_
 
 name: toy

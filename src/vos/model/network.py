@@ -291,9 +291,11 @@ def build_network(model_cfg: Mapping[str, Any] | DictConfig) -> VOSNetwork:
     reader = hydra.utils.instantiate(cfg.reader)
     flow_cfg = cfg.get("flow")
     flow = hydra.utils.instantiate(flow_config(flow_cfg)) if flow_cfg is not None else None
+    # a reader config without `arch` in its defaults gets STM's network, the baseline's
+    arch = cfg.get("arch") or {"name": "stm"}
     return VOSNetwork(
         reader,
-        arch=cfg.arch.name,
+        arch=arch["name"],
         key_depth=cfg.backbone.depth,
         key_weights=cfg.backbone.weights,
         value_depth=cfg.value_backbone.depth,
@@ -301,7 +303,7 @@ def build_network(model_cfg: Mapping[str, Any] | DictConfig) -> VOSNetwork:
         decoder_channels=cfg.decoder_channels,
         freeze_batchnorm=cfg.freeze_batchnorm,
         flow=flow,
-        pad_frames_with=cfg.arch.get("pad_frames_with", "black"),
+        pad_frames_with=arch.get("pad_frames_with", "black"),
     )
 
 
