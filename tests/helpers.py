@@ -155,6 +155,7 @@ ENTRY_POINTS = {
     "vos.bench": "vos.cli.bench",
     "vos.report": "vos.cli.report",
     "vos.data.synthetic": "vos.cli.export",
+    "vos.convert": "vos.cli.convert",
 }
 HYDRA_COMMANDS = {"vos.train", "vos.eval", "vos.evaluate"}
 

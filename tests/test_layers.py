@@ -28,7 +28,16 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 # `python -m vos.<command>` and `python -m <package>` entry points: thin modules that only
 # call into vos.cli, so they sit at its layer
-ENTRY_POINTS = {"train", "train_flow", "eval", "evaluate", "ablate", "report", "probe"}
+ENTRY_POINTS = {
+    "train",
+    "train_flow",
+    "eval",
+    "evaluate",
+    "ablate",
+    "report",
+    "probe",
+    "convert",
+}
 
 
 def module_files() -> dict[str, Path]:
