@@ -1,0 +1,96 @@
+"""Compare the suite's converted network with the official inference code, frame by frame.
+
+    python experiments/parity/compare.py --mode stm --weights W.pth --davis ROOT \
+        --official-out OUT_OFFICIAL --videos v1 v2 [--json parity.json]
+
+``W.pth`` is a checkpoint in the authors' released layout (``official.py save-random`` writes
+one from the official network with random weights), ``OUT_OFFICIAL`` holds what ``official.py
+run`` wrote for it (per video ``<video>.npz`` with ``probs`` and ``labels``). This converts
+``W.pth`` with `vos.model.official.convert` (as ``python -m vos.convert`` does), runs the
+suite's inference engine with the stored protocol on the same frames (fp32, CPU), and prints
+per video the largest difference of the label probabilities, the share of pixels whose
+written label differs, and the seconds per frame of both. docs/parity.md records the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vos.data.sources.davis import DavisSource
+from vos.inference.loading import load_engine
+from vos.model.official.convert import MODES, convert_file
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=MODES, required=True)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--davis", required=True, help="DAVIS-layout root (JPEGImages/480p, ...)")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--official-out", required=True)
+    parser.add_argument("--videos", nargs="+", required=True)
+    parser.add_argument("--json", help="write the figures here too")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / f"{args.mode}.ckpt"
+        convert_file(args.mode, args.weights, ckpt)
+        engine = load_engine(ckpt, torch.device("cpu"))
+    source = DavisSource(args.davis, split=args.split)
+    official_meta = Path(args.official_out) / "official.json"
+    official_meta = json.loads(official_meta.read_text()) if official_meta.exists() else {}
+    official_seconds = {
+        v["video"]: v.get("seconds_per_frame") for v in official_meta.get("videos", [])
+    }
+    rows = []
+    for video in args.videos:
+        official = np.load(Path(args.official_out) / f"{video}.npz")
+        probs: dict[int, np.ndarray] = {}
+        start = time.perf_counter()
+
+        def keep(t: int, p: torch.Tensor, probs: dict = probs) -> None:
+            probs[t] = p.float().cpu().numpy()
+
+        result = engine.run_video(source, video, on_probs=keep)
+        seconds = (time.perf_counter() - start) / len(result.labels)
+        ours = np.stack([probs[t] for t in sorted(probs) if t > 0])
+        theirs = official["probs"][1 : len(ours) + 1].astype(np.float32)
+        if ours.shape != theirs.shape:
+            raise SystemExit(f"{video}: suite probs {ours.shape} vs official {theirs.shape}")
+        labels_theirs = official["labels"][1 : len(ours) + 1]
+        labels_ours = result.labels[1 : len(ours) + 1]
+        spread = float(((theirs > 0.01) & (theirs < 0.99)).mean())
+        row = {
+            "video": video,
+            "frames": int(len(ours) + 1),
+            "objects": int(ours.shape[1] - 1),
+            "size": list(ours.shape[-2:]),
+            "max_abs_prob_diff": float(np.abs(ours - theirs).max()),
+            "mean_abs_prob_diff": float(np.abs(ours - theirs).mean()),
+            "label_pixels_differing": float((labels_ours != labels_theirs).mean()),
+            "official_uncertain_share": spread,
+            "suite_seconds_per_frame": seconds,
+            "official_seconds_per_frame": official_seconds.get(video),
+        }
+        rows.append(row)
+        print(json.dumps(row))
+    summary = {
+        "mode": args.mode,
+        "max_abs_prob_diff": max(r["max_abs_prob_diff"] for r in rows),
+        "label_pixels_differing": max(r["label_pixels_differing"] for r in rows),
+        "videos": rows,
+    }
+    print(json.dumps({k: v for k, v in summary.items() if k != "videos"}))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
