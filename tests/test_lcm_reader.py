@@ -12,7 +12,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from vos import ops
 from vos.model.memory import MemoryBank
 from vos.model.readers.base import FrameFeatures
-from vos.model.readers.lcm import LOCAL_KEY, LCMReader, pgm_map_bytes, position_map
+from vos.model.readers.lcm import (
+    FIRST_VALUE,
+    LOCAL_KEY,
+    LCMReader,
+    heatmap,
+    pgm_map_bytes,
+    position_map,
+)
 from vos.model.readers.stm import global_read
 
 CK, CV, H, W = 8, 6, 3, 4
@@ -46,11 +53,14 @@ def _masks(objects: int, frames: int) -> torch.Tensor:
     return masks
 
 
-def _memory(reader, generator, objects=2, frames=2, late_object=False):
+def _memory(reader, generator, objects=2, frames=2, late_object=False, memorised=None):
+    """A memory of ``frames`` frames; ``memorised`` (a list) receives each memorised frame."""
     memory = MemoryBank()
     masks = _masks(objects, frames)
     for t in range(frames):
         frame = _frame(generator, t)
+        if memorised is not None:
+            memorised.append(frame)
         values = {"res4": torch.randn(1, objects, CV, H, W, generator=generator).double()}
         valid = torch.ones(1, objects, dtype=torch.bool)
         probs = masks[t]
@@ -163,18 +173,84 @@ def test_orm_with_an_empty_set_leaves_the_query_value():
 
 
 def test_first_sets_use_the_frame_each_object_was_given_in():
+    """F comes from the first value v^F: the query value (the embedding v^Q comes from) of the
+    frame each object was given in, not the memory encoder's value."""
     reader = _reader()
-    memory, masks = _memory(reader, torch.Generator().manual_seed(3), late_object=True)
+    frames = []
+    memory, masks = _memory(
+        reader, torch.Generator().manual_seed(3), late_object=True, memorised=frames
+    )
     state = reader.new_state()
     values, members = reader.first_sets(memory, state)
-    stored = memory.values("res4")  # [1, O, Cv, T, h, w]
-    assert torch.equal(values[0, 0], stored[0, 0, :, 0].flatten(1))  # given at frame 0
-    assert torch.equal(values[0, 1], stored[0, 1, :, 1].flatten(1))  # joined at frame 1
+    assert torch.equal(values[0, 0], frames[0].query_value[0].flatten(1))  # given at frame 0
+    assert torch.equal(values[0, 1], frames[1].query_value[0].flatten(1))  # joined at frame 1
+    stored = memory.values("res4")  # [1, O, Cv, T, h, w]: the memory value is another embedding
+    assert not torch.allclose(values[0, 0], stored[0, 0, :, 0].flatten(1))
     # object o's set: res4 columns o and o+1
     expected = torch.zeros(H, W)
     expected[:, 1:3] = 1
     assert torch.equal(members[0, 1].view(H, W).float(), expected)
     assert state.first_sets[0] is values  # cached for the video
+
+
+def test_orm_does_not_read_the_memory_value():
+    """With GRM and PGM off, the readout is ORM's alone: it depends on the given frame's query
+    value and mask, and not on the values the memory encoder stored."""
+    generator = torch.Generator().manual_seed(8)
+    reader = _reader(use_grm=False, use_pgm=False)
+    with torch.no_grad():
+        reader.relation_value.weight.normal_(generator=generator)
+    memory, masks = _memory(reader, generator)
+    query = _frame(generator, 2)
+    before = reader.read(query, memory, reader.new_state()).features["res4"]
+    for entry in memory.entries:
+        entry.values = {"res4": entry.values["res4"] * 3.0 + 1.0}
+    after = reader.read(query, memory, reader.new_state()).features["res4"]
+    torch.testing.assert_close(after, before, rtol=1e-12, atol=1e-12)
+
+
+def test_memorize_keeps_the_query_value_of_possible_given_frames_only():
+    """v^F is stored with a frame that may be an object's given frame (an empty memory, or an
+    object no memory frame holds yet) and an empty placeholder with every other frame."""
+    generator = torch.Generator().manual_seed(9)
+    reader = _reader()
+    frames = []
+    memory, _ = _memory(reader, generator, frames=3, memorised=frames)
+    stored = memory.extras(FIRST_VALUE)
+    assert stored[0].shape == (1, 2, CV, H, W)
+    assert torch.equal(stored[0][0, 1], frames[0].query_value[0])
+    assert [x.numel() for x in stored[1:]] == [0, 0]
+    late, _ = _memory(reader, generator, frames=3, late_object=True)
+    assert [x.dim() for x in late.extras(FIRST_VALUE)] == [5, 5, 3]  # object 1 joins at 1
+    without_orm = _reader(use_orm=False).memorize(
+        frames[0], {"res4": stored[0]}, MemoryBank(), object_probs=torch.ones(1, 2, 16 * H, 16 * W)
+    )
+    assert FIRST_VALUE not in without_orm
+
+
+def test_pgm_enters_the_merge_at_the_scale_of_the_query_value():
+    """Eq. 6's map P averages softmax rows over the query, so it is about 1/(H·W): the merge
+    takes y_PGM / max_j P(j), which is v^Q itself at each object's peak, and makes up a
+    sizeable part of the merge beside ORM's full-size term."""
+    generator = torch.Generator().manual_seed(10)
+    full = _reader()
+    memory, masks = _memory(full, generator)
+    reader = _reader(use_orm=False)
+    query = _frame(generator, 2)
+    state = reader.new_state(previous_probs=masks[-1])
+    maps = reader.position_maps(query, memory, state).detach()
+    assert float(maps.amax()) < 0.5  # Eq. 6's P is small, as the docstring says
+    merged = reader.read(query, memory, state).features["res4"][0, :, CV:]  # [O, Cv, h, w]
+    value = query.query_value[0]
+    for o in range(2):
+        peak = int(maps[0, o, 0].flatten().argmax())
+        torch.testing.assert_close(
+            merged[o].flatten(1)[:, peak], value.flatten(1)[:, peak], rtol=1e-12, atol=1e-12
+        )
+    out = full.read(query, memory, full.new_state(previous_probs=masks[-1])).features["res4"]
+    pgm = heatmap(maps) * value
+    share = pgm.pow(2).mean().sqrt() / out[:, :, CV:].pow(2).mean().sqrt()
+    assert share > 0.25, float(share)
 
 
 def test_switches_merge_as_documented():
@@ -193,7 +269,8 @@ def test_switches_merge_as_documented():
     pgm_only = _reader(use_orm=False)
     maps = pgm_only.position_maps(query, memory, state)
     out = pgm_only.read(query, memory, state).features["res4"]
-    assert torch.allclose(out[:, :, CV:], maps * value)
+    peak = maps.amax(dim=(-2, -1), keepdim=True)
+    assert torch.allclose(out[:, :, CV:], maps / peak * value)
     no_grm = _reader(use_grm=False).read(query, memory, state).features["res4"]
     assert not no_grm[:, :, :CV].any()
     with pytest.raises(ValueError, match="at least one"):
@@ -203,21 +280,25 @@ def test_switches_merge_as_documented():
 def test_merge_rule_today_is_position_map_times_value_plus_orm():
     """The whole readout against today's combination rule, term by term (written out from
     Eq. 1–11 as the reader's docstring states them; update this one function when the PGM/ORM
-    equations change): ``[y_GRM, y_PGM + y_ORM]`` with
+    equations change): ``[y_GRM, y_PGM / max_j P(j) + y_ORM]`` with
 
     - y_GRM = Σ_n softmax_n(k_n·q / √Ck) v_n over every memory frame (Eq. 1–2);
-    - y_PGM = mean(top-K_i softmax_j(p^M(i)·p^Q(j)) · exp(M_{t−1}(i))/e) · v^Q(j) (Eq. 3–6);
-    - y_ORM = (v^Q + 1/d Σ_i (v^Q·f_i) g(f_i)) · SE(GAP(F + F_Q)) over the given-frame set
-      F = {f_i} (value cells whose area-averaged mask is ≥ 0.5; Eq. 7–11), g with random
-      weights so that the relation is not zero.
+    - P(j) = mean(top-K_i softmax_j(p^M(i)·p^Q(j)) · exp(M_{t−1}(i))/e), y_PGM = P · v^Q
+      (Eq. 3–6), merged divided by the map's maximum over the query (per object);
+    - y_ORM = (v^Q + 1/d Σ_i (v^Q·f_i) g(f_i)) · SE(GAP(F + F_Q)) over the set F = {f_i} of
+      the first value v^F, the *query value* of the frame the object was given in (frame 0),
+      at the cells whose area-averaged mask is ≥ 0.5 (Eq. 7–11), g with random weights so
+      that the relation is not zero.
 
-    Dropping any term (PGM when ORM is on, ORM, the previous-mask prior, GRM) fails."""
+    Dropping any term (PGM when ORM is on, ORM, the previous-mask prior, GRM, the map's
+    rescaling) or taking F from the memory value fails."""
     generator = torch.Generator().manual_seed(6)
     reader = _reader()
     with torch.no_grad():
         reader.relation_value.weight.normal_(generator=generator)
         reader.relation_value.bias.normal_(generator=generator)
-    memory, masks = _memory(reader, generator, objects=2, frames=2)
+    frames = []
+    memory, masks = _memory(reader, generator, objects=2, frames=2, memorised=frames)
     query = _frame(generator, 2)
     previous = masks[-1] * 0.7
     out = reader.read(query, memory, reader.new_state(previous_probs=previous)).features["res4"]
@@ -235,15 +316,17 @@ def test_merge_rule_today_is_position_map_times_value_plus_orm():
     p_memory = f_n(memory.keys(LOCAL_KEY, positions=[-1])[:, :, 0] + pos).flatten(2)[0]
     response = torch.softmax(p_memory.T @ p_query, dim=1)  # [N previous, M query]
     v_q = query.query_value.flatten(2)[0]  # [Cv, M]
+    v_first = frames[0].query_value.flatten(2)[0]  # v^F: frame 0's query value, [Cv, M]
     conv = reader.relation_value
     weight, bias = conv.weight[:, :, 0, 0], conv.bias[:, None]
     for o in range(2):
         prior = torch.exp(F.adaptive_avg_pool2d(previous[:, o], (H, W))).flatten() / math.e
-        pgm = (response * prior[:, None]).topk(reader.top_k, dim=0).values.mean(dim=0) * v_q
+        position = (response * prior[:, None]).topk(reader.top_k, dim=0).values.mean(dim=0)
+        pgm = position / position.max() * v_q
         given_mask = F.adaptive_avg_pool2d(masks[0, :, o], (H, W)).flatten()
         elements = (given_mask >= 0.5).nonzero().squeeze(1)
         assert 0 < len(elements) < d
-        f = m_values[o][:, elements]  # F: the given frame (0) is the first d cells
+        f = v_first[:, elements]  # F: the given frame's query value at the set's cells
         affinity = f.T @ v_q  # [|F|, M]
         v_from_set = (weight @ f + bias) @ affinity / d  # Eq. 8
         set_from_v = (weight @ v_q + bias) @ affinity.T / d  # Eq. 7

@@ -2,10 +2,12 @@
 
 ``lcm``: runs a trained LCM checkpoint over the first N videos of the generated val split and
 prints, averaged over every read, the root-mean-square size of the query value v^Q, GRM's
-readout and the merged half of the readout (y_PGM + y_ORM), the position map's mean and
-maximum, and ``pgm_share``: y_PGM = map · v^Q against the merged half, i.e. how much of it the
-decoder sees from PGM. ``relation_to_query_median|p90|max``: ORM's relation term v^Q_F (Eq. 8)
-against the v^Q it is added to, per object and read: how far the relation has outgrown v^Q.
+readout, PGM's and ORM's terms as they enter the merge (``pgm``: y_PGM / max P, ``orm``:
+y_ORM; see `vos.model.readers.lcm`) and the merged half of the readout, the position map P's
+mean and maximum (Eq. 6, before the merge rescales it), and ``pgm_share``: PGM's term against
+the merged half, i.e. how much of it the decoder sees from PGM.
+``relation_to_query_median|p90|max``: ORM's relation term v^Q_F (Eq. 8) against the v^Q it is
+added to, per object and read: how far the relation has outgrown v^Q.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def probe_lcm(ckpt: str, videos: int, dataset_overrides: list[str]) -> dict[str,
     finally:
         reader.scale_log = None
     summary: dict[str, float] = {"reads": len(log)}
-    for key in ("query_value", "grm", "merged", "map_mean", "map_max", "pgm_share"):
+    for key in ("query_value", "grm", "pgm", "orm", "merged", "map_mean", "map_max", "pgm_share"):
         values = [entry[key] for entry in log if key in entry]
         if values:
             summary[key] = statistics.fmean(values)

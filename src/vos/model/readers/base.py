@@ -104,7 +104,10 @@ class MemoryReader(nn.Module, abc.ABC):
         """Extra per-frame tensors to store with the frame's keys and values (none by default).
 
         ``object_probs [B, O, H, W]`` are the soft masks the values were encoded from (input
-        resolution, padded), for readers that keep per-frame regions (RMNet).
+        resolution, padded), for readers that keep per-frame regions (RMNet). It is called
+        before the frame joins ``memory``; a reader may drop from the frames already there what
+        it will never read again (LMRC: the res3/res2 keys and values of frames that are only
+        global memory from then on).
         """
         return {}
 

@@ -11,7 +11,7 @@ sine/cosine encoding, through a shared 1×1 conv f_n:
 
     p^M(i) = f_n(k_L^M(i) + pos(i)),   p^Q(j) = f_n(k_L^Q(j) + pos(j))
     S(i, j) = softmax_j(p^Q(j)·p^M(i)) · g(M_{t−1}(i)),   g(x) = exp(x)/e ∈ [1/e, 1]
-    y_PGM(j) = mean(top-K_i S(i, j)) · v^Q(j)                                  (K = 8)
+    P(j) = mean(top-K_i S(i, j)),   y_PGM(j) = P(j) · v^Q(j)                    (K = 8)
 
 The softmax runs over the *query* dimension (each previous-frame pixel spreads a unit of
 response over the query); g, from the previous frame's soft mask at res4 (area average),
@@ -19,29 +19,45 @@ damps background rows but never zeroes them. The softmax is shared by the object
 weighting is per object: one H·W × H·W map per object exists at a time (objects are looped),
 e.g. 30·54 = 1620 cells at 480p: 1620² · 4 B = 10.5 MB per map, whatever the object count.
 
-ORM (§3.4, Eq. 7–11): the value of the frame where the object's mask was given (frame 0, or
-the frame a late object joined at) restricted to that mask, the set F = {f_i}, and the
-query value v^Q relate both ways (non-local, normalised by d = H·W, g a 1×1 conv):
+ORM (§3.4, Eq. 7–11): the *first value* v^F, the query encoder's value (the embedding v^Q
+comes from) of the frame where the object's mask was given (frame 0, or the frame a late
+object joined at), restricted to that mask, is the set F = {f_i}; it and the query value v^Q
+relate both ways (non-local, normalised by d = H·W, g a 1×1 conv):
 
     F_Q(i)  = 1/d Σ_j (f_i · v^Q(j)) g(v^Q(j))       v^Q_F(j) = 1/d Σ_i (v^Q(j) · f_i) g(f_i)
     v^Q ← v^Q + v^Q_F,   F ← F + F_Q,   y_ORM(j) = v^Q(j) · σ(FC(ReLU(FC(GAP(F)))))
 
-(SENet's squeeze-excitation on the pooled set, reduction ``se_reduction``). The set comes from
-the stored first-frame memory entry, which the memory bank keeps for the whole video; only its
-elements are gathered, so ORM's relation map is |F| × H·W.
+(SENet's squeeze-excitation on the pooled set, reduction ``se_reduction``). f_i and v^Q(j) are
+both the query head's embedding, so f_i · v^Q(j) compares like with like; the memory value
+(from the memory encoder, which sees the mask) is not used here. ``memorize`` stores the
+frame's query value with a memory frame that may be a given frame (one holding an object that
+no earlier memory frame holds), and its res4 masks; only the set's elements are gathered, so
+ORM's relation map is |F| × H·W. As Eq. 8 writes, the relation is scaled by 1/d alone (no
+1/√C): it sums |F| products, so its size against v^Q grows with |F|/(H·W) and with the
+embedding's scale (``python -m vos.probe lcm`` prints it).
 
-Fusion (§3.4, last paragraph): y_PGM + y_ORM (the "merge"), concatenated with GRM's readout:
-``[y_GRM, y_PGM + y_ORM]``, 2·Cv channels into the shared decoder. Table 4's switches drop a
-term: without PGM the merge is y_ORM, without ORM it is y_PGM, without both it is v^Q (STM),
-without GRM its half of the readout is zeros.
+Fusion (§3.4, last paragraph: ORM's output "is merged with" PGM's, the result "concatenated
+with the memory value from" GRM; Fig. 2, which draws it, did not survive in our copy of the
+paper, so the text is what is followed): ``[y_GRM, y_PGM / max_j P(j) + y_ORM]``, 2·Cv
+channels into the shared decoder. Table 4's switches drop a term: without PGM the merge is
+y_ORM, without ORM it is y_PGM / max_j P(j), without both it is v^Q (STM), without GRM its
+half of the readout is zeros.
 
 Choices where the paper is silent:
+- the merge rescales y_PGM by the position map's maximum over the query pixels (per object),
+  i.e. it merges P/max P ∈ (0, 1] · v^Q, the map as the heatmap the paper normalises it to
+  (Fig. 4): each softmax row over the query sums to 1, so P itself is at most 1/K of a
+  column's total and about 1/(H·W) on average (0.013 measured); summed as it is with y_ORM, a
+  full-size v^Q·SE, PGM's term was 2–10% of the merge, structurally (`vos.probe lcm`'s
+  ``pgm_share``; 45% with the rescaling at random weights). After the
+  rescaling y_PGM is v^Q at the map's peak, the scale of y_ORM; Eq. 3–6 themselves are
+  unchanged (`position_maps` returns Eq. 6's P);
 - the affinity p^Q·p^M has no 1/√C scale (Eq. 5 has none; f_n can learn one);
 - Eq. 4 adds pos(i) to the query key; read as pos(j), the query pixel's own position;
 - one g (1×1 conv) serves both directions of Eq. 7–8, as the equations write one symbol;
   g starts at zero, as the relation branch of the non-local blocks of [14] starts, so a fresh
   ORM is the SE re-weighting alone and the relation (cubic in the value's scale) grows as it
-  is learned (``python -m vos.probe lcm`` prints its size against v^Q);
+  is learned;
 - F's membership at res4: cells whose area-averaged given mask is ≥ 0.5; an object too small
   for any such cell uses every cell its mask touches; an object with no mask pixel at all in
   its given frame has an empty set, and ORM leaves its query value unchanged (y_ORM = v^Q,
@@ -63,12 +79,13 @@ from vos.model.readers.base import FeatureSpec, FrameFeatures, MemoryReader, Rea
 from vos.model.readers.stm import global_read
 
 LOCAL_KEY = "res4_local"
+FIRST_VALUE = "query_value"  # the extra holding a possible given frame's query value (ORM)
 
 
 @dataclass
 class LCMState(ReaderState):
-    # ORM's per-object given-frame value [B, O, Cv, N] and set membership [B, O, N], kept for
-    # the video until objects join
+    # ORM's per-object first value v^F [B, O, Cv, N] (the given frame's query value) and set
+    # membership [B, O, N], kept for the video until objects join
     first_sets: tuple[Tensor, Tensor] | None = None
 
 
@@ -139,11 +156,31 @@ class LCMReader(MemoryReader):
         memory: MemoryBank,
         object_probs: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """The frame's masks at res4 (area average), for ORM's set of the given frame."""
+        """The frame's masks at res4 (area average) and, when the frame may be an object's given
+        frame (the memory holds no earlier frame with that object), its query value v^F
+        ``[B, O, Cv, h, w]`` (a view, the same for every object), for ORM's set. Other frames
+        store an empty ``[B, O, 0]`` in its place: v^F is needed from given frames only."""
         if object_probs is None:
             return {}
         grid = values["res4"].shape[-2:]
-        return {"mask": F.adaptive_avg_pool2d(object_probs, grid)}
+        extras = {"mask": F.adaptive_avg_pool2d(object_probs, grid)}
+        if self.use_orm:
+            batch, objects = values["res4"].shape[:2]
+            if self._may_be_given(memory, objects):
+                first = frame.query_value.unsqueeze(1)
+                extras[FIRST_VALUE] = first.expand(-1, objects, *first.shape[2:])
+            else:
+                extras[FIRST_VALUE] = frame.query_value.new_zeros(batch, objects, 0)
+        return extras
+
+    @staticmethod
+    def _may_be_given(memory: MemoryBank, objects: int) -> bool:
+        """Whether a frame memorised now may be the first memory frame holding an object: the
+        memory is empty, or some object is held by none of its frames (it joins now)."""
+        if len(memory) == 0:
+            return True
+        known = memory.object_valid().any(dim=2)  # [B, O_memory]
+        return known.shape[1] < objects or not bool(known.all())
 
     # -- PGM --------------------------------------------------------------------------------
     def _positions(self, channels: int, height: int, width: int, like: Tensor) -> Tensor:
@@ -180,35 +217,44 @@ class LCMReader(MemoryReader):
 
     # -- ORM --------------------------------------------------------------------------------
     def first_sets(self, memory: MemoryBank, state: LCMState) -> tuple[Tensor, Tensor]:
-        """Each object's given-frame value ``[B, O, Cv, N]`` and its set membership ``[B, O, N]``
-        (float 0/1), cached per video until objects join."""
+        """Each object's first value v^F ``[B, O, Cv, N]`` (its given frame's query value) and
+        its set membership ``[B, O, N]`` (float 0/1), cached per video until objects join."""
         valid = memory.object_valid()  # [B, O, T]
-        objects = valid.shape[1]
+        batch, objects = valid.shape[:2]
         cached = state.first_sets
         if cached is not None and cached[0].shape[1] == objects:
             return cached
-        values = memory.values("res4")  # [B, O, Cv, T, h, w]
         try:
             masks = memory.extras("mask")
+            first_values = memory.extras(FIRST_VALUE)
         except KeyError as error:
             raise ValueError(
-                "LCMReader: ORM needs the given frame's mask stored with its memory entry "
-                "(memorize with object_probs)"
+                "LCMReader: ORM needs the given frame's mask and query value stored with its "
+                "memory entry (memorize with object_probs)"
             ) from error
-        batch, _, channels, frames, height, width = values.shape
         given = valid.float().argmax(dim=2)  # [B, O]: the first memory frame holding the object
         batch_index = torch.arange(batch, device=given.device)[:, None]
         object_index = torch.arange(objects, device=given.device)[None, :]
-        first_values = values.permute(0, 1, 3, 2, 4, 5)[batch_index, object_index, given]
         mask_stack = torch.stack(
             [self._pad_objects(m, objects) for m in masks], dim=2
         )  # [B, O, T, h, w]
         first_masks = mask_stack[batch_index, object_index, given].flatten(2)  # [B, O, N]
+        chosen = []
+        for b in range(batch):
+            for o in range(objects):
+                stored = first_values[int(given[b, o])]
+                if o >= stored.shape[1] or stored.dim() != 5:
+                    raise ValueError(
+                        f"LCMReader: memory frame {int(given[b, o])}, the first holding object "
+                        f"{o}, has no query value stored (memorize it before later frames)"
+                    )
+                chosen.append(stored[b, o].flatten(1))  # [Cv, N]
+        first = torch.stack(chosen).view(batch, objects, *chosen[0].shape)
         members = first_masks >= self.mask_threshold
         touched = first_masks > 0
         empty = ~members.any(dim=2, keepdim=True)
-        members = torch.where(empty, touched, members).to(first_values.dtype)
-        sets = (first_values.flatten(3), members)
+        members = torch.where(empty, touched, members).to(first.dtype)
+        sets = (first, members)
         state.first_sets = sets
         return sets
 
@@ -220,8 +266,9 @@ class LCMReader(MemoryReader):
         return torch.cat([mask, mask.new_zeros(mask.shape[0], missing, *mask.shape[2:])], dim=1)
 
     def relate(self, query_value: Tensor, first_value: Tensor, members: Tensor) -> Tensor:
-        """Eq. 7–11 for one object: query value ``[B, Cv, M]``, first-frame value ``[B, Cv, N]``
-        with set membership ``[B, N]`` (0/1) -> y_ORM ``[B, Cv, M]``.
+        """Eq. 7–11 for one object: query value ``[B, Cv, M]``, first value v^F ``[B, Cv, N]``
+        (the given frame's query value) with set membership ``[B, N]`` (0/1) -> y_ORM
+        ``[B, Cv, M]``.
 
         Only the set's elements are gathered, so the relation map is |F| × M rather than
         N × M (objects usually cover a small part of the frame)."""
@@ -260,10 +307,11 @@ class LCMReader(MemoryReader):
             grm = query_value.new_zeros(batch, objects, channels, height, width)
         per_object_value = query_value.unsqueeze(1).expand(-1, objects, -1, -1, -1)
         self._relation_ratios = []
-        merged = maps = pgm = None
+        merged = maps = pgm = orm = None
         if self.use_pgm:
-            maps = self.position_maps(query, memory, state)
-            merged = pgm = maps * per_object_value
+            maps = self.position_maps(query, memory, state)  # Eq. 6's P, [B, O, 1, h, w]
+            pgm = heatmap(maps) * per_object_value  # y_PGM / max_j P(j): see the docstring
+            merged = pgm
         if self.use_orm:
             first_values, members = self.first_sets(memory, state)
             flat_query = query_value.flatten(2)
@@ -278,18 +326,29 @@ class LCMReader(MemoryReader):
         if merged is None:
             merged = per_object_value
         if self.scale_log is not None:
-            self.scale_log.append(self._scales(query_value, grm, maps, pgm, merged))
+            self.scale_log.append(self._scales(query_value, grm, maps, pgm, orm, merged))
         return Readout(features={"res4": torch.cat([grm, merged], dim=2)})
 
-    def _scales(self, query_value, grm, maps, pgm, merged) -> dict:
-        """One read's branch sizes (root mean square): how much of the merged half of the
-        readout each module makes up, and ORM's relation against v^Q per object."""
+    def _scales(self, query_value, grm, maps, pgm, orm, merged) -> dict:
+        """One read's branch sizes (root mean square): each module's term as it enters the
+        readout, how much of the merged half PGM makes up, and ORM's relation against v^Q per
+        object."""
         scales = {"query_value": _rms(query_value), "grm": _rms(grm), "merged": _rms(merged)}
         if maps is not None:
             scales.update(map_mean=maps.mean().item(), map_max=maps.amax().item())
-            scales["pgm_share"] = _rms(pgm) / scales["merged"]
+            scales["pgm"] = _rms(pgm)
+            scales["pgm_share"] = scales["pgm"] / scales["merged"]
+        if orm is not None:
+            scales["orm"] = _rms(orm)
         scales["relation_to_query"] = list(self._relation_ratios)
         return scales
+
+
+def heatmap(maps: Tensor) -> Tensor:
+    """Position maps ``[B, O, 1, h, w]`` divided by their maximum over the query pixels, per
+    object: values in (0, 1], 1 at each map's peak."""
+    peak = maps.amax(dim=(-2, -1), keepdim=True)
+    return maps / peak.clamp_min(torch.finfo(maps.dtype).tiny)
 
 
 def _rms(x: Tensor) -> float:
