@@ -34,6 +34,8 @@ RECIPES = {
     "lmrc_davis_youtube": ("davis_youtube", None),
 }
 STAGES = [*LCM_STAGES, *RECIPES]
+# single runs that set up one reported run (not sweeps, not stages chained by checkpoint)
+SINGLE_RUNS = ["lmrc_cpu"]
 
 
 def has_sweep(name: str) -> bool:
@@ -109,9 +111,22 @@ def test_experiments_exist():
 
 
 def test_every_experiment_is_a_sweep_or_a_stage():
-    """A config that is neither would escape both the sweep test and the stage tests."""
-    assert sorted({*SWEEPS, *STAGES}) == EXPERIMENTS
-    assert not set(SWEEPS) & set(STAGES)
+    """A config that is none of these would escape the sweep, stage and single-run tests."""
+    assert sorted({*SWEEPS, *STAGES, *SINGLE_RUNS}) == EXPERIMENTS
+    assert not set(SWEEPS) & set(STAGES) and not set(SINGLE_RUNS) & {*SWEEPS, *STAGES}
+
+
+@pytest.mark.parametrize("experiment", SINGLE_RUNS)
+def test_single_runs_train_a_step(experiment, tmp_path):
+    overrides = [
+        *TINY,
+        f"experiment={experiment}",
+        "trainer.max_steps=1",
+        "trainer.val_check_interval=1",
+        "data.val_videos=1",
+    ]
+    metrics = train(compose_config("train", overrides), tmp_path)
+    assert metrics["global_step"] == 1
 
 
 def test_lcm_stages_chain_checkpoints(tmp_path):
@@ -142,6 +157,25 @@ def test_lcm_stages_chain_checkpoints(tmp_path):
     for before, after in zip(LCM_STAGES, LCM_STAGES[1:]):
         change = (weights[after][key] - weights[before][key]).abs().max()
         assert float(change) < 0.01, (before, after, float(change))
+
+
+def test_lcm_stages_use_section_3_5s_loss_and_crops():
+    """LCM §3.5: cross-entropy (plain: every pixel at every step, not the suite's bootstrapped
+    one), random 384x384 patches in pre-training and 640x384 (W x H) patches in main training
+    and fine-tuning."""
+    from vos.model.loss import bootstrap_fraction
+
+    crops = {"lcm_stage1_static": [384, 384]}
+    for stage in LCM_STAGES:
+        cfg = compose_config("train", [f"experiment={stage}"])
+        boot = cfg.loss.bootstrap
+        total = cfg.trainer.max_steps
+        fractions = {
+            bootstrap_fraction(step, boot.start_step, boot.end_step, boot.end_fraction)
+            for step in range(total + 1)
+        }
+        assert fractions == {1.0}, stage
+        assert list(cfg.data.clip.crop) == crops.get(stage, [384, 640]), stage
 
 
 # ---------------------------------------------------------------------------- recipes
@@ -187,9 +221,9 @@ def test_recipes_compose_with_the_papers_settings(name, tmp_path):
         assert cfg.data.clip.sampling == "static" and run_dir.name == "static"
     else:
         assert cfg.data.clip.sampling == ("window" if paper == "lmrc" else "stcn")
-        # STCN's max-skip curriculum
-        assert list(cfg.data.clip.max_skip_values) == [5, 10, 15, 20, 25, 5]
-        assert list(cfg.data.clip.max_skip_milestones) == [0.0, 0.1, 0.2, 0.3, 0.4, 0.9]
+        if paper != "hmmn":  # STCN's max-skip curriculum (HMMN's: below)
+            assert list(cfg.data.clip.max_skip_values) == [5, 10, 15, 20, 25, 5]
+            assert list(cfg.data.clip.max_skip_milestones) == [0.0, 0.1, 0.2, 0.3, 0.4, 0.9]
         assert run_dir.name == f"main-{dataset}"
     assert cfg.optim._target_ == "torch.optim.Adam" and cfg.optim.lr == 1.0e-5
     assert list(cfg.data.clip.crop) == ([465, 465] if paper == "rmnet" else [384, 384])
@@ -202,6 +236,38 @@ def test_recipes_compose_with_the_papers_settings(name, tmp_path):
         dropout = cfg.model.schedule.readout_dropout
         expected = (1.0, 0.5) if dataset == "static" else (0.5, 0.0)
         assert (dropout.start, dropout.end) == expected
+
+
+@pytest.mark.parametrize("name", [name for name in RECIPES if name.startswith("hmmn_")])
+def test_hmmn_recipes_are_section_4_1s(name):
+    """HMMN §4.1 trains as STM does: plain pixel-wise cross-entropy, Adam at lr 1e-5 (no decay
+    stated) and, in main training, three frames in time order whose maximum interval grows from
+    0 to 25 skipped frames and never comes back down (not STCN's bootstrapped cross-entropy,
+    step decay and 5 -> 25 -> 5 curriculum of stcn_static / stcn_main)."""
+    import hydra
+
+    from vos.data.clips import max_skip_at
+    from vos.model.loss import bootstrap_fraction
+
+    dataset, _ = RECIPES[name]
+    cfg, _ = compose_recipe(name, root_overrides(dataset, *PLACEHOLDERS))
+    total = cfg.trainer.max_steps
+    boot = cfg.loss.bootstrap
+    for step in range(0, total + 1, total // 100):
+        fraction = bootstrap_fraction(step, boot.start_step, boot.end_step, boot.end_fraction)
+        assert fraction == 1.0, (step, fraction)  # every pixel: plain cross-entropy
+    schedule = OmegaConf.to_container(cfg.lr_schedule, resolve=True)
+    factor = hydra.utils.instantiate(schedule, total_steps=total, _convert_="all")
+    assert {factor(step) for step in range(0, total + 1, total // 100)} == {1.0}
+    if dataset == "static":
+        return
+    clip = cfg.data.clip
+    skips = [
+        max_skip_at(i / 100, clip.max_skip_values, clip.max_skip_milestones) for i in range(101)
+    ]
+    assert skips[0] == 1 and skips[-1] == 26  # 0 -> 25 frames skipped between clip frames
+    assert skips == sorted(skips) and len(set(skips)) >= 5  # grows gradually, never back down
+    assert clip.reverse_prob == 0.0  # STM: "temporally ordered" frames
 
 
 @pytest.fixture(scope="module")
