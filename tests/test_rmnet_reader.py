@@ -343,8 +343,25 @@ def test_config_composes_and_builds_reader():
     reader = hydra.utils.instantiate(cfg.model.reader)
     assert isinstance(reader, RMNetReader)
     assert reader.needs.needs_flow and reader.region_semantics == "paper"
-    assert reader.padding == 4 and reader.min_pixels == 10
+    assert reader.padding == 1 and reader.min_pixels == 10  # φ at the tiny scale (below)
     assert reader.needs.key_scales == {"res4": cfg.model.key_channels}
+
+
+def test_padding_scales_with_the_feature_grid():
+    """φ = 4 cells on the paper's 30×54 res4 grid (480p) is a fraction of the frame: at the
+    tiny scale's 8×14 grid (128×224 frames) the config gives the same fraction, 1 cell, not 4
+    cells that would make most boxes cover most of the frame (`vos.ablate rmnet`'s Table 5)."""
+    paddings = {}
+    for size in ("tiny", "paper"):
+        with initialize_config_dir(config_dir=str(vos.config.CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=["model=rmnet", f"model/size={size}"])
+        paddings[size] = hydra.utils.instantiate(cfg.model.reader).padding
+        assert cfg.model.bench.region_padding_cells == paddings[size]
+    assert paddings == {"tiny": 1, "paper": 4}
+    with initialize_config_dir(config_dir=str(vos.config.CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["model=rmnet"])
+    tiny_grid = cfg.dataset.height // 16  # the generated frames' res4 rows
+    assert abs(paddings["tiny"] / tiny_grid - paddings["paper"] / 30) < 0.02
 
 
 def test_reader_inside_the_network_reads_the_given_regions():

@@ -6,8 +6,12 @@ matching between the memory regions R_M^j and the query region R_Q^j.
 
 Regional attention maps (§3.1.1, Eq. 1–2). A_i^j = 1 inside the box around object j's mask in
 frame i (pixels with probability ≥ ``threshold``), padded by φ = ``padding`` res4 cells on every
-side (paper: 4 cells = 64 px at 1/16) and clamped to the frame. Boxes are found at input
-resolution (``vos.ops.boxes_from_masks``, padding φ·16 px) and brought to the res4 grid:
+side (paper: 4 cells = 64 px at 1/16, on 480p frames' 30×54 grid) and clamped to the frame.
+φ is a fraction of the frame, so the config scales it with the grid
+(``model.widths.<size_name>.padding`` in `conf/model/rmnet.yaml`): 4 cells at
+``model/size=paper``, 1 cell at ``tiny`` (128×224 frames, an 8×14 grid, where 4 cells would
+make most boxes cover most of the frame). Boxes are found at input resolution
+(``vos.ops.boxes_from_masks``, padding φ·16 px) and brought to the res4 grid:
 
 - ``paper``: a cell is in the region when any of its 16×16 pixels is in the box (the box at
   input resolution, rounded outwards to whole cells);
@@ -39,8 +43,10 @@ Table 6's rows:
 With no previous mask (the first predicted frame) the ``flow`` and ``previous`` regions are the
 whole frame; ``best_match`` needs none.
 
-Regional read (§3.2, Eq. 3–7). Eq. 3–4 are STM's read, s^j(p, q) = exp(k_M^j(p)·k_Q^j(q)) and
-v^j(q) = Σ_p s / Σ_p s · v_M^j(p); Eq. 5 concatenates [v_Q^j(q), v^j(q)]; Eq. 6 defines the
+Regional read (§3.2, Eq. 3–7). Eq. 3–4 are STM's read, s^j(p, q) = exp(k_M^j(p)·k_Q^j(q) / √Ck)
+and v^j(q) = Σ_p s / Σ_p s · v_M^j(p), with Ck the key channels (Eq. 3 as printed has no
+1/√Ck; STM's read and the released code's ``/ sqrt(128)`` have it, and so does
+``similarity="dot"`` here; ``similarity="l2"`` is STCN's −‖k_M − k_Q‖²/√Ck); Eq. 5 concatenates [v_Q^j(q), v^j(q)]; Eq. 6 defines the
 regions as the non-zero cells of the attention maps and Eq. 7 sets s^j(p, q) = 0 for p ∉ R_M^j
 or q ∉ R_Q^j. Per object, on the B·O fold, through ``vos.ops.memory_read``:
 
