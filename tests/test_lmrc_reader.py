@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vos import ops
@@ -25,6 +27,7 @@ CK = 6
 VALUES = {"res4": 5, "res3": 4, "res2": 3}
 FACTORS = {"res4": 1, "res3": 2, "res2": 4}
 H4, W4 = 3, 4
+SORTED_SCALES = sorted(FACTORS)
 
 
 def _reader(**overrides) -> LMRCReader:
@@ -411,3 +414,66 @@ def test_scale_loss_is_zero_for_equal_norms_and_stops_after_its_iterations():
     reader.set_scale_loss_weight(1e-4)
     reader.read(_frame(g, 1), memory, ReaderState())
     assert reader.extra_losses() == {}  # training only
+
+
+def test_scale_loss_runs_for_the_first_half_percent_of_training():
+    """§III-E-1: L_scale "until 1K iterations" of 200K. `conf/model/lmrc.yaml` gives the end
+    as a fraction of trainer.max_steps, which `ReaderSchedule` turns into a step: 1000 of the
+    paper's 200K, 5 of the CPU scale's 1000 (not the whole CPU run)."""
+    from helpers import compose_config
+
+    from vos.lightning.callbacks import ReaderSchedule  # Lightning: a slow import
+
+    reader = _reader()
+    for total, last_on in ((200_000, 999), (1000, 4)):
+        cfg = compose_config("train", ["model=lmrc", f"trainer.max_steps={total}"])
+        schedule = ReaderSchedule(OmegaConf.to_container(cfg.model.schedule, resolve=True))
+        trainer = SimpleNamespace(max_steps=cfg.trainer.max_steps)
+        schedule.setup(trainer, SimpleNamespace(network=SimpleNamespace(reader=reader)), "fit")
+        assert schedule.steps("scale_loss_weight") == (last_on + 1, last_on + 1)
+        assert schedule.values_at(last_on)["scale_loss_weight"] == pytest.approx(1e-4)
+        assert schedule.values_at(last_on + 1)["scale_loss_weight"] == 0.0
+    fraction = {"start": 1.0, "end": 0.0, "start_step": 0, "end_step": 0.001}
+    assert ReaderSchedule({"scale_loss_weight": fraction}, total_steps=100).steps(
+        "scale_loss_weight"
+    ) == (0, 1)  # a fraction is at least one step
+    with pytest.raises(ValueError, match="fraction of training"):
+        ReaderSchedule({"scale_loss_weight": fraction}).values_at(0)  # no step count
+
+
+def test_headline_run_samples_three_frames_within_10():
+    """§III-E-2: "three different frames within 10 frames" for the run the README reports."""
+    from helpers import compose_config
+
+    cfg = compose_config("train", ["experiment=lmrc_cpu"])
+    assert cfg.model.name == "lmrc" and cfg.model.lmrc_setting == "F"
+    assert cfg.data.clip.sampling == "window" and cfg.data.clip.window == 10
+    assert cfg.data.clip.num_frames == 3
+
+
+def test_memorize_keeps_fine_scales_for_the_local_memory_only():
+    """Only the most recent frame is read at res3/res2: memorising a frame drops the fine keys
+    and values of every frame before it (global memory from then on), and the read is the one
+    of a bank that kept them."""
+    g = torch.Generator().manual_seed(11)
+    reader = _reader(radius=1)
+    kept, dropped = MemoryBank(), MemoryBank()
+    for t in range(3):
+        frame, values = _frame(g, t), _values(g, 2)
+        for memory in (kept, dropped):
+            extras = reader.memorize(frame, values, memory) if memory is dropped else {}
+            memory.add(t, frame.keys, values, permanent=t == 0, extras=extras)
+    assert [sorted(e.values) for e in dropped.entries] == [["res4"], ["res4"], SORTED_SCALES]
+    assert [sorted(e.keys) for e in dropped.entries] == [["res4"], ["res4"], SORTED_SCALES]
+    frame, values = _frame(g, 3), _values(g, 2)
+    reader.memorize(frame, values, dropped)
+    dropped.set_temporary(3, frame.keys, values)  # inference's previous frame
+    kept.set_temporary(3, frame.keys, values)
+    assert sorted(dropped.entries[2].values) == ["res4"]
+    assert sorted(dropped.temporary.values) == SORTED_SCALES
+    query = _frame(g, 4)
+    expected = reader.read(query, kept, ReaderState()).features
+    got = reader.read(query, dropped, ReaderState()).features
+    assert expected.keys() == got.keys()
+    for scale in expected:
+        torch.testing.assert_close(got[scale], expected[scale], rtol=0, atol=0)

@@ -7,6 +7,12 @@
 
     schedule:
       readout_dropout: {start: 0.5, end: 0.0, start_step: 0, end_step: 1000}
+      scale_loss_weight: {start: 1.0e-4, end: 0.0, start_step: 0.005, end_step: 0.005}
+
+``start_step``/``end_step`` between 0 and 1 (exclusive) are fractions of the run's
+``trainer.max_steps``, rounded to a step and at least step 1, as the learning-rate
+schedule's milestones below 1 are (`vos.lightning.optim`); 0 and values from 1 on are steps.
+LMRC's scale loss ends after 0.5% of training, 1K of the paper's 200K iterations.
 
 Before every training batch `ReaderSchedule` sets each value through the reader's
 ``set_<name>`` method and logs it, so a resumed run continues the ramp where it stopped.
@@ -21,6 +27,21 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import RichProgressBar
 
 
+def schedule_step(value: float, total_steps: int | None, name: str = "step") -> int:
+    """A ramp's step: ``value`` itself, or in (0, 1) a fraction of ``total_steps`` (rounded, at
+    least 1)."""
+    if value < 0:
+        raise ValueError(f"model.schedule: {name} must be >= 0, got {value}")
+    if value >= 1 or value == 0:
+        return int(value)
+    if total_steps is None or total_steps <= 0:
+        raise ValueError(
+            f"model.schedule: {name}={value} is a fraction of training, which needs "
+            f"trainer.max_steps > 0 (got {total_steps})"
+        )
+    return max(1, round(value * total_steps))
+
+
 def scheduled_value(step: int, start: float, end: float, start_step: int, end_step: int) -> float:
     """Linear from ``start`` at ``start_step`` to ``end`` at ``end_step``, constant outside."""
     if end_step <= start_step:
@@ -30,8 +51,12 @@ def scheduled_value(step: int, start: float, end: float, start_step: int, end_st
 
 
 class ReaderSchedule(pl.Callback):
-    def __init__(self, schedule: Mapping[str, Mapping[str, float]]):
+    """``total_steps``: what fractional ``start_step``/``end_step`` are fractions of; without
+    it, `setup` takes the trainer's ``max_steps``."""
+
+    def __init__(self, schedule: Mapping[str, Mapping[str, float]], total_steps: int | None = None):
         self.schedule = {name: dict(ramp) for name, ramp in schedule.items()}
+        self.total_steps = total_steps
 
     def check(self, reader: object) -> None:
         for name, ramp in self.schedule.items():
@@ -44,20 +69,26 @@ class ReaderSchedule(pl.Callback):
             if missing:
                 raise ValueError(f"model.schedule.{name} lacks {sorted(missing)}")
 
+    def steps(self, name: str) -> tuple[int, int]:
+        """The ramp of ``name`` as global steps ``(start_step, end_step)``."""
+        ramp = self.schedule[name]
+        return (
+            schedule_step(float(ramp["start_step"]), self.total_steps, f"{name}.start_step"),
+            schedule_step(float(ramp["end_step"]), self.total_steps, f"{name}.end_step"),
+        )
+
     def values_at(self, step: int) -> dict[str, float]:
         return {
-            name: scheduled_value(
-                step,
-                float(ramp["start"]),
-                float(ramp["end"]),
-                int(ramp["start_step"]),
-                int(ramp["end_step"]),
-            )
+            name: scheduled_value(step, float(ramp["start"]), float(ramp["end"]), *self.steps(name))
             for name, ramp in self.schedule.items()
         }
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.total_steps is None:
+            self.total_steps = trainer.max_steps
         self.check(pl_module.network.reader)
+        for name in self.schedule:  # a fraction without a step count fails here, not mid-run
+            self.steps(name)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         reader = pl_module.network.reader

@@ -5,7 +5,11 @@ paper is the specification, and the choices made where it is silent are listed b
 Memories. The *local* memory L is the previous frame: the most recent frame in the bank (the
 temporary frame at inference, the last memorised one in training). The *global* memory G is
 every other memorised frame (the first frame and every ``mem_every``-th frame, "except the
-previous frame", §III-E-2); when the bank holds one frame only, it is both.
+previous frame", §III-E-2); when the bank holds one frame only, it is both. Only L is read at
+res3/res2, so when a frame is memorised, `LMRCReader.memorize` drops the res3/res2 keys and
+values of every frame already in the bank (from then on global memory only): the bank keeps
+fine scales for one frame, not for every memory frame. (The network still encodes them for
+every memorised frame: each is the local memory of the frame after it.)
 
 Similarity (Eq. 1, 4): S = −‖k_Q − k_M‖² · scale, STCN's negative squared L2, with STCN's
 scale 1/√Ck (the paper's Eq. 1 omits it; STCN's code, whose encoders LMRC starts from,
@@ -54,8 +58,9 @@ added to the frame-feature skip (`Refine`'s memory conv).
 Scale loss (Eq. 12): (1/H4W4) Σ_i (‖k^{Q4}_i‖² − ‖k^{Q3}_{i'}‖²)² + (‖k^{Q4}_i‖² − ‖k^{Q2}_{i''}‖²)²
 where i', i'' are the res3/res2 pixels inside res4 cell i: each term is averaged over those
 children (the paper names one "equivalent position"; all of them are equally so). Weighted by β
-= ``scale_loss_weight`` (1e-4); the config's schedule sets β to 0 after 1K iterations. It is
-returned by `extra_losses` (averaged over the clip's query frames) in training only.
+= ``scale_loss_weight`` (1e-4); the config's schedule sets β to 0 after 0.5% of the training
+steps (the paper: "used until 1K iterations" of 200K). It is returned by `extra_losses`
+(averaged over the clip's query frames) in training only.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ from vos.model.readers.stm import global_read
 from vos.ops import WindowTop
 
 SCALES = ("res4", "res3", "res2")  # coarse to fine
+LOCAL_ONLY = ("res3", "res2")  # scales only the local memory (the most recent frame) is read at
 FINER = {"res4": "res3", "res3": "res2"}
 COARSER = {"res3": "res4", "res2": "res3"}
 
@@ -228,6 +234,24 @@ class LMRCReader(MemoryReader):
 
     def set_scale_loss_weight(self, weight: float) -> None:
         self.scale_loss_weight = float(weight)
+
+    # -- memory ----------------------------------------------------------------------------
+    def memorize(
+        self,
+        frame: FrameFeatures,
+        values: dict[str, Tensor],
+        memory: MemoryBank,
+        object_probs: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """No extras. The frame about to be memorised becomes the local memory, so every frame
+        already in ``memory`` is global memory from now on, which is read at res4 only: their
+        res3/res2 keys and values are dropped from the bank (the frame's own are kept)."""
+        held = memory.entries + ([memory.temporary] if memory.temporary is not None else [])
+        for entry in held:
+            for scale in LOCAL_ONLY:
+                entry.keys.pop(scale, None)
+                entry.values.pop(scale, None)
+        return {}
 
     # -- pieces ----------------------------------------------------------------------------
     def global_top(self, query_key: Tensor, memory: MemoryBank, positions: list[int]) -> Tensor:
