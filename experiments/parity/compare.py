@@ -58,7 +58,9 @@ def main() -> None:
         def keep(t: int, p: torch.Tensor, probs: dict = probs) -> None:
             probs[t] = p.float().cpu().numpy()
 
-        result = engine.run_video(source, video, on_probs=keep)
+        # as many frames as the official run covered (official.py run --max-frames)
+        frames = len(official["probs"])
+        result = engine.run_video(source, video, on_probs=keep, max_frames=frames)
         seconds = (time.perf_counter() - start) / len(result.labels)
         ours = np.stack([probs[t] for t in sorted(probs) if t > 0])
         theirs = official["probs"][1 : len(ours) + 1].astype(np.float32)
@@ -67,6 +69,9 @@ def main() -> None:
         labels_theirs = official["labels"][1 : len(ours) + 1]
         labels_ours = result.labels[1 : len(ours) + 1]
         spread = float(((theirs > 0.01) & (theirs < 0.99)).mean())
+        # where the written labels differ: how close the official top two probabilities were
+        top_two = np.sort(theirs, axis=1)[:, -2:]
+        margins = (top_two[:, 1] - top_two[:, 0])[labels_ours != labels_theirs]
         row = {
             "video": video,
             "frames": int(len(ours) + 1),
@@ -75,6 +80,8 @@ def main() -> None:
             "max_abs_prob_diff": float(np.abs(ours - theirs).max()),
             "mean_abs_prob_diff": float(np.abs(ours - theirs).mean()),
             "label_pixels_differing": float((labels_ours != labels_theirs).mean()),
+            "label_pixels_differing_count": int(margins.size),
+            "largest_official_margin_where_labels_differ": float(margins.max(initial=0.0)),
             "official_uncertain_share": spread,
             "suite_seconds_per_frame": seconds,
             "official_seconds_per_frame": official_seconds.get(video),
