@@ -189,3 +189,26 @@ def test_backbone_weights_by_torchvision_name(monkeypatch):
     )
     trunk = ResNetTrunk(18, "ResNet18_Weights.IMAGENET1K_V1")
     torch.testing.assert_close(trunk.layer3[1].conv2.weight, reference["layer3.1.conv2.weight"])
+
+
+def test_frames_are_padded_black_or_with_the_mean_colour_that_normalises_to_zero():
+    frames = torch.rand(1, 3, 40, 50)
+    black = network("stm").pad_frames(frames)
+    assert torch.equal(unpad(black, 40, 50), frames)
+    assert black[..., :4, :].abs().sum() == 0  # 40 -> 48: 4 rows above, 4 below
+    mean_net = VOSNetwork(
+        STMReader(8, 16), arch="stcn", key_depth=18, value_depth=18, pad_frames_with="mean"
+    )
+    padded = mean_net.pad_frames(frames)
+    torch.testing.assert_close(unpad(padded, 40, 50), frames)
+    normalised = (padded - mean_net.encoders.key_encoder.mean) / mean_net.encoders.key_encoder.std
+    assert normalised[..., :4, :].abs().max() < 1e-6 and normalised[..., :, :3].abs().max() < 1e-6
+    with pytest.raises(ValueError, match="pad_frames_with"):
+        VOSNetwork(STMReader(8, 16), key_depth=18, value_depth=18, pad_frames_with="grey")
+
+
+def test_only_stms_network_memorises_masks_zeroed_outside_the_frame():
+    """STM crops each prediction and pads it again with zeros before memorising it; STCN
+    memorises the padded prediction as it is (docs/architecture.md)."""
+    assert network("stm").masks_zeroed_outside_frame
+    assert not network("stcn").masks_zeroed_outside_frame
