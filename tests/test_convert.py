@@ -110,3 +110,10 @@ def test_converted_checkpoint_runs_the_official_protocol(tmp_path, run_command):
     wrong = run_command("vos.convert", "--from", "rmnet", path, "--out", f"{out}2")
     assert wrong.returncode != 0 and "no 'rmnet' entry" in wrong.stderr
     assert len(wrong.stderr.strip().splitlines()) == 1
+
+
+def test_converted_hmmn_reads_memory_as_the_released_code():
+    """The released Memory's σ rule and its double tracking step, window 7, top-k 32."""
+    reader = build_network(model_config("hmmn")).reader
+    assert (reader.sigma_rule, reader.track_rule) == ("official", "official")
+    assert (reader.window, reader.top_k, reader.fine_memory) == (7, 32, "first_previous")

@@ -99,9 +99,11 @@ def test_kernel_guided_read_is_l1_normalised_kernel_times_softmax():
     assert torch.allclose(readout.flatten(3), expected, atol=1e-10)
 
 
-def test_tracking_follows_a_translated_pattern():
+@pytest.mark.parametrize("track_rule", ["paper", "official"])
+def test_tracking_follows_a_translated_pattern(track_rule):
     """Keys that move by (1, 2) cells per frame: every memory pixel is tracked to where its
-    pattern is in the query, frame by frame (the chain), inside the window."""
+    pattern is in the query, frame by frame (the chain), inside the window. The released
+    code's rule centres the frames older than the latest one step further on."""
     height, width, shift = 9, 11, (1, 2)
     torch.manual_seed(1)
     canvas = torch.randn(1, 16, height + 16, width + 16, dtype=torch.float64)
@@ -111,7 +113,9 @@ def test_tracking_follows_a_translated_pattern():
         y0, x0 = 8 - t * shift[0], 8 - t * shift[1]
         return canvas[:, :, y0 : y0 + height, x0 : x0 + width]
 
-    reader = HMMNReader(key_channels=16, value_channels=2, fine_scales=(), window=7).eval()
+    reader = HMMNReader(
+        key_channels=16, value_channels=2, fine_scales=(), window=7, track_rule=track_rule
+    ).eval()
     memory, state = MemoryBank(), reader.new_state()
     for t in range(3):
         values = {"res4": torch.zeros(1, 1, 2, height, width, dtype=torch.float64)}
@@ -121,7 +125,8 @@ def test_tracking_follows_a_translated_pattern():
         reader.end_of_read(FrameFeatures(t + 1, None, {}, {}, None), state)
     grid = ops.query_grid_positions((height, width)).long()
     for position, frame in enumerate(range(3)):
-        moved = grid + torch.tensor(shift) * (3 - frame)
+        steps = 3 - frame + (track_rule == "official" and frame < 2)
+        moved = grid + torch.tensor(shift) * steps
         inside = (moved[:, 0] < height) & (moved[:, 1] < width)
         target = moved[:, 0] * width + moved[:, 1]
         assert torch.equal(tracked[0, position][inside], target[inside]), frame

@@ -59,12 +59,14 @@ RELEASES: dict[str, Release] = {
         "stcn",
         inference={"mem_every": 5, "include_previous": False, "max_memory_frames": None},
     ),
-    # eval_DAVIS.py: Memory(gaussian_kernel=3, flow_window=7), σ·(1 + 0.5·d) per older frame,
-    # top-k 32 at res3 (8 at res2) over the first and previous frames
+    # eval_DAVIS.py: Memory(gaussian_kernel=3, flow_window=7), σ·(1 + 0.5·d) per older frame
+    # centred by the released code's double tracking step, top-k 32 at res3 (8 at res2) over
+    # the first and previous frames
     "hmmn": Release(
         "hmmn",
         overrides=(
             "model.reader.sigma_rule=official",
+            "model.reader.track_rule=official",
             "model.reader.window=7",
             "model.reader.top_k=32",
             "model.reader.fine_memory=first_previous",

@@ -24,6 +24,15 @@ memory frame (d = 0 for the previous frame):
 - ``sigma_rule="paper"``: σ = σ_init + d·σ_factor (§3.1; σ_init 3, σ_factor 0.5);
 - ``sigma_rule="official"``: σ = σ_init·(1 + σ_factor·d), as ``Hongje/HMMN:model.py`` computes.
 
+Where an older frame's Gaussian is centred (``track_rule``):
+
+- ``"paper"``: at the frame's tracked position on the query grid (Fig. 4);
+- ``"official"``: one tracking step further, as the released ``Memory.forward`` computes: it
+  chains the positions onto the query grid and then looks the Gaussian up by that query
+  position in the map of the latest memory frame's pixels, so the step is applied twice. The
+  most recent memory frame is centred by one step under both rules. Converted HMMN weights use
+  this rule (with ``sigma_rule="official"``) so their outputs are the released code's.
+
 ``kernel="kmn"`` is KMN's kernel (Table 5's K*): each memory pixel's centre is its global
 best-matching query pixel (no window, no tracking), σ = σ_init. ``kernel="none"`` is STM's read.
 The kernel is used at inference only (§4.1, as KMN); ``kernel_in_training`` turns it on in
@@ -67,6 +76,7 @@ from vos.model.readers.base import FeatureSpec, FrameFeatures, MemoryReader, Rea
 
 KERNELS = ("hmmn", "kmn", "none")
 SIGMA_RULES = ("paper", "official")
+TRACK_RULES = ("paper", "official")
 SELECTIONS = ("topk", "random", "stride")
 FINE_MEMORY = ("first_previous", "all")
 FINE_FACTORS = {"res3": 2, "res2": 4}
@@ -140,6 +150,7 @@ class HMMNReader(MemoryReader):
         sigma_init: float = 3.0,
         sigma_factor: float = 0.5,
         sigma_rule: str = "paper",  # paper: σ_init + dσ_f | official: σ_init(1 + σ_f d)
+        track_rule: str = "paper",  # paper | official: older frames' centres one step further
         top_k: int | None = 32,  # k at res3 (k/4 at res2); None = dense fine read (k = ∞)
         inference_top_k: int | None | str = "same",  # Table 6(b): k at inference
         selection: str = "topk",  # Table 6(a): topk | random | stride
@@ -154,6 +165,7 @@ class HMMNReader(MemoryReader):
         for name, value, options in (
             ("kernel", kernel, KERNELS),
             ("sigma_rule", sigma_rule, SIGMA_RULES),
+            ("track_rule", track_rule, TRACK_RULES),
             ("selection", selection, SELECTIONS),
             ("fine_memory", fine_memory, FINE_MEMORY),
         ):
@@ -176,6 +188,7 @@ class HMMNReader(MemoryReader):
         self.sigma_init = float(sigma_init)
         self.sigma_factor = float(sigma_factor)
         self.sigma_rule = sigma_rule
+        self.track_rule = track_rule
         self.top_k = top_k
         self.inference_top_k = top_k if inference_top_k == "same" else inference_top_k
         self.selection = selection
@@ -248,7 +261,11 @@ class HMMNReader(MemoryReader):
             before = tracks.get(frame)
             updated[frame] = step if before is None else torch.gather(step, 1, before)
         state.tracks = Tracks(on_frame=None, positions=updated)
-        return torch.stack([updated[frame] for frame in frames], dim=1)
+        centres = [updated[frame] for frame in frames]
+        if self.track_rule == "official":
+            # the released code indexes the step by positions already moved by it
+            centres = [torch.gather(step, 1, c) for c in centres[:-1]] + centres[-1:]
+        return torch.stack(centres, dim=1)
 
     def end_of_read(self, query: FrameFeatures, state: HMMNState) -> None:
         """Mark the stored tracks as being on this query frame's grid (see `_track`)."""
