@@ -15,6 +15,7 @@ from vos.data.flow_pairs import FlowPairDataset
 from vos.data.source import DatasetError, VideoInfo, VideoSource
 from vos.data.synthetic import SyntheticSource
 from vos.lightning.flow_module import FlowModule
+from vos.model.encoders import IMAGENET_MEAN, IMAGENET_STD
 from vos.model.flow import (
     OracleFlow,
     RaftSmallFlow,
@@ -63,16 +64,18 @@ def _one_thread():
 
 @pytest.mark.parametrize(("height", "width"), [(50, 70), (64, 64), (33, 129)])
 def test_tinyflownet_pads_centred_and_crops_back(height: int, width: int) -> None:
-    """Any input size (reference §1.5): the flow is the network's output on the pair zero-padded
-    to multiples of 64, split evenly between the sides (the official ``pad_divide_by``), with
-    the padding cropped off again: the same numbers as running it on that padded pair."""
+    """Any input size (reference §1.5): the flow is the network's output on the pair padded to
+    multiples of 64 with the ImageNet mean colour (zeros after the normalisation, as the
+    official ``pad_divide_by`` pads the normalised frames), split evenly between the sides,
+    with the padding cropped off again: the same numbers as running it on that padded pair."""
     torch.manual_seed(0)
     net = TinyFlowNet().eval()
     generator = torch.Generator().manual_seed(1)
     frames = [torch.rand(2, 3, height, width, generator=generator) for _ in range(2)]
     pad_h, pad_w = -height % 64, -width % 64
     top, left = pad_h // 2, pad_w // 2
-    padded = [F.pad(f, (left, pad_w - left, top, pad_h - top)) for f in frames]
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    padded = [F.pad(f - mean, (left, pad_w - left, top, pad_h - top)) + mean for f in frames]
     with torch.no_grad():
         flow = net(*frames)
         full = net(*padded)
@@ -80,6 +83,22 @@ def test_tinyflownet_pads_centred_and_crops_back(height: int, width: int) -> Non
     assert full.shape == (2, 2, height + pad_h, width + pad_w)
     assert flow.abs().amax() > 0
     torch.testing.assert_close(flow, full[..., top : top + height, left : left + width])
+
+
+def test_tinyflownet_sees_imagenet_normalised_frames() -> None:
+    """RMNet's data loader normalises the frames before TinyFlowNet: released weights expect
+    (x − mean) / std, with I_t first, I_{t−1} second."""
+    net = TinyFlowNet().eval()
+    seen = []
+    net.conv1.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    colour_t, colour_prev = torch.tensor([0.2, 0.5, 0.9]), torch.tensor([0.7, 0.1, 0.4])
+    frame_t = colour_t.view(1, 3, 1, 1).expand(1, 3, 64, 64)
+    frame_prev = colour_prev.view(1, 3, 1, 1).expand(1, 3, 64, 64)
+    with torch.no_grad():
+        net(frame_t, frame_prev)
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    expected = torch.cat([(colour_t - mean) / std, (colour_prev - mean) / std])
+    torch.testing.assert_close(seen[0], expected.view(1, 6, 1, 1).expand(1, 6, 32, 32))
 
 
 def test_tinyflownet_layer_table() -> None:

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from vos.checkpoint import read_state_dict
+from vos.model.encoders import IMAGENET_MEAN, IMAGENET_STD
 
 # TinyFlowNet's input is padded to this multiple (reference §1.5): after the 0.5 downscale
 # the five stride-2 convs then land on whole pixels.
@@ -116,7 +117,9 @@ class TinyFlowNet(nn.Module):
     ‖ conv2 ‖ flow3↑ = 194 → predict_flow2. The flow up-samplers are ConvTranspose 2→2 (k4, s2,
     p1) without bias; deconvs are ConvTranspose k4 s2 p1 + LeakyReLU.
 
-    Forward (§1.5): pad both frames to a multiple of 64 (zeros, centred), downscale by 0.5
+    Forward (§1.5): normalise both frames with ImageNet's mean and std (as the released code's
+    data loader does before TinyFlowNet), pad them to a multiple of 64 (zeros there, i.e. the
+    mean colour; centred), downscale by 0.5
     (bilinear; §3.3 "downsampled by 2"), concatenate ``[I_t, I_{t−1}]``, run, take flow2 (1/8
     of the padded input), upsample ×8 bilinearly **without** scaling the values (the net
     learns full-resolution pixel units from the full-resolution L1 target, §1.6), crop the
@@ -165,7 +168,12 @@ class TinyFlowNet(nn.Module):
         _check_pair(frame_t, frame_prev, "TinyFlowNet")
         height, width = frame_t.shape[-2:]
         padding = _centred_padding(height, width, TINY_PAD_MULTIPLE)
-        pair = F.pad(torch.cat([frame_t, frame_prev], dim=1), padding)
+        # the released network sees ImageNet-normalised frames (RMNet's data loader), padded
+        # with zeros there, i.e. with the mean colour
+        mean = frame_t.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1).repeat(1, 2, 1, 1)
+        std = frame_t.new_tensor(IMAGENET_STD).view(1, 3, 1, 1).repeat(1, 2, 1, 1)
+        pair = (torch.cat([frame_t, frame_prev], dim=1) - mean) / std
+        pair = F.pad(pair, padding)
         pair = F.interpolate(pair, scale_factor=0.5, mode="bilinear", align_corners=False)
 
         out_conv2 = self.conv2(self.conv1(pair))
