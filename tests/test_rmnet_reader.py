@@ -234,6 +234,31 @@ def test_flow_mode_warps_and_previous_mode_ignores_flow():
     assert torch.equal(query_region_of(previous_reader, probs, None), unmoved)
 
 
+def test_official_query_box_is_clamped_to_the_frame_inside_the_padding():
+    """The released code warps and boxes the unpadded frame, then zero-pads the box map: a box
+    that φ pushes past the frame's edge stops at the frame, so with the top-left-pixel rule a
+    cell whose top-left pixel is padding is out. Boxed on the padded canvas it would be in."""
+    frame_h, frame_w = 120, 118  # padded to 128 x 128: 4 rows above, 5 columns left
+    probs = torch.zeros(1, 1, 128, 128)
+    probs[0, 0, 4 + 20 : 4 + 40, 5 + 30 : 5 + 50] = 0.9  # near the top-left of the frame
+    flow = torch.zeros(1, 2, 128, 128)
+    flow[:, 0] = -8.0  # the object moved 8 px right
+    memory, _ = random_memory(RMNetReader(8, 4), batch=1, objects=1, grid=(8, 8), frames=1)
+    for mode, shift in (("previous", 0), ("flow", 8)):
+        reader = RMNetReader(8, 4, padding=2, query_region_mode=mode, region_semantics="official")
+        query = make_frame(torch.zeros(1, 8, 8, 8), 5, flow=flow)
+        state = ReaderState(previous_probs=probs)
+        canvas = reader.query_regions(query, memory, state)[0, 0]
+        query.frame_size = (frame_h, frame_w)
+        framed = reader.query_regions(query, memory, state)[0, 0]
+        # box rows 24 - 32 -> clamped to 0 (canvas) or to the frame's row 4; columns
+        # 35 + shift - 32 (>= 5, inside the frame either way); ends 44 + 32, 55 + shift + 32
+        expected = torch.zeros(8, 8, dtype=torch.bool)
+        expected[1:5, 1 : (55 + shift + 32 - 1) // 16 + 1] = True
+        assert torch.equal(framed, expected), mode
+        assert canvas[0].any() and torch.equal(canvas[1:], framed[1:]), mode
+
+
 def test_best_match_box_is_around_best_matching_pixel():
     reader = RMNetReader(2, 1, padding=1, query_region_mode="best_match")
     memory_keys = torch.zeros(1, 2, 8, 8)

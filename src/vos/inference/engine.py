@@ -115,7 +115,7 @@ class InferenceEngine:
                 if self.network.reader.needs.needs_flow and previous_image is not None:
                     flow = self._flow(source, video, t, image, previous_image, hw)
                 previous_image = image
-                frame = self.network.encode_frame(image, t, flow=flow)
+                frame = self.network.encode_frame(image, t, flow=flow, frame_size=hw)
                 label_probs = None
                 if objects.active:
                     logits = self.network.segment(frame, memory, state, read_timer=read_time())

@@ -109,8 +109,15 @@ class VOSNetwork(nn.Module):
         return self
 
     # -- the steps of docs/architecture.md ------------------------------------------------------
-    def encode_frame(self, frames: Tensor, index: int, flow: Tensor | None = None) -> FrameFeatures:
-        """frames ``[B, 3, H, W]`` in [0, 1], H and W multiples of 16."""
+    def encode_frame(
+        self,
+        frames: Tensor,
+        index: int,
+        flow: Tensor | None = None,
+        frame_size: tuple[int, int] | None = None,
+    ) -> FrameFeatures:
+        """frames ``[B, 3, H, W]`` in [0, 1], H and W multiples of 16; ``frame_size`` is the
+        frame's own size inside that padding (None: no padding)."""
         features, keys, query_value = self.encoders.encode_query(frames)
         return FrameFeatures(
             index=index,
@@ -119,6 +126,7 @@ class VOSNetwork(nn.Module):
             keys=keys,
             query_value=query_value,
             flow=flow,
+            frame_size=frame_size,
         )
 
     def encode_memory(
@@ -320,4 +328,5 @@ def fold_objects(frame: FrameFeatures, objects: int) -> FrameFeatures:
         keys={name: repeat(x) for name, x in frame.keys.items()},
         query_value=repeat(frame.query_value),
         flow=None if frame.flow is None else repeat(frame.flow),
+        frame_size=frame.frame_size,
     )

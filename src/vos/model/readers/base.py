@@ -57,6 +57,9 @@ class FrameFeatures:
     keys: dict[str, Tensor]  # per scale [B, Ck, h, w]
     query_value: Tensor  # [B, Cv, h4, w4]: the query's own value (STM's q_v)
     flow: Tensor | None = None  # [B, 2, H, W] backward flow, when a reader needs it
+    # (height, width) of the frame inside the padding (`vos.model.padding`, centred); None:
+    # the whole tensor is the frame
+    frame_size: tuple[int, int] | None = None
 
 
 @dataclass

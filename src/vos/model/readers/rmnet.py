@@ -58,7 +58,11 @@ or q ∉ R_Q^j. Per object, on the B·O fold, through ``vos.ops.memory_read``:
   it stays in the normaliser with weight e^0 = 1 and a zero value: a query pixel q in R_Q^j
   reads Σ_{p∈R_M} e^{s_p} v_p / (Σ_{p∈R_M} e^{s_p} + |∉R_M|). A zeroed query key gives every
   memory pixel logit 0: q ∉ R_Q^j reads the uniform mean over all memory pixels,
-  Σ_{p∈R_M} v_p / N, instead of 0.
+  Σ_{p∈R_M} v_p / N, instead of 0. The query box is found as the released ``segment`` finds
+  it: the previous mask and the flow are cropped to the frame inside the padding
+  (``FrameFeatures.frame_size``), warped and boxed there (so φ stops at the frame's edge, and
+  η's fallback is the frame), and the box is placed back on the padded grid; memory boxes
+  are found on the padded mask, as ``memorize`` does.
 
 In both, the query value of Eq. 5 is the *regional* query value v_Q^j = A_Q^j · v_Q (§3.1.2,
 "Regional Query Key/Value", and the released code's ``v4e`` multiplied by the map), so the whole
@@ -84,6 +88,7 @@ from torch import Tensor
 
 from vos import ops
 from vos.model.memory import MemoryBank
+from vos.model.padding import padding_for, unpad
 from vos.model.readers.base import FeatureSpec, FrameFeatures, MemoryReader, ReaderState, Readout
 
 QUERY_REGION_MODES = ("flow", "previous", "best_match", "none")
@@ -160,10 +165,18 @@ class RMNetReader(MemoryReader):
         return "top_left" if self.region_semantics == "official" else "any"
 
     def _boxes_to_cells(
-        self, probs: Tensor, grid_hw: tuple[int, int], *, min_pixels: int, fallback: str
+        self,
+        probs: Tensor,
+        grid_hw: tuple[int, int],
+        *,
+        min_pixels: int,
+        fallback: str,
+        stride: int | None = None,
+        offset: tuple[int, int] = (0, 0),
     ) -> Tensor:
-        """Padded boxes around soft masks ``[B, O, H, W]`` as res4 cell maps ``[B, O, h, w]``."""
-        stride = probs.shape[-1] // grid_hw[1]
+        """Padded boxes around soft masks ``[B, O, H, W]`` as res4 cell maps ``[B, O, h, w]``;
+        ``offset`` (y, x) places boxes found on a crop of the grid's canvas."""
+        stride = probs.shape[-1] // grid_hw[1] if stride is None else stride
         boxes, _ = ops.boxes_from_masks(
             probs,
             threshold=self.threshold,
@@ -171,6 +184,7 @@ class RMNetReader(MemoryReader):
             min_pixels=min_pixels,
             fallback=fallback,
         )
+        boxes = boxes + boxes.new_tensor([offset[0], offset[1], offset[0], offset[1]])
         return cells_in_boxes(boxes, grid_hw, stride, self._cell_rule())
 
     def memorize(
@@ -246,15 +260,31 @@ class RMNetReader(MemoryReader):
         if state.previous_probs is None:  # the first predicted frame: a global read
             return whole
         previous = state.previous_probs
+        flow = query.flow
+        if mode == "flow" and flow is None:
+            raise ValueError(
+                "RMNetReader: query_region_mode='flow' needs the query frame's backward flow "
+                "(FrameFeatures.flow); give the network a flow source or choose another mode"
+            )
+        stride = previous.shape[-1] // width
+        offset = (0, 0)
+        if self.region_semantics == "official" and query.frame_size is not None:
+            # the released code warps and boxes the frame itself and zero-pads the box map
+            # afterwards: boxes are clamped to the frame, not to the padded canvas
+            frame_h, frame_w = query.frame_size
+            left, _, top, _ = padding_for(frame_h, frame_w, stride)
+            previous = unpad(previous, frame_h, frame_w, stride)
+            flow = None if flow is None else unpad(flow, frame_h, frame_w, stride)
+            offset = (top, left)
         if mode == "flow":
-            if query.flow is None:
-                raise ValueError(
-                    "RMNetReader: query_region_mode='flow' needs the query frame's backward flow "
-                    "(FrameFeatures.flow); give the network a flow source or choose another mode"
-                )
-            previous, _ = ops.warp_backward(previous, query.flow.to(previous.dtype))
+            previous, _ = ops.warp_backward(previous, flow.to(previous.dtype))
         regions = self._boxes_to_cells(
-            previous, (height, width), min_pixels=self.min_pixels, fallback="full"
+            previous,
+            (height, width),
+            min_pixels=self.min_pixels,
+            fallback="full",
+            stride=stride,
+            offset=offset,
         )
         # objects that joined at this frame have no previous mask: a global read for them
         if regions.shape[1] < objects:
