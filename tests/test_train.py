@@ -55,6 +55,13 @@ def test_train_validates_and_writes_metrics(tmp_path):
     assert written["val/fps"] == pytest.approx(1000.0 / written["val/ms_per_frame"])
     assert written["params_m"] > 0
     assert "val/peak_memory_mb" not in written  # the wandb dashboard's: not without wandb
+    # the last validation per video (vos.report's intervals), its object-weighted mean the J&F
+    per_video = written["per_video"]
+    assert per_video and "per_video" not in metrics
+    assert len({row["video"] for row in per_video}) == len(per_video)
+    objects = sum(row["objects"] for row in per_video)
+    weighted = sum(row["J&F-Mean"] * row["objects"] for row in per_video) / objects
+    assert weighted == pytest.approx(written["val/J&F-Mean"], abs=1e-6)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 

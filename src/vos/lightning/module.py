@@ -43,6 +43,8 @@ class VOSModule(pl.LightningModule):
         self.val_metric = JAndF()
         # set by vos.train under logger=wandb: per-video tables, mask overlays, peak memory
         self.dashboard: ValidationDashboard | None = None
+        # the last validation's per-video rows (JAndF.per_video), for metrics.json
+        self.last_per_video: list[dict[str, object]] | None = None
 
     # -- training ------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
@@ -99,9 +101,12 @@ class VOSModule(pl.LightningModule):
         scores = self.val_metric.compute()
         for name, value in scores.items():
             self.log(f"val/{name}", value, prog_bar=name == "J&F-Mean", sync_dist=True)
+        # collective like compute(): every rank gathers every video's row
+        per_video = self.val_metric.per_video()
+        if not self.trainer.sanity_checking:  # as Lightning drops the sanity check's scores
+            self.last_per_video = per_video
         if self.dashboard is not None:
-            # collective like compute(): every rank gathers, global rank zero logs
-            self.dashboard.log(self, self.val_metric.per_video())
+            self.dashboard.log(self, per_video)  # global rank zero logs
         self.val_metric.reset()
 
     # -- optimisation --------------------------------------------------------------------

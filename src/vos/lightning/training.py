@@ -3,7 +3,8 @@
 
 A run writes into its folder: ``checkpoints/`` (every ``checkpoint.every_n_steps`` and
 ``last.ckpt``), ``metrics.json`` (the last validation's scores, ``params_m``,
-``global_step``, ``fit_s``; see `vos.cli.train`) and the logger's files.
+``global_step``, ``fit_s``, and ``per_video``: the last validation's rows per video; see
+`vos.cli.train`) and the logger's files.
 """
 
 from __future__ import annotations
@@ -288,7 +289,13 @@ def fit(
             metrics["val/fps"] = 1000.0 / metrics["val/ms_per_frame"]
         metrics["fit_s"] = time.perf_counter() - started  # training and its validations
         if trainer.is_global_zero:
-            write_json_atomic(run_dir / "metrics.json", metrics)
+            written = dict(metrics)
+            per_video = module.last_per_video if isinstance(module, VOSModule) else None
+            if per_video is not None:
+                # the scores of every video, for intervals over videos (vos.report); left out
+                # of the returned metrics and the logger's summary, which hold numbers only
+                written["per_video"] = per_video
+            write_json_atomic(run_dir / "metrics.json", written)
             log_summary(logger, metrics)
     finally:
         finish_logger(logger)
