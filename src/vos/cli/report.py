@@ -1,18 +1,32 @@
-"""``python -m vos.report DIR [DIR ...]``: training runs as one markdown table.
+"""``python -m vos.report DIR [DIR ...]``: training runs as one markdown table, a row per config.
 
 Every folder below the given ones that holds a ``metrics.json`` (written by ``vos.train`` at
-the end of a run) is a row. A row is named by the command-line overrides of its run
-(``.hydra/overrides.yaml``) that differ between the runs, so a Hydra multirun folder reads as
-the table of its sweep. Columns: J&F, J-Mean, F-Mean, J&F on the videos with distractors,
-validation frames per second, milliseconds per memory read, parameters (millions).
+the end of a run) is a run. Runs whose command-line overrides (``.hydra/overrides.yaml``)
+differ only by ``seed`` are one row; a row is named by the overrides that differ between rows
+(never the seed), so a Hydra multirun folder reads as the table of its sweep.
+
+Columns: J&F (the mean over the row's seeds and videos, videos weighted by their objects: the
+mean of the runs' J&F), its percentile bootstrap interval (``--level``, ``--resamples``), the
+number of seeds and of videos, then J-Mean, F-Mean, J&F on the videos with distractors,
+validation frames per second, milliseconds per memory read and parameters (millions), each the
+mean over the row's runs. The interval resamples the seeds and, independently, the videos of
+the last validation (``per_video`` in metrics.json): with one seed, the videos only; for a run
+whose metrics.json has no per-video scores (written before they were stored), the seeds only,
+and a single such run has no interval; a note under the table says which rows.
+
+``--baseline TEXT`` picks the one row whose name holds TEXT and adds "Δ vs baseline": each
+row's J&F minus the baseline's with an interval paired by video (the same resampled videos for
+both rows, each row's seeds resampled on their own; both rows must hold the same videos). A row
+whose interval includes 0 is marked ``≈``, not distinguishable from the baseline, with a note
+under the table.
 
 ``--paper FILE`` adds the paper's numbers where a row matches: a YAML list of
 ``{match: {override key: value, ...}, label: "...", "J&F": 0.835}`` entries (see
 ``experiments/*/paper.yaml``); a row matches an entry when its overrides hold every pair.
 ``--out FILE`` writes the table (and prints it either way) and, beside it, a figure
-(``--figure FILE``, by default ``--out`` with the suffix ``.png``): J&F against the memory
-read's milliseconds per frame, one numbered point per row, and a bar per row with the
-paper's J&F beside ours where the row matches one of its entries.
+(``--figure FILE``, by default ``--out`` with the suffix ``.png``): J&F with its interval as
+error bars against the memory read's milliseconds per frame, one numbered point per row, and a
+bar per row with the paper's J&F beside ours where the row matches one of its entries.
 """
 
 from __future__ import annotations
@@ -37,15 +51,28 @@ def main(argv: list[str] | None = None) -> None:
         "--figure", help="write the figure (PNG) here; default: --out with the suffix .png"
     )
     parser.add_argument("--title", help="the figure's title")
+    parser.add_argument(
+        "--baseline", help="add each row's difference to the one row whose name holds this text"
+    )
+    parser.add_argument(
+        "--level", type=float, default=0.95, help="the intervals' confidence (default 0.95)"
+    )
+    parser.add_argument(
+        "--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)"
+    )
     args = parser.parse_args(argv)
+    if not 0 < args.level < 1:
+        parser.error(f"--level must be between 0 and 1, got {args.level}")
+    if args.resamples < 1:
+        parser.error(f"--resamples must be at least 1, got {args.resamples}")
     with reported_as_one_line("vos.report"):
         runs = find_runs(args.folders)
         paper = load_paper(args.paper) if args.paper else None
-        table = markdown_table(runs, paper)
+        table = markdown_table(runs, paper, args.baseline, args.level, args.resamples)
     print(table)
     if args.out:
         write_text_atomic(args.out, table + "\n")
     figure = args.figure or (Path(args.out).with_suffix(".png") if args.out else None)
     if figure:
-        path = save_figure(runs, figure, paper, args.title)
+        path = save_figure(runs, figure, paper, args.title, args.level, args.resamples)
         print(f"vos.report: figure written to {path}", file=sys.stderr)
