@@ -4,6 +4,7 @@ import torch
 
 from vos.data.synthetic import SyntheticSource
 from vos.inference import InferenceEngine, processing_size
+from vos.inference.engine import label_argmax
 from vos.model.network import VOSNetwork
 from vos.model.readers import STMReader
 
@@ -66,3 +67,10 @@ def test_processing_size_resizes_and_restores(network, source):
 def test_invalid_mem_every(network):
     with pytest.raises(ValueError, match="mem_every"):
         InferenceEngine(network, mem_every=0)
+
+
+def test_label_argmax_is_argmax_with_the_first_of_equal_maxima():
+    probs = torch.rand(4, 30, 40, generator=torch.Generator().manual_seed(0))
+    probs[2, :5] = probs[1, :5] = 2.0  # ties: the first label wins, as with argmax
+    assert torch.equal(label_argmax(probs), probs.argmax(dim=0))
+    assert torch.equal(label_argmax(probs[:1]), torch.zeros(30, 40, dtype=torch.long))
