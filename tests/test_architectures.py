@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from helpers import compose_config
 
 from vos.model.blocks import CBAM
+from vos.model.decoder import STCNDecoder
 from vos.model.encoders import BackboneWeightsError, ResNetTrunk
 from vos.model.memory import MemoryBank
 from vos.model.network import VOSNetwork, build_network
@@ -212,3 +213,25 @@ def test_only_stms_network_memorises_masks_zeroed_outside_the_frame():
     memorises the padded prediction as it is (docs/architecture.md)."""
     assert network("stm").masks_zeroed_outside_frame
     assert not network("stcn").masks_zeroed_outside_frame
+
+
+def test_stcn_decoder_convolves_the_skips_once_per_frame_as_if_per_object():
+    """STCN's decoder broadcasts the skip convs over the objects: the same logits as the skips
+    expanded to every object first, and each skip conv sees the frame's batch only."""
+    torch.manual_seed(0)
+    decoder = STCNDecoder(16, {"res3": 8, "res2": 4}, channels=8).eval()
+    readout = torch.randn(2, 3, 16, 2, 3)  # B = 2 frames, O = 3 objects
+    skips = {"res3": torch.randn(2, 8, 4, 6), "res2": torch.randn(2, 4, 8, 12)}
+    seen = []
+    decoder.up_8_4.skip_conv.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    with torch.no_grad():
+        logits = decoder(readout, skips, (32, 48))
+        objects = readout.flatten(0, 1)
+        x = decoder.compress(objects)
+        for block, scale in ((decoder.up_16_8, "res3"), (decoder.up_8_4, "res2")):
+            expanded = skips[scale].repeat_interleave(3, dim=0)
+            upsampled = F.interpolate(x, size=expanded.shape[-2:], mode="bilinear")
+            x = block.out_conv(block.skip_conv(expanded) + upsampled)
+        expected = F.interpolate(decoder.pred(F.relu(x)), size=(32, 48), mode="bilinear")
+    torch.testing.assert_close(logits, expected[:, 0].view(2, 3, 32, 48))
+    assert seen[0] == 2

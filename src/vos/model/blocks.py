@@ -82,7 +82,11 @@ class UpsampleBlock(nn.Module):
         self.out_conv = ResBlock(up_channels, out_channels)
 
     def forward(self, skip: Tensor, coarse: Tensor, memory: Tensor | None = None) -> Tensor:
+        """``skip [B, C, H, W]`` of the frame, ``coarse`` and ``memory`` per object
+        ``[B·O, ·, ·, ·]`` (object-minor): the skip conv runs once per frame, as STCN's decoder
+        broadcasts it over the objects."""
         x = self.skip_conv(skip)
+        x = x.repeat_interleave(coarse.shape[0] // x.shape[0], dim=0)
         if memory is not None:
             if self.memory_conv is None:
                 raise ValueError("UpsampleBlock got a memory readout but was built without one")

@@ -33,22 +33,25 @@ class _Decoder(nn.Module):
         batch, objects = readout.shape[:2]
         memory_readouts = memory_readouts or {}
 
-        def per_object(x: Tensor) -> Tensor:
-            return x.unsqueeze(1).expand(-1, objects, -1, -1, -1).flatten(0, 1)
-
         def fine(scale: str) -> Tensor | None:
             value = memory_readouts.get(scale)
             return None if value is None else value.flatten(0, 1)
 
         x = self.res4(readout.flatten(0, 1))
-        x = self.to_res3(per_object(skips["res3"]), x, fine("res3"))
-        x = self.to_res2(per_object(skips["res2"]), x, fine("res2"))
+        x = self.to_res3(skips["res3"], x, fine("res3"))
+        x = self.to_res2(skips["res2"], x, fine("res2"))
         logits = self.head(F.relu(x))
         logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
         return self.object_logit(logits).view(batch, objects, *output_size)
 
     def object_logit(self, head: Tensor) -> Tensor:
         return head[:, 0]
+
+
+def per_object(skip: Tensor, coarse: Tensor) -> Tensor:
+    """A frame's skip features ``[B, C, h, w]`` repeated for the ``B·O`` object-minor batch of
+    ``coarse`` (object o of frame b at ``b·O + o``)."""
+    return skip.repeat_interleave(coarse.shape[0] // skip.shape[0], dim=0)
 
 
 class STMDecoder(_Decoder):
@@ -76,11 +79,13 @@ class STMDecoder(_Decoder):
     def res4(self, readout: Tensor) -> Tensor:
         return self.ResMM(self.convFM(readout))
 
+    # Refine's first conv is per object in STM's code (the skip is expanded to the objects
+    # first) and HMMN adds its memory readout before the residual block there
     def to_res3(self, skip: Tensor, coarse: Tensor, memory: Tensor | None) -> Tensor:
-        return self.RF3(skip, coarse, memory)
+        return self.RF3(per_object(skip, coarse), coarse, memory)
 
     def to_res2(self, skip: Tensor, coarse: Tensor, memory: Tensor | None) -> Tensor:
-        return self.RF2(skip, coarse, memory)
+        return self.RF2(per_object(skip, coarse), coarse, memory)
 
     def head(self, x: Tensor) -> Tensor:
         return self.pred(x)
