@@ -10,6 +10,10 @@ run`` wrote for it (per video ``<video>.npz`` with ``probs`` and ``labels``). Th
 suite's inference engine with the stored protocol on the same frames (fp32, CPU), and prints
 per video the largest difference of the label probabilities, the share of pixels whose
 written label differs, and the seconds per frame of both. docs/parity.md records the figures.
+
+``--parts`` adds, per video, the seconds the suite's engine spent in each part of the network
+(query encoder and its heads, memory encoder, memory read, decoder, and the rest: soft
+aggregation, labels, frame loading), timed around those calls.
 """
 
 from __future__ import annotations
@@ -28,6 +32,29 @@ from vos.inference.loading import load_engine
 from vos.model.official.convert import MODES, convert_file
 
 
+def time_parts(engine) -> dict[str, float]:
+    """Wrap the network's parts so that their wall time adds up in the returned dict."""
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, call):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    network = engine.network
+    encoders = network.encoders
+    encoders.encode_query = timed("query encoder", encoders.encode_query)
+    encoders.encode_memory = timed("memory encoder", encoders.encode_memory)
+    network.reader.read = timed("read", network.reader.read)
+    network.decoder.forward = timed("decoder", network.decoder.forward)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=MODES, required=True)
@@ -37,12 +64,14 @@ def main() -> None:
     parser.add_argument("--official-out", required=True)
     parser.add_argument("--videos", nargs="+", required=True)
     parser.add_argument("--json", help="write the figures here too")
+    parser.add_argument("--parts", action="store_true", help="time the engine's parts too")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / f"{args.mode}.ckpt"
         convert_file(args.mode, args.weights, ckpt)
         engine = load_engine(ckpt, torch.device("cpu"))
+    parts = time_parts(engine) if args.parts else None
     source = DavisSource(args.davis, split=args.split)
     official_meta = Path(args.official_out) / "official.json"
     official_meta = json.loads(official_meta.read_text()) if official_meta.exists() else {}
@@ -51,6 +80,8 @@ def main() -> None:
     }
     rows = []
     for video in args.videos:
+        if parts is not None:
+            parts.clear()
         official = np.load(Path(args.official_out) / f"{video}.npz")
         probs: dict[int, np.ndarray] = {}
         start = time.perf_counter()
@@ -86,6 +117,12 @@ def main() -> None:
             "suite_seconds_per_frame": seconds,
             "official_seconds_per_frame": official_seconds.get(video),
         }
+        if parts is not None:
+            total = seconds * len(result.labels)
+            row["suite_seconds_by_part"] = {
+                **{name: round(s, 3) for name, s in parts.items()},
+                "rest": round(total - sum(parts.values()), 3),
+            }
         rows.append(row)
         print(json.dumps(row))
     summary = {
