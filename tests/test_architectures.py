@@ -235,15 +235,3 @@ def test_stcn_decoder_convolves_the_skips_once_per_frame_as_if_per_object():
         expected = F.interpolate(decoder.pred(F.relu(x)), size=(32, 48), mode="bilinear")
     torch.testing.assert_close(logits, expected[:, 0].view(2, 3, 32, 48))
     assert seen[0] == 2
-
-
-def test_stm_memory_side_starts_as_the_query_side():
-    """Random trunks start equal and the memory key heads as copies of the query key heads, so
-    memory and query keys are comparable from the first step; the mask convs stay random."""
-    encoders = network("stm").encoders
-    query, memory = encoders.query_encoder.state_dict(), encoders.memory_encoder.state_dict()
-    assert all(torch.equal(value, memory[name]) for name, value in query.items())
-    assert encoders.memory_encoder.conv1_extra["mask"].weight.abs().sum() > 0
-    for name, head in encoders.memory_key.items():
-        assert torch.equal(head.weight, encoders.query_key[name].weight)
-    assert not torch.equal(encoders.memory_value["res4"].weight, encoders.query_value.weight)

@@ -55,23 +55,6 @@ class STMEncoders(nn.Module):
         self.memory_value = _heads(
             channels, {"res4": spec.value_channels, **spec.fine_value_channels}
         )
-        self._start_memory_side_as_query_side(random_trunks=not weights)
-
-    @torch.no_grad()
-    def _start_memory_side_as_query_side(self, random_trunks: bool) -> None:
-        """Initialisation (STM's code starts both trunks from the same ImageNet weights and
-        its key heads at random): memory keys and query keys are compared from the first
-        step, so the memory key heads start as copies of the query key heads, and random
-        trunks start equal as pretrained ones do (the mask and other-object convs stay as
-        they are). Training then lets the two sides differ, as STM's design has them."""
-        for name, head in self.memory_key.items():
-            head.load_state_dict(self.query_key[name].state_dict())
-        if random_trunks:
-            missing, unexpected = self.memory_encoder.load_state_dict(
-                self.query_encoder.state_dict(), strict=False
-            )
-            if unexpected or any(not k.startswith("conv1_extra.") for k in missing):
-                raise RuntimeError(f"trunks differ: missing {missing}, unexpected {unexpected}")
 
     def encode_query(self, frames: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
         features = self.query_encoder(frames)
