@@ -7,6 +7,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def per_object(frame_features: Tensor, objects_batch: Tensor) -> Tensor:
+    """A frame's features ``[B, C, h, w]`` repeated for the ``B·O`` object-minor batch of
+    ``objects_batch`` (object o of frame b at ``b·O + o``)."""
+    return frame_features.repeat_interleave(objects_batch.shape[0] // frame_features.shape[0], 0)
+
+
 class ResBlock(nn.Module):
     """STM's pre-activation residual block: ``x + conv(relu(conv(relu(x))))``.
 
@@ -85,8 +91,7 @@ class UpsampleBlock(nn.Module):
         """``skip [B, C, H, W]`` of the frame, ``coarse`` and ``memory`` per object
         ``[B·O, ·, ·, ·]`` (object-minor): the skip conv runs once per frame, as STCN's decoder
         broadcasts it over the objects."""
-        x = self.skip_conv(skip)
-        x = x.repeat_interleave(coarse.shape[0] // x.shape[0], dim=0)
+        x = per_object(self.skip_conv(skip), coarse)
         if memory is not None:
             if self.memory_conv is None:
                 raise ValueError("UpsampleBlock got a memory readout but was built without one")

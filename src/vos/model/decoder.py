@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vos.model.blocks import Refine, ResBlock, UpsampleBlock
+from vos.model.blocks import Refine, ResBlock, UpsampleBlock, per_object
 
 
 def _check_fine_scales(memory_channels: dict[str, int]) -> None:
@@ -46,12 +46,6 @@ class _Decoder(nn.Module):
 
     def object_logit(self, head: Tensor) -> Tensor:
         return head[:, 0]
-
-
-def per_object(skip: Tensor, coarse: Tensor) -> Tensor:
-    """A frame's skip features ``[B, C, h, w]`` repeated for the ``B·O`` object-minor batch of
-    ``coarse`` (object o of frame b at ``b·O + o``)."""
-    return skip.repeat_interleave(coarse.shape[0] // skip.shape[0], dim=0)
 
 
 class STMDecoder(_Decoder):
