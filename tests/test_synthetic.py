@@ -21,6 +21,7 @@ from vos.data.synthetic import (
     flow_path,
     video_seed,
 )
+from vos.data.synthetic.source import dataset_config_defaults
 
 SMALL = {"height": 64, "width": 96}
 
@@ -29,6 +30,15 @@ SMALL = {"height": 64, "width": 96}
 def val_split() -> SyntheticSource:
     """Twelve default-size val videos of 30 frames, shared by the slower checks."""
     return SyntheticSource("val", 12, 30, seed=0)
+
+
+@pytest.fixture(scope="module", params=["simple", "realistic"])
+def preset_split(request) -> SyntheticSource:
+    """Twelve default-size val videos of 30 frames of each scene preset
+    (conf/dataset/scene/*.yaml)."""
+    return SyntheticSource(
+        "val", 12, 30, seed=0, scene=dataset_config_defaults(request.param)["scene"]
+    )
 
 
 def _all_masks(scene: SyntheticScene) -> np.ndarray:
@@ -139,10 +149,10 @@ def test_flow_warps_reference_frame_onto_frame(val_split: SyntheticSource, step:
 
 
 def test_masks_hold_only_visible_objects_and_first_frames_are_right(
-    val_split: SyntheticSource,
+    preset_split: SyntheticSource,
 ) -> None:
-    for video in val_split.videos():
-        scene, info = val_split.scene(video), val_split.info(video)
+    for video in preset_split.videos():
+        scene, info = preset_split.scene(video), preset_split.info(video)
         masks = _all_masks(scene)
         assert masks.dtype == np.uint8 and masks.shape == (30, 128, 224)
         ids = sorted(info.first_frames)
@@ -160,8 +170,8 @@ def test_masks_hold_only_visible_objects_and_first_frames_are_right(
                 assert not (masks[t] == object_id)[~amodal].any()
 
 
-def test_each_factor_happens_in_the_split(val_split: SyntheticSource) -> None:
-    infos = [val_split.info(video) for video in val_split.videos()]
+def test_each_factor_happens_in_the_split(preset_split: SyntheticSource) -> None:
+    infos = [preset_split.info(video) for video in preset_split.videos()]
     for info in infos:
         assert set(info.factors) == set(FACTOR_NAMES)
         assert all(isinstance(value, bool) for value in info.factors.values())
@@ -170,9 +180,9 @@ def test_each_factor_happens_in_the_split(val_split: SyntheticSource) -> None:
         assert 0.2 <= share <= 0.7, (name, share)
 
 
-def test_factors_match_the_masks(val_split: SyntheticSource) -> None:
-    for video in val_split.videos():
-        scene, info = val_split.scene(video), val_split.info(video)
+def test_factors_match_the_masks(preset_split: SyntheticSource) -> None:
+    for video in preset_split.videos():
+        scene, info = preset_split.scene(video), preset_split.info(video)
         factors = info.factors
         masks = _all_masks(scene)
         ids = sorted(info.first_frames)
@@ -184,9 +194,11 @@ def test_factors_match_the_masks(val_split: SyntheticSource) -> None:
         # leaves_frame: an object's area drops to ~0 and comes back
         drops_and_returns = False
         for k, object_id in enumerate(ids):
-            share = areas[:, k] / peaks[k]
             for t in range(info.first_frames[object_id] + 1, scene.num_frames - 1):
-                if share[t] <= 0.1 and (share[:t] >= 0.5).any() and (share[t + 1 :] >= 0.5).any():
+                # well seen on both sides (objects change size: up to ~2.5x with zoom), and
+                # all but gone in between
+                seen = min(areas[:t, k].max(), areas[t + 1 :, k].max())
+                if areas[t, k] <= 0.1 * seen and seen >= 0.4 * peaks[k]:
                     drops_and_returns = True
         if factors["leaves_frame"]:
             assert drops_and_returns, video
@@ -213,23 +225,24 @@ def test_factors_match_the_masks(val_split: SyntheticSource) -> None:
         # fast_motion: a visible target's silhouette (hidden parts included, so an occluder
         # does not move its centroid) jumps between two frames while staying in frame
         fast = 0.18 * min(scene.height, scene.width)
-        largest_step = 0.0
+        largest_step = largest_uncut_step = 0.0
         for k, object_id in enumerate(ids):
             silhouettes = [scene.amodal_mask(t, object_id) for t in range(scene.num_frames)]
             sizes = np.array([silhouette.sum() for silhouette in silhouettes])
             for t in range(1, scene.num_frames):
                 if min(areas[t - 1, k], areas[t, k]) == 0 or min(sizes[t - 1], sizes[t]) < 20:
                     continue
-                if not 0.8 <= sizes[t] / sizes[t - 1] <= 1.25:  # cut by the frame edge
-                    continue
                 ys0, xs0 = np.nonzero(silhouettes[t - 1])
                 ys1, xs1 = np.nonzero(silhouettes[t])
                 step = np.hypot(xs1.mean() - xs0.mean(), ys1.mean() - ys0.mean())
                 largest_step = max(largest_step, step)
+                # a frame edge cutting the silhouette moves its centroid: no evidence of speed
+                if 0.8 <= sizes[t] / sizes[t - 1] <= 1.25:
+                    largest_uncut_step = max(largest_uncut_step, step)
         if factors["fast_motion"]:
             assert largest_step >= 0.8 * fast, (video, largest_step)
         else:
-            assert largest_step < fast, (video, largest_step)
+            assert largest_uncut_step < fast, (video, largest_uncut_step)
 
 
 # -- the source -----------------------------------------------------------------------------------

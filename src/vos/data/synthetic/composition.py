@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vos.data.synthetic.geometry import rotation
 from vos.data.synthetic.layers import ScenePlan
 
 _SUBPIXEL_BITS = 4  # fixed-point vertices for cv2.fillPoly: 1/16 pixel
@@ -34,7 +33,7 @@ def place(plan: ScenePlan, index: int, t: int) -> tuple[int, int, np.ndarray] | 
     layer = plan.layers[index]
     if t < layer.start:
         return None
-    corners = layer.polygon @ (layer.radius[t] * rotation(layer.angle[t])).T + layer.centre[t]
+    corners = layer.to_frame(layer.polygon, t)
     x0 = max(int(math.floor(corners[:, 0].min())), 0)
     y0 = max(int(math.floor(corners[:, 1].min())), 0)
     x1 = min(int(math.ceil(corners[:, 0].max())) + 1, plan.width)

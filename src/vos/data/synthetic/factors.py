@@ -109,7 +109,7 @@ def _factors(
     layers, num_frames = plan.layers, plan.num_frames
     targets = list(layer_of_id.values())
     distractors = [i for i, layer in enumerate(layers) if not layer.is_target]
-    full = np.stack([layer.unit_area * layer.radius**2 for layer in layers], axis=1)
+    full = np.stack([layer.unit_areas() * layer.radius**2 for layer in layers], axis=1)
     visible_share = visible / full
     in_frame_share = in_frame / full
 

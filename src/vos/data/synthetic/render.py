@@ -2,9 +2,10 @@
 frame painted from them.
 
 The background is a smooth random field of muted colours with stripes, soft blobs or speckle,
-plus fine noise, larger than the frame. An object's texture (noisy solid colour, stripes,
-checker, dots, rings) is drawn once in its own unit coordinates, so the texture moves, turns
-and scales with it; a frame warps each sprite onto its layer's visible silhouette.
+plus fine noise, larger than the frame, or (realistic preset) a crop of a photo. An object's
+texture (noisy solid colour, stripes, checker, dots, rings, or a crop of a photo) is drawn once
+in its own unit coordinates, so the texture moves, turns, scales and deforms with it; a frame
+warps each sprite onto its layer's visible silhouette.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from functools import cached_property
 import cv2
 import numpy as np
 
+from vos.data.synthetic.camera import background_affine, background_extent
 from vos.data.synthetic.composition import Composition
 from vos.data.synthetic.geometry import hsv, rotation
 from vos.data.synthetic.layers import Layer, ScenePlan
+from vos.data.synthetic.photos import GREY_PHOTOS, load_photo
 
 BACKGROUND_STYLES: tuple[str, ...] = ("stripes", "blobs", "speckle")
 
@@ -27,10 +30,11 @@ _SPRITE_MARGIN = 1.15  # sprites cover the unit disc with a margin for bilinear 
 
 @dataclass(frozen=True)
 class Background:
-    """The look of a scene's background: its pattern style and base hue."""
+    """The look of a scene's background: its pattern style and base hue, or a photo."""
 
     style: str
     hue: float
+    photo: str | None = None  # a photo replaces the pattern
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> Background:
@@ -51,11 +55,9 @@ class Painter:
     def paint(self, t: int, composition: Composition) -> np.ndarray:
         """RGB ``uint8 [H, W, 3]`` of frame ``t``, whose silhouettes are ``composition``."""
         plan = self.plan
-        offset = plan.pan[t]
-        to_world = np.array([[1.0, 0.0, offset[0]], [0.0, 1.0, offset[1]]])
         frame = cv2.warpAffine(
             self.world,
-            to_world,
+            background_affine(plan, t),
             (plan.width, plan.height),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_REFLECT,
@@ -64,17 +66,31 @@ class Painter:
             layer = plan.layers[index]
             sprite, pixels_per_unit = self.sprites[index]
             centre_px = (sprite.shape[0] - 1) / 2.0
-            # frame pixel -> sprite pixel: undo the placement, then scale into the sprite
-            linear = rotation(-layer.angle[t]) * (pixels_per_unit / layer.radius[t])
-            shift = linear @ (np.array([x0, y0], dtype=np.float64) - layer.centre[t]) + centre_px
             height, width = placed.shape
-            patch = cv2.warpAffine(
-                sprite,
-                np.hstack([linear, shift[:, None]]),
-                (width, height),
-                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                borderMode=cv2.BORDER_REPLICATE,
-            )
+            if layer.deformation is None:
+                # frame pixel -> sprite pixel: undo the placement, then scale into the sprite
+                linear = rotation(-layer.angle[t]) * (pixels_per_unit / layer.radius[t])
+                shift = (
+                    linear @ (np.array([x0, y0], dtype=np.float64) - layer.centre[t]) + centre_px
+                )
+                patch = cv2.warpAffine(
+                    sprite,
+                    np.hstack([linear, shift[:, None]]),
+                    (width, height),
+                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                    borderMode=cv2.BORDER_REPLICATE,
+                )
+            else:
+                # a deformed object: each silhouette pixel's rest-pose unit coordinates
+                rows, cols = np.nonzero(placed)
+                pixels = np.stack([cols + x0, rows + y0], axis=1).astype(np.float64)
+                unit = layer.to_unit(pixels, t) * pixels_per_unit + centre_px
+                map_x = np.zeros(placed.shape, np.float32)
+                map_y = np.zeros(placed.shape, np.float32)
+                map_x[rows, cols], map_y[rows, cols] = unit[:, 0], unit[:, 1]
+                patch = cv2.remap(
+                    sprite, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+                )
             region = frame[y0 : y0 + height, x0 : x0 + width]
             region[placed] = patch[placed]
         return frame
@@ -92,11 +108,37 @@ class Painter:
     def world(self) -> np.ndarray:
         """The background, large enough for the whole camera pan."""
         rng = np.random.default_rng([self.seed, 2])
-        plan = self.plan
-        extent = np.ceil(plan.pan.max(axis=0)).astype(int) + 2
-        return draw_world(
-            rng, self.background, plan.width + int(extent[0]), plan.height + int(extent[1])
-        )
+        width, height = background_extent(self.plan)
+        if self.background.photo is not None:
+            return photo_world(rng, self.background, width, height)
+        return draw_world(rng, self.background, width, height)
+
+
+def photo_world(
+    rng: np.random.Generator, background: Background, width: int, height: int
+) -> np.ndarray:
+    """A ``uint8 [height, width, 3]`` background cut from ``background.photo``: a random crop
+    of the frame's aspect, maybe mirrored, resized to the background; grey photos tinted with
+    the background's hue."""
+    photo = load_photo(str(background.photo))
+    rows, cols = photo.shape[:2]
+    aspect = width / height
+    crop_height = min(rows, cols / aspect) * rng.uniform(0.55, 1.0)
+    crop_width = crop_height * aspect
+    top = rng.uniform(0.0, rows - crop_height)
+    left = rng.uniform(0.0, cols - crop_width)
+    crop = photo[int(top) : int(top + crop_height), int(left) : int(left + crop_width)]
+    shrinking = crop.shape[1] > width
+    world = cv2.resize(
+        crop, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
+    if rng.random() < 0.5:
+        world = world[:, ::-1]
+    world = world.astype(np.float32)
+    if background.photo in GREY_PHOTOS:
+        tint = hsv(background.hue, rng.uniform(0.15, 0.5), 1.0) / 255.0
+        world = world * tint * rng.uniform(0.7, 1.1)
+    return np.ascontiguousarray(np.clip(world, 0, 255).astype(np.uint8))
 
 
 def draw_world(
@@ -152,6 +194,8 @@ def render_sprite(
     half = int(math.ceil(_SPRITE_MARGIN * pixels_per_unit))
     coords = (np.arange(2 * half + 1, dtype=np.float32) - half) / pixels_per_unit
     xs, ys = np.meshgrid(coords, coords)
+    if layer.texture == "photo":
+        return photo_sprite(layer, pixels_per_unit, half), pixels_per_unit
     angle = layer.pattern["angle"]
     u = xs * math.cos(angle) + ys * math.sin(angle)
     v = -xs * math.sin(angle) + ys * math.cos(angle)
@@ -175,3 +219,34 @@ def render_sprite(
     sprite += rng.normal(0.0, 6.0, (2 * half + 1, 2 * half + 1, 1)).astype(np.float32)
     sprite = cv2.GaussianBlur(sprite.astype(np.float32), (0, 0), 0.8)  # tame aliasing
     return np.clip(sprite, 0, 255).astype(np.uint8), pixels_per_unit
+
+
+def photo_sprite(layer: Layer, pixels_per_unit: float, half: int) -> np.ndarray:
+    """The layer's sprite cut from its photo: unit coordinates ``u`` show photo point
+    ``(x, y) + scale * R(angle) u`` (``pattern`` holds them, in photo pixels), hue shifted by
+    ``pattern["hue_shift"]`` (a look-alike's colour)."""
+    photo = load_photo(str(layer.photo))
+    pattern = layer.pattern
+    scale = pattern["scale"]
+    # shrink the photo first (area averaging) so the warp samples it at about its own rate
+    shrink = max(1.0, scale / pixels_per_unit)
+    if shrink > 1.0:
+        size = (max(1, round(photo.shape[1] / shrink)), max(1, round(photo.shape[0] / shrink)))
+        photo = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+    linear = rotation(pattern["angle"]) * (scale / shrink / pixels_per_unit)
+    centre = np.array([pattern["x"], pattern["y"]]) / shrink
+    shift = centre - linear @ np.array([half, half], dtype=np.float64)
+    side = 2 * half + 1
+    sprite = cv2.warpAffine(
+        photo,
+        np.hstack([linear, shift[:, None]]),
+        (side, side),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REFLECT,
+    )
+    hue_shift = pattern.get("hue_shift", 0.0)
+    if hue_shift:
+        hsv_sprite = cv2.cvtColor(sprite, cv2.COLOR_RGB2HSV_FULL)
+        hsv_sprite[..., 0] = (hsv_sprite[..., 0].astype(int) + round(hue_shift * 256)) % 256
+        sprite = cv2.cvtColor(hsv_sprite, cv2.COLOR_HSV2RGB_FULL)
+    return sprite

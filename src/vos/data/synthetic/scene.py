@@ -12,15 +12,21 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from vos.data.synthetic.cast import draw_layers
+from vos.data.synthetic.camera import apply_zoom, draw_zoom
+from vos.data.synthetic.cast import draw_layers, restyle
 from vos.data.synthetic.composition import Composition, compose
+from vos.data.synthetic.deformation import MAX_SWING
 from vos.data.synthetic.factors import FACTOR_NAMES, FAST_MOTION_FRACTION, measure
 from vos.data.synthetic.flow import exact_flow
 from vos.data.synthetic.layers import ScenePlan
+from vos.data.synthetic.optics import Optics
+from vos.data.synthetic.photos import BACKGROUND_PHOTOS
 from vos.data.synthetic.render import Background, Painter
 from vos.data.synthetic.staging import Pace, draw_pan, plan_motion
 
 MAX_OBJECTS = 4
+SHAPE_STYLES: tuple[str, ...] = ("geometric", "organic")
+TEXTURE_STYLES: tuple[str, ...] = ("patterns", "photos")
 
 
 class SyntheticScene:
@@ -43,10 +49,28 @@ class SyntheticScene:
             of the frame height (it then varies by about +-20% over time).
         motion_speed: multiplies the speed of ordinary object motion.
         pan_speed: multiplies the speed of the camera pan (0 for a static camera).
+        scale_change: largest relative swing of an object's size over time.
+        spin: largest spin of an object, radians per frame.
+        shapes: ``geometric`` (rigid polygons, ellipses, stars...) or ``organic`` (smooth
+            random outlines that deform over time, some with limbs that swing at joints).
+        articulated_prob: share of organic targets that have limbs.
+        limb_swing: largest turn of a limb at its joint, radians (at most 0.3).
+        wobble: largest non-rigid deformation of an organic outline, unit coordinates.
+        textures: ``patterns`` (procedural colours and patterns) or ``photos`` (crops of the
+            photos scikit-image and scikit-learn ship; the background is a photo too).
+        zoom: largest relative camera zoom in or out over the video (0: none).
+        lighting: strength of the changes of light (brightness, colour, gradient; 0: none).
+        motion_blur: share of the frame interval the shutter is open (0: sharp frames).
+        noise: standard deviation of the sensor noise in grey levels (0: none).
+        jpeg_quality: lowest JPEG quality a video is compressed at (0: not compressed).
+        distractor_crossing: a staged occlusion sends a look-alike over the target it
+            imitates, when the video has one.
         staged: which factors to stage, overriding the ``*_prob`` draws (used by
             `SyntheticSource` to spread the factors evenly over a split); missing keys are drawn.
 
-    The factors reported by `factors` are measured on the result, not the staging wishes.
+    The factors reported by `factors` are measured on the result, not the staging wishes. The
+    defaults are the ``simple`` preset; the realistic knobs draw from their own random stream,
+    so turning them on leaves the simple draws (trajectories, factors) of a seed as they were.
     """
 
     def __init__(
@@ -67,6 +91,19 @@ class SyntheticScene:
         max_object_size: float = 0.30,
         motion_speed: float = 1.0,
         pan_speed: float = 1.0,
+        scale_change: float = 0.2,
+        spin: float = 0.05,
+        shapes: str = "geometric",
+        articulated_prob: float = 0.5,
+        limb_swing: float = 0.2,
+        wobble: float = 0.0,
+        textures: str = "patterns",
+        zoom: float = 0.0,
+        lighting: float = 0.0,
+        motion_blur: float = 0.0,
+        noise: float = 0.0,
+        jpeg_quality: int = 0,
+        distractor_crossing: bool = False,
         staged: Mapping[str, bool] | None = None,
     ) -> None:
         check_knobs(
@@ -82,11 +119,27 @@ class SyntheticScene:
                 "late_object_prob": late_object_prob,
                 "leave_frame_prob": leave_frame_prob,
                 "occlusion_prob": occlusion_prob,
+                "articulated_prob": articulated_prob,
             },
             min_object_size=min_object_size,
             max_object_size=max_object_size,
             motion_speed=motion_speed,
             pan_speed=pan_speed,
+        )
+        check_realism(
+            shapes=shapes,
+            textures=textures,
+            limb_swing=limb_swing,
+            amounts={
+                "scale_change": scale_change,
+                "spin": spin,
+                "wobble": wobble,
+                "zoom": zoom,
+                "lighting": lighting,
+                "motion_blur": motion_blur,
+                "noise": noise,
+            },
+            jpeg_quality=jpeg_quality,
         )
         unknown = set(staged or {}) - set(FACTOR_NAMES)
         if unknown:
@@ -125,9 +178,28 @@ class SyntheticScene:
             max_distractors=max_distractors,
             min_size=min_object_size,
             max_size=max_object_size,
+            scale_change=scale_change,
+            spin=spin,
         )
+        # the realistic look draws from its own stream: the simple draws stay as they are
+        look = np.random.default_rng([self.seed, 3])
+        if shapes == "organic" or textures == "photos":
+            restyle(
+                look,
+                layers,
+                time,
+                organic=shapes == "organic",
+                photos=textures == "photos",
+                articulated_prob=articulated_prob,
+                limb_swing=limb_swing,
+                wobble=wobble,
+            )
         depth_order = [int(i) for i in rng.permutation(len(layers))]
         background = Background.draw(rng)
+        if textures == "photos":
+            used = {layer.photo for layer in layers}
+            choices = [name for name in BACKGROUND_PHOTOS if name not in used]
+            background = Background(background.style, background.hue, str(look.choice(choices)))
         pan = draw_pan(rng, time, short_side, pan_speed)
         self._plan = ScenePlan(
             height=self.height,
@@ -137,7 +209,18 @@ class SyntheticScene:
             depth_order=depth_order,
             pan=pan,
         )
-        plan_motion(rng, self._plan, pace, self.staged)
+        plan_motion(rng, self._plan, pace, self.staged, distractor_crossing)
+        if zoom > 0.0:
+            apply_zoom(self._plan, draw_zoom(look, time, zoom))
+        self._optics = Optics.draw(
+            look,
+            time,
+            lighting=lighting,
+            motion_blur=motion_blur,
+            noise=noise,
+            jpeg_quality=int(jpeg_quality),
+        )
+        self._camera_effects = bool(lighting or motion_blur or noise or jpeg_quality)
 
         self._painter = Painter(self.seed, self._plan, background)
         # one frame's composition and pixels: the mask, frame and flow of a frame share them
@@ -168,10 +251,14 @@ class SyntheticScene:
         return len(self._plan.layers)
 
     def frame(self, t: int) -> np.ndarray:
-        """RGB ``uint8 [H, W, 3]`` of frame ``t``."""
+        """RGB ``uint8 [H, W, 3]`` of frame ``t``, as the camera saw it (blur, light, noise and
+        compression, where the knobs turn them on)."""
         t = self._check_frame(t)
         if self._last_frame is None or self._last_frame[0] != t:
-            self._last_frame = (t, self._painter.paint(t, self._compose(t)))
+            pixels = self._painter.paint(t, self._compose(t))
+            if self._camera_effects:
+                pixels = self._optics.apply(pixels, t, self.seed, self._velocity(t))
+            self._last_frame = (t, pixels)
         return self._last_frame[1].copy()
 
     def mask(self, t: int) -> np.ndarray:
@@ -214,10 +301,43 @@ class SyntheticScene:
             raise IndexError(f"frame {t} out of range for a scene of {self.num_frames} frames")
         return t
 
+    def _velocity(self, t: int) -> np.ndarray | None:
+        """Where each pixel's surface was one frame before ``t`` (after, negated, at frame 0),
+        for motion blur; None when the frames are sharp or the video has one frame."""
+        if not self._optics.blurs or self.num_frames < 2:
+            return None
+        return self.flow(t) if t > 0 else -self.flow(0, 1)
+
     def _compose(self, t: int) -> Composition:
         if self._last_composition is None or self._last_composition[0] != t:
             self._last_composition = (t, compose(self._plan, t))
         return self._last_composition[1]
+
+
+def check_realism(
+    *,
+    shapes: str,
+    textures: str,
+    limb_swing: float,
+    amounts: Mapping[str, float],
+    jpeg_quality: int,
+) -> None:
+    """Raise ValueError, naming the knob, for a realistic-preset knob out of its range."""
+    if shapes not in SHAPE_STYLES:
+        raise ValueError(f"shapes must be one of {SHAPE_STYLES}; got {shapes!r}")
+    if textures not in TEXTURE_STYLES:
+        raise ValueError(f"textures must be one of {TEXTURE_STYLES}; got {textures!r}")
+    if not 0.0 <= float(limb_swing) <= MAX_SWING:
+        raise ValueError(f"limb_swing must lie in [0, {MAX_SWING}] radians; got {limb_swing}")
+    for key, value in amounts.items():
+        if float(value) < 0.0:
+            raise ValueError(f"{key} must be >= 0; got {value}")
+    if float(amounts["wobble"]) > 0.1:
+        raise ValueError(
+            f"wobble must be at most 0.1 (beyond it outlines fold); got {amounts['wobble']}"
+        )
+    if not 0 <= int(jpeg_quality) <= 100:
+        raise ValueError(f"jpeg_quality must lie in 0..100 (0: no compression); got {jpeg_quality}")
 
 
 def check_knobs(

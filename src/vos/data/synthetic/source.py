@@ -39,6 +39,19 @@ _SCENE_KNOBS = {
     "max_object_size",
     "motion_speed",
     "pan_speed",
+    "scale_change",
+    "spin",
+    "shapes",
+    "articulated_prob",
+    "limb_swing",
+    "wobble",
+    "textures",
+    "zoom",
+    "lighting",
+    "motion_blur",
+    "noise",
+    "jpeg_quality",
+    "distractor_crossing",
 }
 
 
@@ -190,12 +203,17 @@ class SyntheticSource(VideoSource):
         return self._index[video]
 
 
-def dataset_config_defaults() -> dict:
-    """Frame size and scene knobs of ``conf/dataset/synthetic.yaml``: the export and the
-    training data come from one definition."""
+def dataset_config_defaults(scene: str = "simple") -> dict:
+    """Frame size of ``conf/dataset/synthetic.yaml`` and the knobs of its scene preset
+    ``conf/dataset/scene/<scene>.yaml``: the export and the training data come from one
+    definition."""
     from omegaconf import OmegaConf
 
     from vos.config import CONFIG_DIR
 
+    presets = sorted(path.stem for path in (CONFIG_DIR / "dataset" / "scene").glob("*.yaml"))
+    if scene not in presets:
+        raise DatasetError(f"unknown scene preset {scene!r}; known: {presets}")
     cfg = OmegaConf.load(CONFIG_DIR / "dataset" / "synthetic.yaml")
-    return {"height": cfg.height, "width": cfg.width, "scene": OmegaConf.to_container(cfg.scene)}
+    knobs = OmegaConf.load(CONFIG_DIR / "dataset" / "scene" / f"{scene}.yaml")
+    return {"height": cfg.height, "width": cfg.width, "scene": OmegaConf.to_container(knobs)}

@@ -6,7 +6,8 @@ keeps at least half of an object in frame. On top of it a video may stage:
 
 - a fast one-frame jump of a target (well above the fast-motion threshold),
 - an exit of a target through its nearest frame edge and back, smoothly (well below it),
-- an occlusion: another object routed over a target's centre, in front of it,
+- an occlusion: another object routed over a target's centre, in front of it (with
+  ``distractor_crossing``, a look-alike of that target when the video has one),
 - a late object: a target that spawns at a free spot of a later frame.
 
 Staging only wishes; `factors` measures what really happened.
@@ -51,7 +52,11 @@ def draw_pan(
 
 
 def plan_motion(
-    rng: np.random.Generator, plan: ScenePlan, pace: Pace, staged: Mapping[str, bool]
+    rng: np.random.Generator,
+    plan: ScenePlan,
+    pace: Pace,
+    staged: Mapping[str, bool],
+    distractor_crossing: bool = False,
 ) -> None:
     """Draw the trajectories of ``plan``'s layers and stage the wished factors. Videos that do
     not stage an occlusion are re-drawn a few times to keep the objects' bounding circles
@@ -59,7 +64,7 @@ def plan_motion(
     attempts = 1 if staged["occlusion"] else 10
     best: tuple[int, list[np.ndarray], list[int]] | None = None
     for _ in range(attempts):
-        _stage_all(rng, plan, pace, staged)
+        _stage_all(rng, plan, pace, staged, distractor_crossing)
         overlaps = circle_overlaps(plan.layers)
         if best is None or overlaps < best[0]:
             best = (
@@ -83,7 +88,11 @@ def late_targets(layers: list[Layer], staged: Mapping[str, bool]) -> list[int]:
 
 
 def _stage_all(
-    rng: np.random.Generator, plan: ScenePlan, pace: Pace, staged: Mapping[str, bool]
+    rng: np.random.Generator,
+    plan: ScenePlan,
+    pace: Pace,
+    staged: Mapping[str, bool],
+    distractor_crossing: bool,
 ) -> None:
     """One attempt: place every layer, then stage the factors in an order that keeps each
     from undoing another."""
@@ -107,7 +116,12 @@ def _stage_all(
     if staged["occlusion"] and num_frames >= 4:
         victim = int(rng.choice(on_time_targets))
         candidates = [i for i in on_time if i != victim]
-        if candidates:
+        lookalikes = [i for i in candidates if layers[i].model in on_time_targets]
+        if distractor_crossing and lookalikes:
+            # a look-alike crosses in front of the target it imitates
+            occluder = int(rng.choice(lookalikes))
+            victim = int(layers[occluder].model)
+        elif candidates:
             occluder = int(rng.choice(candidates))
     movers = [i for i in on_time_targets if i != occluder]
     # the jump comes first: it reflects the rest of the path into the box, which would undo
