@@ -24,6 +24,12 @@ What a scene contains
 - **Layers**: every object and distractor has its own depth; frames are painted back to front,
   and masks show only the visible pixels of each target (distractors are background, 0).
 
+The realistic preset (``conf/dataset/scene/realistic.yaml``) turns on knobs that draw from a
+stream of their own, so a seed's simple draws stay as they are: organic outlines that deform
+and articulated ones whose limbs swing (`deformation`), photo textures and backgrounds
+(`photos`), camera zoom (`camera`), and light, motion blur, noise and JPEG (`optics`); masks
+and flow stay exact.
+
 Factors (``VideoInfo.factors``; each is *measured* on the built scene, so it is True only when
 the thing really happens, whether or not it was staged on purpose):
 
@@ -51,6 +57,10 @@ Modules, each with one job (none imports a module that imports it):
 - `scene`: `SyntheticScene`, the public API of one video, composed of the modules below;
 - `layers`: the data a scene is drawn into (`Layer`, `ScenePlan`);
 - `cast`: the objects of a video and how they look, size and turn;
+- `deformation`: organic outlines, limbs and the deformation ``D_t`` of unit coordinates;
+- `photos`: the photos shipped by scikit-image and scikit-learn;
+- `camera`: the zoom, and the map between frame pixels and background coordinates;
+- `optics`: motion blur, light, noise and JPEG on a painted frame;
 - `staging`: camera pan, trajectories, and the staging of each factor;
 - `composition`: which layer is on top at each pixel of a frame;
 - `render`: background world, sprites, painting a frame;
