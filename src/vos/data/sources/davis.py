@@ -80,9 +80,11 @@ class DavisLayout:
 class DavisSource(FolderVideoSource):
     """A split of a DAVIS-layout dataset (DAVIS 2016/2017, or other data in that layout).
 
-    Videos come from ``ImageSets/<year>/<split>.txt``; a video's frames are the ``.jpg`` files
-    of ``JPEGImages/<resolution>/<video>`` sorted by name; its masks are
-    ``Annotations/<resolution>/<video>/<frame>.png`` (palette or grayscale PNGs).
+    Videos come from ``ImageSets/<year>/<split>.txt`` or, with ``split=None``, are every
+    folder of ``JPEGImages/<resolution>/`` (a DAVIS-layout folder without ImageSets); a
+    video's frames are the ``.jpg`` files of ``JPEGImages/<resolution>/<video>`` sorted by
+    name; its masks are ``Annotations/<resolution>/<video>/<frame>.png`` (palette or
+    grayscale PNGs).
 
     ``require_all_masks``: True for ground truth (train/val), where every frame must have its
     mask; False for test-dev or inference, where only the first frame's mask is required.
@@ -106,7 +108,7 @@ class DavisSource(FolderVideoSource):
     def __init__(
         self,
         root: str | Path,
-        split: str = "val",
+        split: str | None = "val",
         resolution: str = "480p",
         year: str = "2017",
         require_all_masks: bool = True,
@@ -119,11 +121,15 @@ class DavisSource(FolderVideoSource):
         self.single_object = self.layout.year == "2016" if single_object is None else single_object
         self.late_objects = late_objects
         self._check_folders()
-        self.image_set_path = self._find_image_set()
+        # split=None reads every video folder: there is no list
+        self.image_set_path = None if split is None else self._find_image_set()
         # DAVIS 2016's own lists come with binary masks (255 = the object, not void)
-        self.binary_masks = self.image_set_path.parent.name == self.layout.resolution
+        self.binary_masks = (
+            self.image_set_path is not None
+            and self.image_set_path.parent.name == self.layout.resolution
+        )
         self._listed_frames: dict[str, list[str]] = {}
-        super().__init__(self._read_image_set())
+        super().__init__(self._video_folders() if split is None else self._read_image_set())
         self._check_videos_exist()
         self._factors = self._read_factors()
 
@@ -170,6 +176,20 @@ class DavisSource(FolderVideoSource):
             f"{describe_folder(image_sets)})"
         )
 
+    @property
+    def video_list(self) -> Path:
+        """Where the video names come from, for messages: the image set, or the frames'
+        folder when every video is read."""
+        return self.layout.images_dir if self.image_set_path is None else self.image_set_path
+
+    def _video_folders(self) -> list[str]:
+        """Every video folder of ``JPEGImages/<resolution>/``, sorted (``split=None``)."""
+        folder = self.layout.images_dir
+        videos = sorted(path.name for path in folder.iterdir() if path.is_dir())
+        if not videos:
+            raise DatasetError(f"no video folders in {folder} ({describe_folder(folder)})")
+        return videos
+
     def _read_image_set(self) -> list[str]:
         """Video names, in order, from a list of names or of DAVIS 2016 frame lines
         (``/JPEGImages/480p/<video>/<frame>.jpg /Annotations/480p/<video>/<frame>.png``);
@@ -209,8 +229,8 @@ class DavisSource(FolderVideoSource):
                 problems.append(f"{len(missing)} without {kind} in {folder}: {', '.join(missing)}")
         if problems:
             raise DatasetError(
-                f"videos listed in {self.image_set_path} are missing on disk; "
-                + "; ".join(problems)
+                f"videos {'listed' if self.image_set_path else 'found'} in {self.video_list} "
+                "are missing on disk; " + "; ".join(problems)
             )
 
     def _read_factors(self) -> dict[str, dict[str, bool]]:
@@ -250,7 +270,7 @@ class DavisSource(FolderVideoSource):
 
     def _scan(self, video: str) -> VideoInfo:
         if video not in self._videos:
-            raise DatasetError(f"unknown video {video!r}: not listed in {self.image_set_path}")
+            raise DatasetError(f"unknown video {video!r}: not listed in {self.video_list}")
         frames_dir = self.layout.images_dir / video
         frame_names = frame_stems(video, frames_dir)
         unlisted = sorted(set(self._listed_frames.get(video, ())) - set(frame_names))
