@@ -135,6 +135,18 @@ BAD_INPUTS = [
     ),
     _case(
         "vos.train",
+        "an extra validation folder that does not exist",
+        [*TINY, "dataset.extra_eval=[{inputs}/nowhere]"],
+        "dataset.extra_eval[0]: the folder",
+    ),
+    _case(
+        "vos.train",
+        "an extra validation folder without Annotations",
+        [*TINY, "dataset.extra_eval=[{inputs}/no_annotations]"],
+        "dataset.extra_eval[0] (no_annotations): Annotations",
+    ),
+    _case(
+        "vos.train",
         "a run folder holding another run's checkpoints",
         [*TINY, "hydra.run.dir={inputs}/stm"],
         "already holds checkpoints",
@@ -332,6 +344,8 @@ def inputs(tmp_path_factory) -> Path:
         for index in range(1, FRAMES):  # whatever frames a clip draws, one is corrupt
             layout.frame_path("b", f"{index:05d}").write_bytes(b"\xff\xd8 not a JPEG")
     write_davis_layout(root / "late", {"a": _labels(late=True)}, {"train": ["a"], "val": ["a"]})
+    write_davis_layout(root / "no_annotations", clean, {"val": ["a"]})
+    shutil.rmtree(root / "no_annotations" / "Annotations")
     truth = root / "davis" / "Annotations" / "480p" / "a"
     shutil.copytree(truth, root / "pred" / "a")
     shutil.copytree(truth, root / "pred_missing" / "a")

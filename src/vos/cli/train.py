@@ -6,9 +6,10 @@ Writes into the Hydra run folder: ``.hydra/config.yaml`` (the resolved config),
 video factor ``val/J&F-Mean/<factor>``, ``val/ms_per_frame`` and ``val/fps``,
 ``val/read_ms_per_frame``, and under ``logger=wandb`` ``val/peak_memory_mb``; ``params_m``,
 ``global_step``, ``fit_s``; ``per_video``: the last validation's scores per video, which
-``vos.report`` resamples for its intervals) and the logger's files (under wandb also a
-per-video table and mask overlays per validation: `vos.lightning.dashboard`). Returns the
-validation J&F (what a Hydra sweeper maximises).
+``vos.report`` resamples for its intervals; with ``dataset.extra_eval``, each extra set's
+``extra/<name>/...`` scores and its rows in ``extra_per_video.<name>``) and the logger's
+files (under wandb also a per-video table and mask overlays per validation:
+`vos.lightning.dashboard`). Returns the validation J&F (what a Hydra sweeper maximises).
 """
 
 from __future__ import annotations

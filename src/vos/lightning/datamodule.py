@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -9,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vos.data.clips import ClipDataset, ResumableSampler
 from vos.data.source import VideoSource
+from vos.lightning.extra_eval import ExtraEval
 
 
 def _rank_and_world(module: pl.LightningDataModule) -> tuple[int, int]:
@@ -88,7 +91,20 @@ class _RunDataModule(pl.LightningDataModule):
         )
 
 
+@dataclass(frozen=True)
+class ValidationSet:
+    """A split validation scores: the eval split (``prefix="val"``, ``extra=None``) or an
+    entry of ``dataset.extra_eval`` (``extra/<name>``)."""
+
+    prefix: str
+    source: VideoSource
+    extra: ExtraEval | None = None
+
+
 class VOSDataModule(_RunDataModule):
+    """Training clips; validation videos of the eval split (``eval_source``; None: not
+    validated) and of each extra set, one loader per set in `validation_sets` order."""
+
     def __init__(
         self,
         train_source: VideoSource | None,
@@ -101,6 +117,7 @@ class VOSDataModule(_RunDataModule):
         seed: int = 0,
         val_videos: int | None = None,
         with_flow: bool = False,
+        extra_eval: Sequence[ExtraEval] = (),
     ):
         super().__init__(
             train_source,
@@ -113,29 +130,43 @@ class VOSDataModule(_RunDataModule):
         self.clip = dict(clip)
         self.val_videos = val_videos
         self.with_flow = with_flow
+        self.extra_eval = list(extra_eval)
 
     def training_dataset(self, length: int) -> ClipDataset:
         return ClipDataset(
             self.train_source, length=length, seed=self.seed, with_flow=self.with_flow, **self.clip
         )
 
-    def validation_videos(self) -> list[str]:
-        """The eval split's videos validation runs on (none without an eval source)."""
-        # no eval source (dataset.eval=null): training runs with validation turned off
-        names = [] if self.eval_source is None else self.eval_source.videos()
+    def validation_sets(self) -> list[ValidationSet]:
+        """What validation scores: the eval split (unless None), then the extra sets."""
+        main = [] if self.eval_source is None else [ValidationSet("val", self.eval_source)]
+        return main + [
+            ValidationSet(extra.prefix, extra.source, extra) for extra in self.extra_eval
+        ]
+
+    def validation_videos(self, source: VideoSource | None = None) -> list[str]:
+        """The videos validation runs on: of ``source``, by default the eval split's (none
+        without an eval source); the first ``val_videos`` of them when that is set."""
+        source = self.eval_source if source is None else source
+        # no eval source (dataset.eval=null): no videos of it to validate on
+        names = [] if source is None else source.videos()
         return names if self.val_videos is None else names[: self.val_videos]
 
-    def val_dataloader(self) -> DataLoader:
-        videos = _VideoNames(self.validation_videos())
-        # one video per step; under DDP each rank takes every world-th video. The sampler
-        # pads the last round by repeating videos; JAndF scores each (video, object) once.
+    def val_dataloader(self) -> list[DataLoader]:
+        """One loader per validation set (`validation_sets`), one video per step; under DDP
+        each rank takes every world-th video. The sampler pads the last round by repeating
+        videos; JAndF scores each (video, object) once."""
         rank, world = _rank_and_world(self)
-        sampler = (
-            DistributedSampler(videos, num_replicas=world, rank=rank, shuffle=False)
-            if world > 1
-            else None
-        )
-        return DataLoader(videos, batch_size=None, sampler=sampler, num_workers=0)
+        loaders = []
+        for validation_set in self.validation_sets():
+            videos = _VideoNames(self.validation_videos(validation_set.source))
+            sampler = (
+                DistributedSampler(videos, num_replicas=world, rank=rank, shuffle=False)
+                if world > 1
+                else None
+            )
+            loaders.append(DataLoader(videos, batch_size=None, sampler=sampler, num_workers=0))
+        return loaders
 
 
 class FlowDataModule(_RunDataModule):

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from vos.inference.engine import InferenceEngine
 from vos.lightning.dashboard import ValidationDashboard
+from vos.lightning.datamodule import ValidationSet
 from vos.lightning.optim import configure_optimization
 from vos.metrics import JAndF
 from vos.model.loss import bootstrap_fraction, bootstrapped_cross_entropy
@@ -45,6 +46,10 @@ class VOSModule(pl.LightningModule):
         self.dashboard: ValidationDashboard | None = None
         # the last validation's per-video rows (JAndF.per_video), for metrics.json
         self.last_per_video: list[dict[str, object]] | None = None
+        # dataset.extra_eval: a JAndF per extra set (made in setup; its states are not
+        # saved) and the last validation's per-video rows by set name
+        self.extra_metrics: dict[str, JAndF] = {}
+        self.last_extra_per_video: dict[str, list[dict[str, object]]] = {}
 
     # -- training ------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
@@ -72,42 +77,76 @@ class VOSModule(pl.LightningModule):
         return total
 
     # -- validation: full videos through the shared inference engine --------------------
-    def validation_step(self, video: str, batch_idx: int) -> None:
-        source = self.trainer.datamodule.eval_source
+    # One loader per validation set (`VOSDataModule.validation_sets`): the eval split, logged
+    # as val/..., and each dataset.extra_eval set, logged as extra/<name>/... (its own JAndF;
+    # the wandb dashboard shows the eval split only)
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        extras = getattr(datamodule, "extra_eval", None) or []
+        self.extra_metrics = {extra.name: JAndF() for extra in extras}
+
+    def on_validation_start(self) -> None:
+        for metric in self.extra_metrics.values():
+            metric.to(self.device)
+
+    def _metric(self, validation_set: ValidationSet) -> JAndF:
+        extra = validation_set.extra
+        return self.val_metric if extra is None else self.extra_metrics[extra.name]
+
+    def validation_step(self, video: str, batch_idx: int, dataloader_idx: int = 0) -> None:
+        validation_set = self.trainer.datamodule.validation_sets()[dataloader_idx]
+        prefix, source = validation_set.prefix, validation_set.source
+        metric = self._metric(validation_set)
+        dashboard = self.dashboard if validation_set.extra is None else None
         info = source.info(video)
-        if self.dashboard is None:
+        if dashboard is None:
             result = self.engine.run_video(source, video)
         else:
             with PeakMemory(self.device) as memory:
                 result = self.engine.run_video(source, video)
         gt = np.stack([source.read_mask(video, t) for t in range(info.num_frames)])
-        self.val_metric.update(video, gt, result.labels, info.first_frames, info.factors)
-        if self.dashboard is not None:
-            self.dashboard.add_video(source, video, result, gt, memory.peak_mb)
-            self.log(
-                "val/peak_memory_mb", memory.peak_mb, batch_size=1, sync_dist=True, reduce_fx="max"
-            )
+        metric.update(video, gt, result.labels, info.first_frames, info.factors)
+        # keys are the set's own: no dataloader suffix (the eval split's are as they always were)
+        log = {"batch_size": 1, "sync_dist": True, "add_dataloader_idx": False}
+        if dashboard is not None:
+            dashboard.add_video(source, video, result, gt, memory.peak_mb)
+            self.log("val/peak_memory_mb", memory.peak_mb, reduce_fx="max", **log)
         # timings differ per rank: averaged over every rank's videos at the epoch's end
         ms_per_frame = 1000 * float(np.mean(result.frame_seconds))
         read_ms_per_frame = 1000 * float(np.mean(result.read_seconds))
-        self.log("val/ms_per_frame", ms_per_frame, batch_size=1, sync_dist=True)
-        self.log("val/read_ms_per_frame", read_ms_per_frame, batch_size=1, sync_dist=True)
+        self.log(f"{prefix}/ms_per_frame", ms_per_frame, **log)
+        self.log(f"{prefix}/read_ms_per_frame", read_ms_per_frame, **log)
 
     def on_validation_epoch_end(self) -> None:
-        if not self.val_metric.update_called:
-            return
+        for validation_set in self.trainer.datamodule.validation_sets():
+            extra = validation_set.extra
+            per_video = self._log_scores(
+                validation_set.prefix, self._metric(validation_set), extra is None
+            )
+            if per_video is None or self.trainer.sanity_checking:
+                continue  # as Lightning drops the sanity check's scores
+            if extra is None:
+                self.last_per_video = per_video
+            else:
+                self.last_extra_per_video[extra.name] = per_video
+
+    def _log_scores(self, prefix: str, metric: JAndF, is_main: bool) -> list[dict] | None:
+        """Log one set's scores as ``<prefix>/<score>``; its per-video rows (None when it
+        scored nothing)."""
+        if not metric.update_called:
+            return None
         # compute() gathers every rank's rows, so every rank holds the same full scores (and
         # the same names); sync_dist averages these equal values, as Lightning expects
-        scores = self.val_metric.compute()
+        scores = metric.compute()
         for name, value in scores.items():
-            self.log(f"val/{name}", value, prog_bar=name == "J&F-Mean", sync_dist=True)
+            show = is_main and name == "J&F-Mean"
+            self.log(f"{prefix}/{name}", value, prog_bar=show, sync_dist=True)
         # collective like compute(): every rank gathers every video's row
-        per_video = self.val_metric.per_video()
-        if not self.trainer.sanity_checking:  # as Lightning drops the sanity check's scores
-            self.last_per_video = per_video
-        if self.dashboard is not None:
+        per_video = metric.per_video()
+        if is_main and self.dashboard is not None:
             self.dashboard.log(self, per_video)  # global rank zero logs
-        self.val_metric.reset()
+        metric.reset()
+        return per_video
 
     # -- optimisation --------------------------------------------------------------------
     def configure_optimizers(self):

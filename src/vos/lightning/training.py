@@ -3,8 +3,9 @@
 
 A run writes into its folder: ``checkpoints/`` (every ``checkpoint.every_n_steps`` and
 ``last.ckpt``), ``metrics.json`` (the last validation's scores, ``params_m``,
-``global_step``, ``fit_s``, and ``per_video``: the last validation's rows per video; see
-`vos.cli.train`) and the logger's files.
+``global_step``, ``fit_s``, and ``per_video``: the last validation's rows per video; with
+``dataset.extra_eval``, each extra set's ``extra/<name>/...`` scores and its rows in
+``extra_per_video.<name>``; see `vos.cli.train`) and the logger's files.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from vos.checkpoint import CheckpointError, read_training_checkpoint
 from vos.config import instantiate
+from vos.data.source import DatasetError
 from vos.files import write_json_atomic
 from vos.lightning.callbacks import ReaderSchedule, StepProgressBar
 from vos.lightning.checkpoint_io import AtomicCheckpointIO
 from vos.lightning.dashboard import ValidationDashboard
 from vos.lightning.datamodule import FlowDataModule, VOSDataModule
+from vos.lightning.extra_eval import PREFIX as EXTRA_PREFIX
+from vos.lightning.extra_eval import extra_eval_sets
 from vos.lightning.flow_module import FlowModule
 from vos.lightning.loggers import build_logger, finish_logger, log_summary, sweep_identity
 from vos.lightning.module import VOSModule
@@ -157,6 +161,7 @@ def check_fits(module: pl.LightningModule, checkpoint: dict, path: Path) -> None
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train ``cfg.model`` on ``cfg.dataset`` (the ``train`` config)."""
     ckpt_path, strategy, train_source, eval_source = _start(cfg)
+    extra_eval = extra_eval_sets(cfg.dataset.get("extra_eval"))
     module = VOSModule(
         model=cfg.model,
         optim=cfg.optim,
@@ -165,9 +170,23 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         inference=cfg.inference,
     )
     network = module.network
+    validate_eval = eval_source is not None
+    instead = (
+        "validating on dataset.extra_eval only" if extra_eval else "training without validation"
+    )
+    if eval_source is None:
+        # dataset.eval=null (e.g. static-image pre-training, which has no videos)
+        print(f"vos.train: dataset.eval is null; {instead}")
+    elif eval_source.submission_folder is not None:
+        # a split scored by a server (YouTube-VOS valid, DAVIS test-dev) has no masks to score
+        print(
+            f"vos.train: dataset.split={cfg.dataset.split!r} has no ground truth to validate on; "
+            f"{instead} (use a split with masks, e.g. DAVIS val, to validate)"
+        )
+        validate_eval = False
     datamodule = VOSDataModule(
         train_source,
-        eval_source,
+        eval_source if validate_eval else None,
         batch_size=cfg.data.batch_size,
         num_workers=cfg.data.num_workers,
         total_steps=cfg.trainer.max_steps,
@@ -176,26 +195,24 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         val_videos=cfg.data.val_videos,
         # flow from the data (oracle); a flow network estimates it in the training step
         with_flow=network.reader.needs.needs_flow and network.flow_is_oracle,
+        extra_eval=extra_eval,
     )
     if ckpt_path is None and cfg.get("init_weights"):
         load_initial_weights(module, resolve_path(cfg.init_weights, "init_weights"))
     callbacks: list[pl.Callback] = []
     if cfg.model.get("schedule"):
         callbacks.append(ReaderSchedule(OmegaConf.to_container(cfg.model.schedule, resolve=True)))
-    validate = eval_source is not None
-    if eval_source is None:
-        # dataset.eval=null (e.g. static-image pre-training, which has no videos)
-        print("vos.train: dataset.eval is null; training without validation")
-    elif eval_source.submission_folder is not None:
-        # a split scored by a server (YouTube-VOS valid, DAVIS test-dev) has no masks to score
-        print(
-            f"vos.train: dataset.split={cfg.dataset.split!r} has no ground truth to validate on; "
-            "training without validation (use a split with masks, e.g. DAVIS val, to validate)"
-        )
-        validate = False
-    if validate:  # layouts, first masks, late objects: before training, not at its validation
-        for video in datamodule.validation_videos():
-            eval_source.info(video)
+    # layouts, first masks, late objects: before training, not at its validation
+    for validation_set in datamodule.validation_sets():
+        for video in datamodule.validation_videos(validation_set.source):
+            try:
+                validation_set.source.info(video)
+            except DatasetError as error:
+                if validation_set.extra is None:
+                    raise
+                extra = validation_set.extra
+                raise DatasetError(f"{extra.key} ({extra.name}): {error}") from error
+    validate = bool(datamodule.validation_sets())
     return fit(cfg, module, datamodule, run_dir, strategy, ckpt_path, callbacks, validate)
 
 
@@ -278,7 +295,11 @@ def fit(
             ckpt_path=str(ckpt_path) if ckpt_path else None,
             weights_only=True,
         )
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith(("val/", f"{EXTRA_PREFIX}/"))
+        }
         metrics["global_step"] = trainer.global_step
         last = run_dir / "checkpoints" / "last.ckpt"
         if trainer.global_step == 0 and last.is_file():
@@ -295,6 +316,8 @@ def fit(
                 # the scores of every video, for intervals over videos (vos.report); left out
                 # of the returned metrics and the logger's summary, which hold numbers only
                 written["per_video"] = per_video
+            if isinstance(module, VOSModule) and module.last_extra_per_video:
+                written["extra_per_video"] = module.last_extra_per_video
             write_json_atomic(run_dir / "metrics.json", written)
             log_summary(logger, metrics)
     finally:
