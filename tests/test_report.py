@@ -2,6 +2,7 @@
 bootstrap interval, differences to a baseline, the paper's numbers where rows match."""
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -279,3 +280,47 @@ def test_figure_draws_the_intervals_as_error_bars(tmp_path, monkeypatch):
     assert len(drawn) == 2  # the stm row, in both panels
     below, above = (float(side[0]) for side in drawn[0])
     assert below > 0 and above > 0
+
+
+def _config(folder, seed, mtime):
+    """The run's resolved config as Hydra writes it (only ``seed`` matters here), and when
+    its metrics.json was written."""
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "x": 7}))
+    os.utime(folder / "metrics.json", (mtime, mtime))
+
+
+def test_runs_with_the_same_resolved_seed_count_once(tmp_path, run_python_m):
+    """Reruns of one config with its default seed (no seed override) and ``seed=0`` written
+    out are one seed; the latest run is kept and the others are named in a warning."""
+    _run(tmp_path / "a", ["model=stm"], per_video=SPREAD)
+    _config(tmp_path / "a", 0, 1000)
+    _run(tmp_path / "b", ["model=stm", "seed=0"], per_video=SPREAD + 0.05)
+    _config(tmp_path / "b", 0, 3000)  # the latest of seed 0
+    _run(tmp_path / "c", ["model=stm"], per_video=SPREAD - 0.1)
+    _config(tmp_path / "c", 0, 2000)
+    _run(tmp_path / "d", ["model=stm", "seed=1"], per_video=SPREAD + 0.03)
+    _config(tmp_path / "d", "${x}", 1000)  # Hydra writes config.yaml unresolved
+    runs = find_runs([tmp_path])
+    assert [run.seed for run in runs] == ["0", "0", "0", "7"]
+    (group,) = group_by_seed(runs)
+    assert [run.folder.name for run in group.runs] == ["b", "d"]
+    (duplicate,) = group.duplicates
+    assert duplicate.kept.folder.name == "b"
+    assert [run.folder.name for run in duplicate.left_out] == ["a", "c"]
+    table = markdown_table(runs)
+    assert _column(table, "seeds") == ["2"]
+    assert _column(table, "J&F") == [f"{float(np.mean(SPREAD)) + 0.04:.3f}"]
+    result = run_python_m([sys.executable, "-m", "vos.report", str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert "seed 0 was run 3 times" in warning
+    assert f"kept the latest, {tmp_path / 'b'}" in warning
+    assert f"left out {tmp_path / 'a'}, {tmp_path / 'c'}" in warning
+
+
+def test_runs_without_a_known_seed_are_kept(tmp_path):
+    """Without config.yaml or a seed override nothing shows two runs share a seed."""
+    _run(tmp_path / "a", ["model=stm"], per_video=SPREAD)
+    _run(tmp_path / "b", ["model=stm"], per_video=SPREAD + 0.01)
+    (group,) = group_by_seed(find_runs([tmp_path]))
+    assert len(group.runs) == 2 and group.duplicates == []

@@ -3,7 +3,9 @@
 Every folder below the given ones that holds a ``metrics.json`` (written by ``vos.train`` at
 the end of a run) is a run. Runs whose command-line overrides (``.hydra/overrides.yaml``)
 differ only by ``seed`` are one row; a row is named by the overrides that differ between rows
-(never the seed), so a Hydra multirun folder reads as the table of its sweep.
+(never the seed), so a Hydra multirun folder reads as the table of its sweep. A row counts each
+seed once (the run's resolved ``seed``, from ``.hydra/config.yaml``): of runs of one config with
+the same seed it keeps the latest and prints a warning naming the others.
 
 Columns: J&F (the mean over the row's seeds and videos, videos weighted by their objects: the
 mean of the runs' J&F), its percentile bootstrap interval (``--level``, ``--resamples``), the
@@ -38,7 +40,7 @@ from pathlib import Path
 from vos.cli.errors import reported_as_one_line
 from vos.files import write_text_atomic
 from vos.results.figures import save_figure
-from vos.results.runs import find_runs
+from vos.results.runs import duplicate_seed_warnings, find_runs, group_by_seed
 from vos.results.tables import load_paper, markdown_table
 
 
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--resamples must be at least 1, got {args.resamples}")
     with reported_as_one_line("vos.report"):
         runs = find_runs(args.folders)
+        for line in duplicate_seed_warnings(group_by_seed(runs)):
+            print(f"vos.report: warning: {line}", file=sys.stderr)
         paper = load_paper(args.paper) if args.paper else None
         table = markdown_table(runs, paper, args.baseline, args.level, args.resamples)
     print(table)

@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from vos.config import EXPERIMENTS_DIR
 from vos.files import write_text_atomic
 from vos.results.figures import save_figure
-from vos.results.runs import find_runs
+from vos.results.runs import duplicate_seed_warnings, find_runs, group_by_seed
 from vos.results.tables import load_paper, markdown_table
 
 ABLATION_FILE = "ablation.yaml"
@@ -131,6 +131,8 @@ def write_results(
     ablation = find_ablations()[paper]
     entries = load_paper(EXPERIMENTS_DIR / paper / "paper.yaml")
     runs = find_runs([sweep_root])
+    for line in duplicate_seed_warnings(group_by_seed(runs)):
+        print(f"vos.ablate: warning: {line}", file=sys.stderr)
     about = describe(sweep_root)
     results_dir.mkdir(parents=True, exist_ok=True)
     markdown = results_dir / "results.md"

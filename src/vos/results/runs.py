@@ -1,7 +1,10 @@
 """Training runs on disk: every folder holding a ``metrics.json`` (written by ``vos.train`` at
 the end of a run) is a run, described by the command-line overrides it was started with
-(``.hydra/overrides.yaml``). Runs whose overrides differ only by ``seed`` are one group: one
-config trained with several seeds, one row of a table."""
+(``.hydra/overrides.yaml``) and its resolved training seed (``seed`` in
+``.hydra/config.yaml``). Runs whose overrides differ only by ``seed`` are one group: one
+config trained with several seeds, one row of a table. A group holds one run per seed: of
+runs with the same seed (the same config run twice, or ``seed=0`` beside the default seed
+0) it keeps the latest (the newest ``metrics.json``) and lists the others in ``duplicates``."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 IGNORED_OVERRIDES = ("logger", "run_name", "hydra.", "trainer.devices", "data.num_workers")
 SEED = "seed"  # the training seed (conf/train.yaml); dataset.seed changes the data, not this
@@ -24,6 +29,10 @@ class Run:
     folder: Path
     metrics: dict  # metrics.json: "val/..." scalars, params_m, ... and "per_video" rows
     overrides: dict[str, str] = field(default_factory=dict)
+    # the training seed the run used: .hydra/config.yaml's, else its seed override; None when
+    # neither says (such a run is never taken for another run's duplicate)
+    seed: str | None = None
+    written: float = 0.0  # when its metrics.json was written (mtime): the latest run wins
 
     @property
     def per_video(self) -> list[dict] | None:
@@ -46,12 +55,22 @@ class GroupScores:
     run_level: np.ndarray
 
 
+@dataclass(frozen=True)
+class DuplicateSeed:
+    """Runs of one config with the same seed: the one a group keeps, and those it leaves out."""
+
+    seed: str
+    kept: Run
+    left_out: list[Run]
+
+
 @dataclass
 class RunGroup:
-    """Runs of one config that differ only by their seed."""
+    """Runs of one config that differ only by their seed, one run per seed."""
 
     runs: list[Run]
     overrides: dict[str, str]  # the runs' shared overrides, without the seed
+    duplicates: list[DuplicateSeed] = field(default_factory=list)
 
     @property
     def folder(self) -> Path:
@@ -99,6 +118,20 @@ def _parse_overrides(lines: Iterable[str]) -> dict[str, str]:
     return parsed
 
 
+def _resolved_seed(folder: Path, overrides: dict[str, str]) -> str | None:
+    """The run's training seed: ``seed`` of its ``.hydra/config.yaml`` (which Hydra writes
+    unresolved: an interpolation is resolved here), else its ``seed`` override."""
+    config = folder / ".hydra" / "config.yaml"
+    if config.is_file():
+        try:
+            seed = OmegaConf.select(OmegaConf.load(config), SEED, default=None)
+        except (OmegaConfBaseException, yaml.YAMLError) as error:
+            raise ValueError(f"{config}: cannot read its seed: {error}") from error
+        if seed is not None:
+            return str(seed)
+    return overrides.get(SEED)
+
+
 def find_runs(roots: Iterable[str | Path]) -> list[Run]:
     runs = []
     for root in roots:
@@ -114,7 +147,9 @@ def find_runs(roots: Iterable[str | Path]) -> list[Run]:
             overrides = {}
             if overrides_file.is_file():
                 overrides = _parse_overrides(yaml.safe_load(overrides_file.read_text()) or [])
-            runs.append(Run(metrics_file.parent, metrics, overrides))
+            folder = metrics_file.parent
+            seed = _resolved_seed(folder, overrides)
+            runs.append(Run(folder, metrics, overrides, seed, metrics_file.stat().st_mtime))
     if not runs:
         raise FileNotFoundError(
             f"no metrics.json below {', '.join(str(r) for r in roots)}: not a vos.train run folder"
@@ -124,7 +159,7 @@ def find_runs(roots: Iterable[str | Path]) -> list[Run]:
 
 def group_by_seed(runs: Iterable[Run]) -> list[RunGroup]:
     """Runs whose overrides are equal but for ``seed`` as one group each, in the order of
-    their first run."""
+    their first run; of runs with the same seed, the latest only (`DuplicateSeed`)."""
     groups: dict[tuple, RunGroup] = {}
     for run in runs:
         shared = {k: v for k, v in run.overrides.items() if k != SEED}
@@ -133,7 +168,38 @@ def group_by_seed(runs: Iterable[Run]) -> list[RunGroup]:
             groups[key].runs.append(run)
         else:
             groups[key] = RunGroup([run], shared)
+    for group in groups.values():
+        group.runs, group.duplicates = _one_run_per_seed(group.runs)
     return list(groups.values())
+
+
+def _one_run_per_seed(runs: list[Run]) -> tuple[list[Run], list[DuplicateSeed]]:
+    """``runs`` with one run per seed, the latest written (then the last folder by name), in
+    their order; and the seeds that had more. Runs of unknown seed are all kept."""
+    by_seed: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.seed is not None:
+            by_seed.setdefault(run.seed, []).append(run)
+    duplicates = []
+    for seed, same in by_seed.items():
+        if len(same) > 1:
+            kept = max(same, key=lambda run: (run.written, str(run.folder)))
+            duplicates.append(DuplicateSeed(seed, kept, [run for run in same if run is not kept]))
+    left_out = {id(run) for duplicate in duplicates for run in duplicate.left_out}
+    return [run for run in runs if id(run) not in left_out], duplicates
+
+
+def duplicate_seed_warnings(groups: Sequence[RunGroup]) -> list[str]:
+    """A line per seed that a group ran more than once, naming the run folders."""
+    lines = []
+    for label, group in zip(row_labels(groups), groups):
+        for duplicate in group.duplicates:
+            left_out = ", ".join(str(run.folder) for run in duplicate.left_out)
+            lines.append(
+                f"{label}: seed {duplicate.seed} was run {1 + len(duplicate.left_out)} times; "
+                f"kept the latest, {duplicate.kept.folder}, and left out {left_out}"
+            )
+    return lines
 
 
 def row_labels(rows: Sequence[Run | RunGroup]) -> list[str]:
