@@ -156,6 +156,30 @@ def test_a_run_folder_is_never_mixed_with_another_runs_checkpoints(tmp_path):
     assert read_checkpoint(last)["global_step"] == 6
 
 
+def test_resume_auto_continues_an_interrupted_run_and_leaves_a_finished_one(tmp_path, capsys):
+    """resume=auto: the same command run again continues the folder's last.ckpt (a killed
+    sweep job goes on where it stopped) and leaves a run that reached max_steps untouched."""
+    common = [*TINY, "+trainer.limit_val_batches=0", "checkpoint.every_n_steps=1", "resume=auto"]
+    run = tmp_path / "run"
+    train(compose_config("train", [*common, "trainer.max_steps=2"]), run)  # "killed" at 2
+    (run / "metrics.json").unlink()  # a killed run writes no metrics.json
+    train(compose_config("train", [*common, "trainer.max_steps=4"]), run)
+    assert "continuing" in capsys.readouterr().out
+    last = run / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(last)["global_step"] == 4
+    written = (run / "metrics.json").stat().st_mtime_ns, last.stat().st_mtime_ns
+    metrics = train(compose_config("train", [*common, "trainer.max_steps=4"]), run)
+    assert "nothing to do" in capsys.readouterr().out and metrics["global_step"] == 4
+    assert ((run / "metrics.json").stat().st_mtime_ns, last.stat().st_mtime_ns) == written
+    # a larger budget continues the finished run; never (the default) refuses the folder
+    train(compose_config("train", [*common, "trainer.max_steps=5"]), run)
+    assert read_checkpoint(last)["global_step"] == 5
+    with pytest.raises(RunFolderError, match="already holds checkpoints"):
+        train(compose_config("train", [*TINY, "+trainer.limit_val_batches=0"]), run)
+    with pytest.raises(ValueError, match="resume='sometimes'"):
+        train(compose_config("train", [*TINY, "resume=sometimes"]), tmp_path / "other")
+
+
 def test_checkpoint_keep_keeps_the_most_recent(tmp_path):
     common = [*TINY, "+trainer.limit_val_batches=0", "checkpoint.every_n_steps=1"]
     train(compose_config("train", [*common, "checkpoint.keep=2"]), tmp_path)

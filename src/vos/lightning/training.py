@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -89,9 +90,38 @@ def check_run_folder(run_dir: Path, ckpt_path: Path | None, resumed_step: int | 
 def check_run_folder_of(cfg: DictConfig) -> None:
     """`check_run_folder` for a composed config (its ``hydra.run.dir``), before Hydra writes
     its ``.hydra/`` record into that folder."""
-    ckpt_path = resolve_path(cfg.ckpt_path, "ckpt_path")
+    run_dir = Path(str(cfg.hydra.run.dir)).absolute()
+    resumed, finished = resume_point(cfg, run_dir)
+    if finished is not None:
+        return
+    ckpt_path = resolve_path(cfg.ckpt_path, "ckpt_path") or resumed
     step = None if ckpt_path is None else int(read_training_checkpoint(ckpt_path)["global_step"])
-    check_run_folder(Path(str(cfg.hydra.run.dir)).absolute(), ckpt_path, step)
+    check_run_folder(run_dir, ckpt_path, step)
+
+
+RESUME_MODES = ("never", "auto")
+
+
+def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, dict | None]:
+    """What ``resume=auto`` finds in ``run_dir``: (its ``checkpoints/last.ckpt`` to continue
+    from, None), or (None, its metrics) when its ``metrics.json`` already reached
+    ``trainer.max_steps``, or (None, None). ``resume=never`` and an explicit ``ckpt_path``
+    find nothing."""
+    mode = cfg.get("resume", "never")
+    if mode not in RESUME_MODES:
+        raise ValueError(f"resume={mode!r}: expected one of {RESUME_MODES}")
+    if mode == "never" or cfg.get("ckpt_path") is not None:
+        return None, None
+    written = run_dir / "metrics.json"
+    if written.is_file():
+        try:
+            metrics = json.loads(written.read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"resume=auto: cannot read {written}: {error}") from error
+        if int(metrics.get("global_step", -1)) >= int(cfg.trainer.max_steps):
+            return None, metrics
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return (last if last.is_file() else None), None
 
 
 def load_initial_weights(module: pl.LightningModule, path: Path) -> None:
@@ -160,7 +190,17 @@ def check_fits(module: pl.LightningModule, checkpoint: dict, path: Path) -> None
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train ``cfg.model`` on ``cfg.dataset`` (the ``train`` config)."""
+    resumed, finished = resume_point(cfg, run_dir)
+    if finished is not None:
+        print(
+            f"vos.train: {run_dir} already trained to step {finished['global_step']} "
+            "(resume=auto): nothing to do"
+        )
+        return {k: float(v) for k, v in finished.items() if isinstance(v, (int, float))}
     ckpt_path, strategy, train_source, eval_source = _start(cfg)
+    if resumed is not None:
+        print(f"vos.train: continuing {resumed} (resume=auto)")
+        ckpt_path = resumed
     extra_eval = extra_eval_sets(cfg.dataset.get("extra_eval"))
     module = VOSModule(
         model=cfg.model,
