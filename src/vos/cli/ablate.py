@@ -1,12 +1,14 @@
 """``python -m vos.ablate PAPER [PAPER ...]``: a paper's ablation table at the tiny CPU scale.
 
-Runs the paper's ``experiment=`` sweeps (``experiments/<paper>/ablation.yaml``: the tables and
-the step budget of each paper, chosen so that a whole paper trains and validates in at most 30
-minutes on a 2-core CPU) as Hydra multiruns into ``outputs/ablate/<paper>/<table>/``, then
-writes ``experiments/<paper>/results.md`` and ``results.png`` (see `vos.results.ablation`).
+Runs the paper's ``experiment=`` sweeps (``experiments/<paper>/ablation.yaml``: the tables, the
+step budget, the seeds and the main comparison of each paper) as Hydra multiruns into
+``outputs/ablate/<paper>/<table>/``, then writes ``experiments/<paper>/results.md`` and
+``results.png`` (see `vos.results.ablation`). Run it again to resume: finished jobs are kept,
+stopped ones continue from their last checkpoint.
 
     python -m vos.ablate rmnet                       # make ablate PAPER=rmnet
     python -m vos.ablate lmrc --steps 20 --videos 2  # a quicker, noisier table
+    python -m vos.ablate lcm --seeds 0               # one seed a row
     python -m vos.ablate hmmn -- logger=wandb        # Hydra overrides after --
     python -m vos.ablate all --report-only           # tables again from the sweep folders
 """
@@ -51,6 +53,12 @@ def main(argv: list[str] | None = None) -> None:
         "--videos", type=int, help="validation videos (default: the paper's ablation.yaml)"
     )
     parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="seeds of every row (default: the paper's ablation.yaml)",
+    )
+    parser.add_argument(
         "--sweep-root",
         type=Path,
         default=Path("outputs/ablate"),
@@ -70,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     options = [
         *(["--steps", str(args.steps)] if args.steps else []),
         *(["--videos", str(args.videos)] if args.videos else []),
+        *(["--seeds", *map(str, args.seeds)] if args.seeds else []),
         *(
             ["--sweep-root", str(args.sweep_root)]
             if args.sweep_root != Path("outputs/ablate")
@@ -84,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
                 paper,
                 steps=args.steps,
                 videos=args.videos,
+                seeds=tuple(args.seeds) if args.seeds else None,
                 sweep_root=args.sweep_root,
                 results_dir=args.results_dir / paper if args.results_dir else None,
                 extra=extra,
