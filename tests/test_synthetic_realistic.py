@@ -265,6 +265,18 @@ def test_scene_preset_is_a_config_group_and_renders_up_to_480p() -> None:
     assert compose_config("train").dataset.scene.get("textures") is None  # simple by default
 
 
+def test_a_source_takes_a_preset_by_name() -> None:
+    """scene: realistic (e.g. in a dataset.extra_eval entry) is the preset's knobs."""
+    named = SyntheticSource("val", 2, 30, seed=3, height=64, width=112, scene="realistic")
+    spelled = SyntheticSource("val", 2, 30, seed=3, height=64, width=112, scene=REALISTIC)
+    assert named.knobs == spelled.knobs and named.knobs["textures"] == "photos"
+    assert np.array_equal(
+        named.read_frame("syn_val_0001", 4), spelled.read_frame("syn_val_0001", 4)
+    )
+    with pytest.raises(DatasetError, match="unknown scene preset 'photoreal'"):
+        SyntheticSource("val", 2, 30, scene="photoreal")
+
+
 def test_cli_exports_the_realistic_preset(tmp_path) -> None:
     out = tmp_path / "syn"
     command = [sys.executable, "-m", "vos.data.synthetic", "--out", str(out), "--videos", "1"]

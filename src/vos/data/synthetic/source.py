@@ -71,7 +71,7 @@ class SyntheticSource(VideoSource):
     ``syn_<split>_0000`` and up, rendered on demand.
 
     ``knobs`` are `SyntheticScene`'s keyword arguments (``max_objects``, ``distractor_prob``,
-    ...). Which factors each video stages follows a low-discrepancy sequence over the video
+    ...); ``scene`` holds them as a dict, or names a preset (``"simple"``, ``"realistic"``). Which factors each video stages follows a low-discrepancy sequence over the video
     index, so a split of N videos stages each factor in about ``prob * N`` of them; the factors
     reported are measured. Val videos need at least 30 frames (the metrics skip the first and
     last frame, and the factors need time to happen). Infos are kept for every video; scenes
@@ -87,11 +87,13 @@ class SyntheticSource(VideoSource):
         height: int = 128,
         width: int = 224,
         cache_size: int = 16,
-        scene: Mapping[str, float | int | bool] | None = None,
+        scene: Mapping[str, float | int | bool] | str | None = None,
         **knobs: float | int | bool,
     ) -> None:
-        # ``scene`` (the config's dict of scene knobs) and keyword knobs are the same thing;
-        # keywords win.
+        # ``scene`` (the config's dict of scene knobs, or the name of a preset in
+        # conf/dataset/scene/) and keyword knobs are the same thing; keywords win.
+        if isinstance(scene, str):
+            scene = dataset_config_defaults(scene)["scene"]
         knobs = {**dict(scene or {}), **knobs}
         if split not in SPLITS:
             raise DatasetError(
