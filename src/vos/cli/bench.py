@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from vos.bench import data, flow, inference, ops, readers
+from vos.bench import data, flow, inference, kernels, ops, readers
 from vos.bench.common import print_records
 from vos.cli.errors import reported_as_one_line
 
@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "readers": readers,
     "flow": flow,
     "data": data,
+    "kernels": kernels,
 }
 
 
@@ -28,4 +29,5 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with reported_as_one_line(f"vos.bench {args.command}"):
         records = SUBCOMMANDS[args.command].run(args)
-    print_records(records, args.json)
+    # a subcommand whose records are not timings prints them its own way
+    getattr(SUBCOMMANDS[args.command], "print_records", print_records)(records, args.json)
