@@ -1,6 +1,7 @@
 """vos.ablate: a paper's sweeps -> experiments/<paper>/results.md and results.png (here a
 one-step run of RMNet's Table 5 into a temporary folder)."""
 
+import dataclasses
 import datetime
 import json
 import re
@@ -16,6 +17,7 @@ from test_experiments import sweep_rows
 from vos.config import CONFIG_DIR
 from vos.results.ablation import (
     ablate,
+    check_main,
     find_ablations,
     main_comparison,
     set_aside_if_different,
@@ -108,6 +110,14 @@ def test_main_comparison_says_whether_the_budget_resolves_the_papers_difference(
     only_global = [run for run in runs if run.overrides["model.reader.memory_region"] == "false"]
     text = " ".join(main_comparison(ABLATIONS["rmnet"], only_global, entries))
     assert "not measured (no finished runs for Table 5: regional/regional)" in text
+
+
+@pytest.mark.parametrize("paper", sorted(ABLATIONS))
+def test_each_main_comparison_names_two_paper_rows(paper):
+    check_main(paper, ABLATIONS[paper])
+    wrong = dataclasses.replace(ABLATIONS[paper], main=("No such row", "GRM"))
+    with pytest.raises(ValueError, match="main names 'No such row'"):
+        check_main(paper, wrong)
 
 
 def test_a_sweep_with_other_settings_is_set_aside_not_deleted(tmp_path):

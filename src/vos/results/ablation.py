@@ -216,6 +216,19 @@ def main_comparison(
     return [text, verdict, ""]
 
 
+def check_main(paper: str, ablation: Ablation) -> None:
+    """The main comparison names two rows of the paper's ``paper.yaml``."""
+    if ablation.main is None:
+        return
+    labels = {entry.get("label") for entry in load_paper(EXPERIMENTS_DIR / paper / "paper.yaml")}
+    for label in ablation.main:
+        if label not in labels:
+            raise ValueError(
+                f"experiments/{paper}/{ABLATION_FILE}: main names {label!r}, which no entry of "
+                f"experiments/{paper}/paper.yaml is labelled"
+            )
+
+
 def read_minutes(root: Path) -> dict[str, float]:
     """Minutes each table's sweeps took, summed over sittings (``minutes.json``)."""
     path = root / "minutes.json"
@@ -289,6 +302,7 @@ def ablate(
     """Run ``paper``'s sweeps (unless ``report_only``) and write its results; ``argv`` is the
     command line results.md names."""
     ablation = find_ablations()[paper]
+    check_main(paper, ablation)  # before hours of sweeps, not after
     root = sweep_root / paper
     commands = {
         table: train_command(
