@@ -14,6 +14,26 @@ Forward: one program per (query block, value-channel block, batch element). It l
 blocks of memory pixels with an online softmax (running max, running sum, fp32 accumulator),
 so the N×M affinity never exists in memory, and stores the per-query logsumexp for backward.
 
+Layout and pipelining: every ``[B, C, P]`` tensor reaches the kernels with its channel rows
+padded to a multiple of 16 pixels and the padding zero-filled (`pad_pixels`; a contiguous
+tensor with P a multiple of 16 is used as is). Rows then start 16-element aligned and, without
+a mask, a tile loads whole padded rows, a bound that is uniform over 16-pixel groups: the loads
+vectorise (at res4 of 480p, P = 1620 and 8100, an fp16 row would otherwise load 2 bytes at a
+time). Without a mask the loops carry no branch either, so Triton software-pipelines them
+(``num_stages``: ``cp.async`` copies into shared memory); the masks' block skipping is the only
+branch, and exists only in the masked variants (compile-time switches).
+
+Top-k (STCN's truncated softmax, ``top_k < N``): before the softmax loop, the same program
+makes a first pass over the memory that keeps each query row's BLOCK_N largest logits — merging
+a block by the half-cleaner of a bitonic merge (the running list sorted descending against the
+block sorted ascending: their elementwise max holds the BLOCK_N largest of both) and sorting
+again — and takes the k-th largest as the row's threshold; the softmax loop then drops the
+logits below it, and backward applies the same threshold (stored per query). Hence
+``top_k <= BLOCK_N`` (`max_top_k`: 32 or 64 on a GPU, 16 under the interpreter) and one more
+QKᵀ per program. Logits within ``TOP_K_TIE_SLACK`` (relative) of the k-th count as ties and are
+kept, as the reference keeps exact ties, so that backward, whose tiles round differently, keeps
+the same set.
+
 Block skipping (RMNet's regional read): a program first loads its query block's mask and, if
 no query pixel in it is valid, loads nothing else and writes zeros. For every memory block it
 loads the block's slice of the memory mask (BLOCK_N bytes) and reduces it to "any valid"
@@ -46,17 +66,21 @@ centres and sigmas get no gradient: HMMN's tracked positions are not learned.
 
 Precision: logits, softmax statistics and accumulators are fp32; fp16/bf16 tiles go to the
 tensor cores as such (P and dS are rounded to the input dtype before their products, as in
-flash-attention), fp32 tiles use IEEE fp32 products. The forward writes an fp32 readout,
+flash-attention). fp32 tiles follow PyTorch's TF32 switch (`dot_precision`): TF32 tensor cores
+when ``torch.backends.cuda.matmul.fp32_precision`` is "tf32" (as
+``torch.set_float32_matmul_precision("high")`` sets it), else IEEE fp32 products on the FMA
+units, for which the tuner has its own, smaller configs (larger tiles spill when pipelined).
+The forward writes an fp32 readout,
 returned in the input dtype and kept in fp32 for backward's Δ. Triton's interpreter computes
 bf16 dot products wrongly and truncates fp32 -> bf16 on store, so under it bf16 tiles are
 computed in fp32 and the gradients stored in fp32, then rounded on the host.
 
-Validation: the tests run every kernel under the interpreter against the reference; every
-variant (dtypes, dot/l2, masks, Gaussian, dK/dV passes) and every autotuning config was also
-compiled ahead of time for sm_90 (Ck = 128, no or few register spills by ptxas -v), but the
-kernels have not been timed on a GPU here. A known limit: the per-block "any valid" branch
-inside the memory loop may keep Triton from software-pipelining the loads (num_stages);
-a host-side compacted list of live blocks would avoid it at the cost of fixing BLOCK_N.
+Validation: the tests run every kernel under the interpreter against the reference;
+``python -m vos.bench kernels`` compiles every launch × autotune config × dtype for sm_80 and
+sm_90 without a GPU and reports registers, spills, async copies and tensor-core instructions
+(docs/benchmarks.md). The kernels have not been timed on a GPU here. Masked (regional) reads
+keep a per-block branch and are not pipelined; packing the regions' pixels contiguously
+(`vos.kernels.region_pack`) makes them unmasked reads of the packed tensors.
 """
 
 from __future__ import annotations
@@ -75,10 +99,21 @@ INTERPRETER_BLOCK_N = 16
 INTERPRETER_BLOCK_CV = 16  # small, so tests with Cv > 16 cover the split over value blocks
 # Backward's value-channel block on a GPU (chosen on the host: it decides the dK/dV passes).
 BACKWARD_BLOCK_CV = 64
+# Tensors over pixels are handed to the kernels with rows padded to a multiple of this
+PIXEL_ALIGNMENT = tl.constexpr(16)
+# top_k keeps the logits within this relative distance below the k-th largest: the forward's
+# threshold pass and the backward recompute logits with other tiles, which may round the k-th
+# differently; logits this close to the k-th count as ties (the reference keeps exact ties)
+TOP_K_TIE_SLACK = tl.constexpr(1e-5)
 
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _fma_config(config: triton.Config) -> triton.Config:
+    config.fma = True  # for IEEE fp32 products on the FMA units (see _prune_forward_configs)
+    return config
 
 
 def _forward_configs() -> list[triton.Config]:
@@ -92,10 +127,10 @@ def _forward_configs() -> list[triton.Config]:
                 }
             )
         ]
-    # Chosen so that Ck = 128 with the Gaussian and masks compiles for sm_90 with no or few
-    # register spills (checked with ptxas -v); BLOCK_CV = 128 halves the logits recomputed
-    # per value-channel block for Cv = 512, BLOCK_CV = 64 spills less.
-    return [
+    # Tensor-core configs (fp16, bf16, and fp32 with TF32): chosen so that Ck = 128 at the
+    # papers' sizes compiles for sm_80 and sm_90 with no register spills (`vos.bench kernels`);
+    # BLOCK_CV = 128 halves the logits recomputed per value-channel block for Cv = 512.
+    tensor_core = [
         triton.Config(
             {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_CV": block_cv},
             num_warps=warps,
@@ -112,10 +147,42 @@ def _forward_configs() -> list[triton.Config]:
             (64, 32, 16, 4, 2),
         )
     ]
+    # IEEE fp32 (FMA units): with num_stages >= 2 ptxas compiles the larger tiles at 32
+    # registers and spills kilobytes; these do not spill (sm_80, sm_90; `vos.bench kernels`)
+    fma = [
+        _fma_config(
+            triton.Config(
+                {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_CV": block_cv},
+                num_warps=warps,
+                num_stages=stages,
+            )
+        )
+        for block_m, block_n, block_cv, warps, stages in (
+            (32, 32, 64, 4, 2),
+            (32, 32, 128, 4, 2),
+            (64, 32, 16, 4, 1),
+            (64, 32, 64, 4, 1),
+            (128, 32, 64, 8, 1),
+        )
+    ]
+    return tensor_core + fma
+
+
+def _uses_fma(launch_constants: dict) -> bool:
+    return (
+        bool(launch_constants.get("DOT_FP32")) and launch_constants.get("DOT_PRECISION") == "ieee"
+    )
 
 
 def _prune_forward_configs(configs, named_args, **kwargs):
-    """Drop value-channel blocks wider than Cv needs (keep the narrowest if none fits)."""
+    """The configs of this launch's product path (FMA or tensor cores; the interpreter's one
+    config serves both), with BLOCK_N >= top_k, dropping value-channel blocks wider than Cv
+    needs (keeping the narrowest if none fits)."""
+    if not _interpreting():
+        fma = _uses_fma(kwargs)
+        configs = [c for c in configs if getattr(c, "fma", False) == fma]
+    if kwargs.get("HAS_TOP_K"):
+        configs = [c for c in configs if c.kwargs["BLOCK_N"] >= kwargs["top_k"]]
     needed = max(16, triton.next_power_of_2(named_args["CV"]))
     fitting = [c for c in configs if c.kwargs["BLOCK_CV"] <= needed]
     if not fitting:
@@ -141,8 +208,22 @@ def _backward_configs() -> list[triton.Config]:
 
 
 # Autotuning keys: size buckets (powers of two), so a memory that grows by one frame does not
-# trigger a new tuning run, the channel counts, and the compile-time variants.
-_TUNING_KEY = ["N_BUCKET", "M_BUCKET", "CK", "CV", "SIMILARITY_L2", "HAS_GAUSSIAN"]
+# trigger a new tuning run; the batch (batch × objects: it sets how many programs fill the
+# GPU); the channel counts; and the compile-time variants (masks and the dot precision change
+# the best blocks).
+_TUNING_KEY = [
+    "N_BUCKET",
+    "M_BUCKET",
+    "B_BUCKET",
+    "CK",
+    "CV",
+    "SIMILARITY_L2",
+    "HAS_GAUSSIAN",
+    "HAS_QUERY_MASK",
+    "HAS_MEMORY_MASK",
+    "DOT_PRECISION",
+    "HAS_TOP_K",
+]
 
 
 @triton.jit
@@ -183,6 +264,15 @@ def _any_valid(valid):
 
 
 @triton.jit
+def _pixel_stride(P):
+    # the channel stride of every [B, C, P] tensor the kernels read or write: P rounded up to a
+    # multiple of 16 (the host pads, see `pad_pixels`), so that each channel row starts
+    # 16-element aligned and Triton can vectorise the loads and pipeline them (cp.async needs
+    # 4-16 aligned bytes; with P = 8100 an fp16 row start is only 2-byte aligned)
+    return tl.multiple_of((P + PIXEL_ALIGNMENT - 1) // PIXEL_ALIGNMENT * PIXEL_ALIGNMENT, 16)
+
+
+@triton.jit
 def _load_tile(
     ptr,
     b,
@@ -194,20 +284,30 @@ def _load_tile(
     valid_p,
     PIXEL_ROWS: tl.constexpr,
     DOT_FP32: tl.constexpr,
+    MASKED: tl.constexpr,
 ):
-    # a tile of a [B, C, P] tensor: [channels, pixels], or [pixels, channels] with PIXEL_ROWS;
-    # masked pixels and channels load as zeros, so a NaN outside a mask never reaches a product
-    base = ptr + b * C * P
+    # a tile of a [B, C, P] tensor stored with padded rows (`_pixel_stride`): [channels,
+    # pixels], or [pixels, channels] with PIXEL_ROWS; masked pixels and channels load as zeros,
+    # so a NaN outside a mask (or in the padding) never reaches a product
+    stride = _pixel_stride(P)
+    base = ptr + b * C * stride
+    if MASKED:
+        load_p = valid_p  # per pixel: a masked-out pixel is never read
+    else:
+        # without a mask, the whole padded row: the host zero-fills the padding, and the bound
+        # is uniform over 16-pixel groups, so the load vectorises (a bound at P = 8100 would
+        # make every fp16 element its own 2-byte load, too narrow for cp.async)
+        load_p = offs_p < stride
     if PIXEL_ROWS:
         tile = tl.load(
-            base + offs_c[None, :] * P + offs_p[:, None],
-            mask=valid_p[:, None] & in_c[None, :],
+            base + offs_c[None, :] * stride + offs_p[:, None],
+            mask=load_p[:, None] & in_c[None, :],
             other=0.0,
         )
     else:
         tile = tl.load(
-            base + offs_c[:, None] * P + offs_p[None, :],
-            mask=in_c[:, None] & valid_p[None, :],
+            base + offs_c[:, None] * stride + offs_p[None, :],
+            mask=in_c[:, None] & load_p[None, :],
             other=0.0,
         )
     if DOT_FP32:
@@ -243,16 +343,28 @@ def _query_block_logits(
     SIMILARITY_L2: tl.constexpr,
     HAS_GAUSSIAN: tl.constexpr,
     DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    HAS_MEMORY_MASK: tl.constexpr,
 ):
     # a query block's logits S [BLOCK_M, BLOCK_N] against one memory block (not yet masked),
     # and the block's keys [BLOCK_CK, BLOCK_N]
     key = _load_tile(
-        memory_key_ptr, b, CK, N, offs_ck, in_ck, offs_n, memory_valid, False, DOT_FP32
+        memory_key_ptr,
+        b,
+        CK,
+        N,
+        offs_ck,
+        in_ck,
+        offs_n,
+        memory_valid,
+        False,
+        DOT_FP32,
+        HAS_MEMORY_MASK,
     )
     key_fp32 = key.to(tl.float32)
     memory_norm = tl.sum(key_fp32 * key_fp32, axis=0)  # ‖k_n‖², used by l2
     logits = _scaled_logits(
-        tl.dot(query, key, input_precision="ieee"),
+        tl.dot(query, key, input_precision=DOT_PRECISION),
         memory_norm[None, :],
         scale,
         SIMILARITY_L2,
@@ -285,9 +397,12 @@ def _grad_probs(
     memory_valid,
     MEMORY_ROWS: tl.constexpr,
     DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
     BLOCK_CV: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    HAS_QUERY_MASK: tl.constexpr,
+    HAS_MEMORY_MASK: tl.constexpr,
 ):
     # dP = v · dO over all value channels: [BLOCK_N, BLOCK_M] with MEMORY_ROWS, else its
     # transpose [BLOCK_M, BLOCK_N]
@@ -300,21 +415,288 @@ def _grad_probs(
         in_c = offs_c < CV
         if MEMORY_ROWS:
             value = _load_tile(
-                memory_value_ptr, b, CV, N, offs_c, in_c, offs_n, memory_valid, True, DOT_FP32
+                memory_value_ptr,
+                b,
+                CV,
+                N,
+                offs_c,
+                in_c,
+                offs_n,
+                memory_valid,
+                True,
+                DOT_FP32,
+                HAS_MEMORY_MASK,
             )  # [BLOCK_N, BLOCK_CV]
             grad_out_t = _load_tile(
-                grad_readout_ptr, b, CV, M, offs_c, in_c, offs_m, query_valid, False, DOT_FP32
+                grad_readout_ptr,
+                b,
+                CV,
+                M,
+                offs_c,
+                in_c,
+                offs_m,
+                query_valid,
+                False,
+                DOT_FP32,
+                HAS_QUERY_MASK,
             )  # [BLOCK_CV, BLOCK_M]
-            grad_probs += tl.dot(value, grad_out_t, input_precision="ieee")
+            grad_probs += tl.dot(value, grad_out_t, input_precision=DOT_PRECISION)
         else:
             grad_out = _load_tile(
-                grad_readout_ptr, b, CV, M, offs_c, in_c, offs_m, query_valid, True, DOT_FP32
+                grad_readout_ptr,
+                b,
+                CV,
+                M,
+                offs_c,
+                in_c,
+                offs_m,
+                query_valid,
+                True,
+                DOT_FP32,
+                HAS_QUERY_MASK,
             )  # [BLOCK_M, BLOCK_CV]
             value_t = _load_tile(
-                memory_value_ptr, b, CV, N, offs_c, in_c, offs_n, memory_valid, False, DOT_FP32
+                memory_value_ptr,
+                b,
+                CV,
+                N,
+                offs_c,
+                in_c,
+                offs_n,
+                memory_valid,
+                False,
+                DOT_FP32,
+                HAS_MEMORY_MASK,
             )  # [BLOCK_CV, BLOCK_N]
-            grad_probs += tl.dot(grad_out, value_t, input_precision="ieee")
+            grad_probs += tl.dot(grad_out, value_t, input_precision=DOT_PRECISION)
     return grad_probs
+
+
+@triton.jit
+def _forward_block(
+    accumulator,
+    running_max,
+    running_sum,
+    query,
+    query_y,
+    query_x,
+    memory_key_ptr,
+    memory_value_ptr,
+    centers_ptr,
+    sigma_ptr,
+    b,
+    scale,
+    CK,
+    CV,
+    N,
+    offs_ck,
+    in_ck,
+    offs_cv,
+    in_cv,
+    offs_n,
+    memory_valid,
+    SIMILARITY_L2: tl.constexpr,
+    HAS_GAUSSIAN: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    HAS_MEMORY_MASK: tl.constexpr,
+    threshold,
+    HAS_TOP_K: tl.constexpr,
+):
+    # one memory block of the online softmax: returns the updated accumulator, max and sum
+    key, logits = _query_block_logits(
+        query, query_y, query_x, memory_key_ptr, centers_ptr, sigma_ptr, b, scale, CK, N,
+        offs_ck, in_ck, offs_n, memory_valid, SIMILARITY_L2, HAS_GAUSSIAN, DOT_FP32,
+        DOT_PRECISION, HAS_MEMORY_MASK=HAS_MEMORY_MASK,
+    )  # [BLOCK_M, BLOCK_N]  # fmt: skip
+    # RMNet Eq. 7: excluded memory pixels (and the tail past N) get exp(S) = 0
+    logits = tl.where(memory_valid[None, :], logits, float("-inf"))
+    if HAS_TOP_K:
+        # STCN's truncated softmax: only the logits at or above the row's k-th largest
+        logits = tl.where(logits >= threshold[:, None], logits, float("-inf"))
+    # online softmax: rescale the running sum and accumulator to the new max
+    new_max = tl.maximum(running_max, tl.max(logits, axis=1))
+    shift = tl.where(new_max == float("-inf"), 0.0, new_max)
+    correction = tl.exp(running_max - shift)
+    weights = tl.exp(logits - shift[:, None])
+    running_sum = running_sum * correction + tl.sum(weights, axis=1)
+    value = _load_tile(
+        memory_value_ptr,
+        b,
+        CV,
+        N,
+        offs_cv,
+        in_cv,
+        offs_n,
+        memory_valid,
+        True,
+        DOT_FP32,
+        HAS_MEMORY_MASK,
+    )  # [BLOCK_N, BLOCK_CV]
+    # readout += softmax weights · values
+    accumulator = accumulator * correction[:, None] + tl.dot(
+        weights.to(value.dtype), value, input_precision=DOT_PRECISION
+    )
+    return accumulator, new_max, running_sum
+
+
+@triton.jit
+def _top_k_merge(
+    best,
+    query,
+    query_y,
+    query_x,
+    memory_key_ptr,
+    centers_ptr,
+    sigma_ptr,
+    b,
+    scale,
+    CK,
+    N,
+    offs_ck,
+    in_ck,
+    offs_n,
+    memory_valid,
+    SIMILARITY_L2: tl.constexpr,
+    HAS_MEMORY_MASK: tl.constexpr,
+    HAS_GAUSSIAN: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    # `best` (each row's BLOCK_N largest logits so far, descending) merged with one memory
+    # block's: against the block's logits sorted ascending, the elementwise max holds the
+    # BLOCK_N largest of the two lists (the half-cleaner of a bitonic merge); sort it again
+    key, logits = _query_block_logits(
+        query, query_y, query_x, memory_key_ptr, centers_ptr, sigma_ptr, b, scale, CK, N,
+        offs_ck, in_ck, offs_n, memory_valid, SIMILARITY_L2, HAS_GAUSSIAN, DOT_FP32,
+        DOT_PRECISION, HAS_MEMORY_MASK,
+    )  # fmt: skip
+    logits = tl.where(memory_valid[None, :], logits, float("-inf"))
+    merged = tl.maximum(best, tl.sort(logits, dim=1))
+    return tl.sort(merged, dim=1, descending=True)
+
+
+@triton.jit
+def _top_k_threshold(
+    query,
+    query_y,
+    query_x,
+    memory_key_ptr,
+    memory_mask_ptr,
+    centers_ptr,
+    sigma_ptr,
+    b,
+    scale,
+    CK,
+    N,
+    offs_ck,
+    in_ck,
+    top_k,
+    SIMILARITY_L2: tl.constexpr,
+    HAS_MEMORY_MASK: tl.constexpr,
+    HAS_GAUSSIAN: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    # STCN's top-k, flash-style: a first pass over the memory keeps a running top-BLOCK_N of
+    # each query row's logits (top_k <= BLOCK_N), never the N×M affinity, and returns the k-th
+    # largest, lowered by TOP_K_TIE_SLACK so that logits recomputed with other tiles (the
+    # backward's) keep the same k; −inf where fewer than k memory pixels are valid
+    best = tl.full([query.shape[0], BLOCK_N], float("-inf"), tl.float32)
+    for start_n in range(0, N, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        memory_valid = _load_valid(memory_mask_ptr, b, N, offs_n, HAS_MEMORY_MASK)
+        if HAS_MEMORY_MASK:
+            if _any_valid(memory_valid):
+                best = _top_k_merge(
+                    best, query, query_y, query_x, memory_key_ptr, centers_ptr, sigma_ptr, b,
+                    scale, CK, N, offs_ck, in_ck, offs_n, memory_valid, SIMILARITY_L2,
+                    HAS_MEMORY_MASK, HAS_GAUSSIAN, DOT_FP32, DOT_PRECISION,
+                )  # fmt: skip
+        else:
+            best = _top_k_merge(
+                best, query, query_y, query_x, memory_key_ptr, centers_ptr, sigma_ptr, b, scale,
+                CK, N, offs_ck, in_ck, offs_n, memory_valid, SIMILARITY_L2, HAS_MEMORY_MASK,
+                HAS_GAUSSIAN, DOT_FP32, DOT_PRECISION,
+            )  # fmt: skip
+    rank = tl.arange(0, BLOCK_N)
+    kth = tl.sum(tl.where(rank[None, :] == top_k - 1, best, 0.0), axis=1)
+    return kth - TOP_K_TIE_SLACK * (1.0 + tl.abs(kth))
+
+
+@triton.jit
+def _forward_memory_loop(
+    accumulator,
+    running_max,
+    running_sum,
+    query_key_ptr,
+    memory_key_ptr,
+    memory_value_ptr,
+    memory_mask_ptr,
+    centers_ptr,
+    sigma_ptr,
+    block_counter_ptr,
+    b,
+    scale,
+    CK,
+    CV,
+    N,
+    M,
+    GRID_W,
+    offs_m,
+    query_valid,
+    offs_ck,
+    in_ck,
+    offs_cv,
+    in_cv,
+    SIMILARITY_L2: tl.constexpr,
+    HAS_MEMORY_MASK: tl.constexpr,
+    HAS_GAUSSIAN: tl.constexpr,
+    COUNT_BLOCKS: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_QUERY_MASK: tl.constexpr,
+    top_k,
+    HAS_TOP_K: tl.constexpr,
+):
+    query = _load_tile(
+        query_key_ptr, b, CK, M, offs_ck, in_ck, offs_m, query_valid, True, DOT_FP32, HAS_QUERY_MASK
+    )  # [BLOCK_M, BLOCK_CK]
+    query_y, query_x = _grid_yx(offs_m, GRID_W)
+    threshold = tl.full(offs_m.shape, float("-inf"), tl.float32)
+    if HAS_TOP_K:
+        threshold = _top_k_threshold(
+            query, query_y, query_x, memory_key_ptr, memory_mask_ptr, centers_ptr, sigma_ptr, b,
+            scale, CK, N, offs_ck, in_ck, top_k, SIMILARITY_L2, HAS_MEMORY_MASK, HAS_GAUSSIAN,
+            DOT_FP32, DOT_PRECISION, BLOCK_N,
+        )  # fmt: skip
+    for start_n in range(0, N, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        memory_valid = _load_valid(memory_mask_ptr, b, N, offs_n, HAS_MEMORY_MASK)
+        if HAS_MEMORY_MASK:
+            # block skipping: a memory block with no valid pixel is never loaded nor computed
+            if _any_valid(memory_valid):
+                if COUNT_BLOCKS:
+                    tl.atomic_add(block_counter_ptr, 1)
+                accumulator, running_max, running_sum = _forward_block(
+                    accumulator, running_max, running_sum, query, query_y, query_x,
+                    memory_key_ptr, memory_value_ptr, centers_ptr, sigma_ptr, b, scale, CK, CV,
+                    N, offs_ck, in_ck, offs_cv, in_cv, offs_n, memory_valid, SIMILARITY_L2,
+                    HAS_GAUSSIAN, DOT_FP32, DOT_PRECISION, HAS_MEMORY_MASK=HAS_MEMORY_MASK, threshold=threshold, HAS_TOP_K=HAS_TOP_K,
+                )  # fmt: skip
+        else:
+            # no mask, no branch: the loop's loads can be software-pipelined (num_stages)
+            if COUNT_BLOCKS:
+                tl.atomic_add(block_counter_ptr, 1)
+            accumulator, running_max, running_sum = _forward_block(
+                accumulator, running_max, running_sum, query, query_y, query_x,
+                memory_key_ptr, memory_value_ptr, centers_ptr, sigma_ptr, b, scale, CK, CV, N,
+                offs_ck, in_ck, offs_cv, in_cv, offs_n, memory_valid, SIMILARITY_L2,
+                HAS_GAUSSIAN, DOT_FP32, DOT_PRECISION, HAS_MEMORY_MASK=HAS_MEMORY_MASK, threshold=threshold, HAS_TOP_K=HAS_TOP_K,
+            )  # fmt: skip
+    return accumulator, running_max, running_sum, threshold
 
 
 @triton.autotune(
@@ -342,16 +724,21 @@ def _memory_read_forward_kernel(
     GRID_W,
     N_BUCKET,
     M_BUCKET,
+    B_BUCKET,
     SIMILARITY_L2: tl.constexpr,
     HAS_QUERY_MASK: tl.constexpr,
     HAS_MEMORY_MASK: tl.constexpr,
     HAS_GAUSSIAN: tl.constexpr,
     COUNT_BLOCKS: tl.constexpr,
     DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
     BLOCK_CK: tl.constexpr,
     BLOCK_CV: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    threshold_ptr,  # [B, M] fp32, only with HAS_TOP_K,
+    top_k,
+    HAS_TOP_K: tl.constexpr,
 ):
     query_block = tl.program_id(0)
     value_block = tl.program_id(1)
@@ -368,46 +755,35 @@ def _memory_read_forward_kernel(
     accumulator = tl.zeros([BLOCK_M, BLOCK_CV], dtype=tl.float32)
     running_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     running_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
-    # a query block with no valid pixel loads nothing and writes zeros
-    if _any_valid(query_valid):
-        query = _load_tile(
-            query_key_ptr, b, CK, M, offs_ck, in_ck, offs_m, query_valid, True, DOT_FP32
-        )  # [BLOCK_M, BLOCK_CK]
-        query_y, query_x = _grid_yx(offs_m, GRID_W)
-        for start_n in range(0, N, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            memory_valid = _load_valid(memory_mask_ptr, b, N, offs_n, HAS_MEMORY_MASK)
-            # block skipping: a memory block with no valid pixel is never loaded nor computed
-            if _any_valid(memory_valid):
-                if COUNT_BLOCKS:
-                    tl.atomic_add(block_counter_ptr, 1)
-                key, logits = _query_block_logits(
-                    query, query_y, query_x, memory_key_ptr, centers_ptr, sigma_ptr, b, scale, CK,
-                    N, offs_ck, in_ck, offs_n, memory_valid, SIMILARITY_L2, HAS_GAUSSIAN, DOT_FP32,
-                )  # [BLOCK_M, BLOCK_N]  # fmt: skip
-                # RMNet Eq. 7: excluded memory pixels get exp(S) = 0
-                logits = tl.where(memory_valid[None, :], logits, float("-inf"))
-                # online softmax: rescale the running sum and accumulator to the new max
-                new_max = tl.maximum(running_max, tl.max(logits, axis=1))
-                shift = tl.where(new_max == float("-inf"), 0.0, new_max)
-                correction = tl.exp(running_max - shift)
-                weights = tl.exp(logits - shift[:, None])
-                running_sum = running_sum * correction + tl.sum(weights, axis=1)
-                value = _load_tile(
-                    memory_value_ptr, b, CV, N, offs_cv, in_cv, offs_n, memory_valid, True, DOT_FP32
-                )  # [BLOCK_N, BLOCK_CV]
-                # readout += softmax weights · values
-                accumulator = accumulator * correction[:, None] + tl.dot(
-                    weights.to(value.dtype), value, input_precision="ieee"
-                )
-                running_max = new_max
+    threshold = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    if HAS_QUERY_MASK:
+        # a query block with no valid pixel loads nothing and writes zeros
+        if _any_valid(query_valid):
+            accumulator, running_max, running_sum, threshold = _forward_memory_loop(
+                accumulator, running_max, running_sum, query_key_ptr, memory_key_ptr,
+                memory_value_ptr, memory_mask_ptr, centers_ptr, sigma_ptr, block_counter_ptr, b,
+                scale, CK, CV, N, M, GRID_W, offs_m, query_valid, offs_ck, in_ck, offs_cv, in_cv,
+                SIMILARITY_L2, HAS_MEMORY_MASK, HAS_GAUSSIAN, COUNT_BLOCKS, DOT_FP32,
+                DOT_PRECISION, BLOCK_N, HAS_QUERY_MASK=HAS_QUERY_MASK, top_k=top_k, HAS_TOP_K=HAS_TOP_K,
+            )  # fmt: skip
+    else:
+        accumulator, running_max, running_sum, threshold = _forward_memory_loop(
+            accumulator, running_max, running_sum, query_key_ptr, memory_key_ptr,
+            memory_value_ptr, memory_mask_ptr, centers_ptr, sigma_ptr, block_counter_ptr, b,
+            scale, CK, CV, N, M, GRID_W, offs_m, query_valid, offs_ck, in_ck, offs_cv, in_cv,
+            SIMILARITY_L2, HAS_MEMORY_MASK, HAS_GAUSSIAN, COUNT_BLOCKS, DOT_FP32, DOT_PRECISION,
+            BLOCK_N, HAS_QUERY_MASK=HAS_QUERY_MASK, top_k=top_k, HAS_TOP_K=HAS_TOP_K,
+        )  # fmt: skip
 
     # normalise; a query with no valid memory pixel (running_sum = 0) reads 0
     has_memory = running_sum > 0
     readout = accumulator / tl.where(has_memory, running_sum, 1.0)[:, None]
     readout = tl.where(query_valid[:, None], readout, 0.0)
     tl.store(
-        readout_ptr + b * CV * M + offs_cv[None, :] * M + offs_m[:, None],
+        readout_ptr
+        + b * CV * _pixel_stride(M)
+        + offs_cv[None, :] * _pixel_stride(M)
+        + offs_m[:, None],
         readout.to(readout_ptr.dtype.element_ty),
         mask=in_m[:, None] & in_cv[None, :],
     )
@@ -416,6 +792,331 @@ def _memory_read_forward_kernel(
         has_memory, running_max + tl.log(tl.where(has_memory, running_sum, 1.0)), float("inf")
     )
     tl.store(logsumexp_ptr + b * M + offs_m, logsumexp, mask=in_m & (value_block == 0))
+    if HAS_TOP_K:
+        # backward keeps the same logits
+        tl.store(threshold_ptr + b * M + offs_m, threshold, mask=in_m & (value_block == 0))
+
+
+@triton.jit
+def _backward_memory_step(
+    grad_key,
+    grad_logit_sum,
+    grad_value,
+    key,
+    memory_norm,
+    center_y,
+    center_x,
+    sigma,
+    query_key_ptr,
+    memory_value_ptr,
+    grad_readout_ptr,
+    logsumexp_ptr,
+    delta_ptr,
+    b,
+    scale,
+    CK,
+    CV,
+    N,
+    M,
+    GRID_W,
+    offs_ck,
+    in_ck,
+    offs_cv,
+    in_cv,
+    offs_n,
+    memory_valid,
+    offs_m,
+    query_valid,
+    SIMILARITY_L2: tl.constexpr,
+    HAS_GAUSSIAN: tl.constexpr,
+    COMPUTE_DK: tl.constexpr,
+    COMPUTE_DV: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_CV: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_QUERY_MASK: tl.constexpr,
+    HAS_MEMORY_MASK: tl.constexpr,
+    threshold_ptr,
+    HAS_TOP_K: tl.constexpr,
+):
+    # one (memory block, query block) pair of the dK/dV pass
+    query = _load_tile(
+        query_key_ptr,
+        b,
+        CK,
+        M,
+        offs_ck,
+        in_ck,
+        offs_m,
+        query_valid,
+        False,
+        DOT_FP32,
+        HAS_QUERY_MASK,
+    )  # [BLOCK_CK, BLOCK_M]
+    # recompute S and P = exp(S − L) for this (memory, query) block pair
+    logits = _scaled_logits(
+        tl.dot(key, query, input_precision=DOT_PRECISION),
+        memory_norm[:, None],
+        scale,
+        SIMILARITY_L2,
+    )  # [BLOCK_N, BLOCK_M]
+    if HAS_GAUSSIAN:
+        query_y, query_x = _grid_yx(offs_m, GRID_W)
+        logits += _log_gaussian(
+            query_y[None, :], query_x[None, :], center_y[:, None], center_x[:, None],
+            sigma[:, None],
+        )  # fmt: skip
+    logsumexp = tl.load(logsumexp_ptr + b * M + offs_m, mask=query_valid, other=0.0)
+    pair_valid = memory_valid[:, None] & query_valid[None, :]
+    if HAS_TOP_K:
+        threshold = tl.load(threshold_ptr + b * M + offs_m, mask=query_valid, other=0.0)
+        pair_valid = pair_valid & (logits >= threshold[None, :])
+    probs = tl.where(pair_valid, tl.exp(logits - logsumexp[None, :]), 0.0)
+    if COMPUTE_DV:
+        # dV = P · dOᵀ (this program's value channels)
+        grad_out = _load_tile(
+            grad_readout_ptr,
+            b,
+            CV,
+            M,
+            offs_cv,
+            in_cv,
+            offs_m,
+            query_valid,
+            True,
+            DOT_FP32,
+            HAS_QUERY_MASK,
+        )  # [BLOCK_M, BLOCK_CV]
+        grad_value += tl.dot(probs.to(grad_out.dtype), grad_out, input_precision=DOT_PRECISION)
+    if COMPUTE_DK:
+        # dP = v · dO over all value channels, then dS = P (dP − Δ)
+        grad_probs = _grad_probs(
+            grad_readout_ptr, memory_value_ptr, b, CV, M, N, offs_m, query_valid, offs_n,
+            memory_valid, True, DOT_FP32, DOT_PRECISION, BLOCK_CV, BLOCK_M, BLOCK_N, HAS_QUERY_MASK=HAS_QUERY_MASK, HAS_MEMORY_MASK=HAS_MEMORY_MASK,
+        )  # [BLOCK_N, BLOCK_M]  # fmt: skip
+        delta = tl.load(delta_ptr + b * M + offs_m, mask=query_valid, other=0.0)
+        grad_logits = probs * (grad_probs - delta[None, :])
+        grad_key += tl.dot(
+            grad_logits.to(query.dtype), tl.trans(query), input_precision=DOT_PRECISION
+        )
+        grad_logit_sum += tl.sum(grad_logits, axis=1)
+    return grad_key, grad_logit_sum, grad_value
+
+
+@triton.jit
+def _backward_memory_loop(
+    grad_key,
+    grad_logit_sum,
+    grad_value,
+    query_key_ptr,
+    memory_key_ptr,
+    memory_value_ptr,
+    query_mask_ptr,
+    centers_ptr,
+    sigma_ptr,
+    grad_readout_ptr,
+    logsumexp_ptr,
+    delta_ptr,
+    b,
+    scale,
+    CK,
+    CV,
+    N,
+    M,
+    GRID_W,
+    offs_ck,
+    in_ck,
+    offs_cv,
+    in_cv,
+    offs_n,
+    memory_valid,
+    SIMILARITY_L2: tl.constexpr,
+    HAS_QUERY_MASK: tl.constexpr,
+    HAS_GAUSSIAN: tl.constexpr,
+    COMPUTE_DK: tl.constexpr,
+    COMPUTE_DV: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_CV: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_MEMORY_MASK: tl.constexpr,
+    threshold_ptr,
+    HAS_TOP_K: tl.constexpr,
+):
+    # a memory block's dK/dV over all query blocks; returns them and the block's keys in fp32
+    key = _load_tile(
+        memory_key_ptr,
+        b,
+        CK,
+        N,
+        offs_ck,
+        in_ck,
+        offs_n,
+        memory_valid,
+        True,
+        DOT_FP32,
+        HAS_MEMORY_MASK,
+    )  # [BLOCK_N, BLOCK_CK]
+    key_fp32 = key.to(tl.float32)
+    memory_norm = tl.sum(key_fp32 * key_fp32, axis=1)
+    if HAS_GAUSSIAN:
+        center_y, center_x, sigma = _load_gaussian(
+            centers_ptr, sigma_ptr, b, N, offs_n, memory_valid
+        )
+    else:
+        center_y = memory_norm  # unused without the Gaussian
+        center_x = memory_norm
+        sigma = memory_norm
+    for start_m in range(0, M, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        query_valid = _load_valid(query_mask_ptr, b, M, offs_m, HAS_QUERY_MASK)
+        if HAS_QUERY_MASK:
+            if _any_valid(query_valid):
+                grad_key, grad_logit_sum, grad_value = _backward_memory_step(
+                    grad_key, grad_logit_sum, grad_value, key, memory_norm, center_y, center_x,
+                    sigma, query_key_ptr, memory_value_ptr, grad_readout_ptr, logsumexp_ptr,
+                    delta_ptr, b, scale, CK, CV, N, M, GRID_W, offs_ck, in_ck, offs_cv, in_cv,
+                    offs_n, memory_valid, offs_m, query_valid, SIMILARITY_L2, HAS_GAUSSIAN,
+                    COMPUTE_DK, COMPUTE_DV, DOT_FP32, DOT_PRECISION, BLOCK_CV, BLOCK_M, BLOCK_N, HAS_QUERY_MASK=HAS_QUERY_MASK, HAS_MEMORY_MASK=HAS_MEMORY_MASK, threshold_ptr=threshold_ptr, HAS_TOP_K=HAS_TOP_K,
+                )  # fmt: skip
+        else:
+            # no mask, no branch: the loop's loads can be software-pipelined
+            grad_key, grad_logit_sum, grad_value = _backward_memory_step(
+                grad_key, grad_logit_sum, grad_value, key, memory_norm, center_y, center_x,
+                sigma, query_key_ptr, memory_value_ptr, grad_readout_ptr, logsumexp_ptr,
+                delta_ptr, b, scale, CK, CV, N, M, GRID_W, offs_ck, in_ck, offs_cv, in_cv,
+                offs_n, memory_valid, offs_m, query_valid, SIMILARITY_L2, HAS_GAUSSIAN,
+                COMPUTE_DK, COMPUTE_DV, DOT_FP32, DOT_PRECISION, BLOCK_CV, BLOCK_M, BLOCK_N, HAS_QUERY_MASK=HAS_QUERY_MASK, HAS_MEMORY_MASK=HAS_MEMORY_MASK, threshold_ptr=threshold_ptr, HAS_TOP_K=HAS_TOP_K,
+            )  # fmt: skip
+    return grad_key, grad_logit_sum, grad_value, key_fp32
+
+
+@triton.jit
+def _backward_query_step(
+    grad_query,
+    query,
+    query_y,
+    query_x,
+    logsumexp,
+    delta,
+    memory_key_ptr,
+    memory_value_ptr,
+    centers_ptr,
+    sigma_ptr,
+    grad_readout_ptr,
+    b,
+    scale,
+    CK,
+    CV,
+    N,
+    M,
+    offs_ck,
+    in_ck,
+    offs_m,
+    query_valid,
+    offs_n,
+    memory_valid,
+    SIMILARITY_L2: tl.constexpr,
+    HAS_GAUSSIAN: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_CV: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_QUERY_MASK: tl.constexpr,
+    HAS_MEMORY_MASK: tl.constexpr,
+    threshold,
+    HAS_TOP_K: tl.constexpr,
+):
+    # one (query block, memory block) pair of the dQ pass: recompute S and P = exp(S − L)
+    key, logits = _query_block_logits(
+        query, query_y, query_x, memory_key_ptr, centers_ptr, sigma_ptr, b, scale, CK, N,
+        offs_ck, in_ck, offs_n, memory_valid, SIMILARITY_L2, HAS_GAUSSIAN, DOT_FP32,
+        DOT_PRECISION, HAS_MEMORY_MASK=HAS_MEMORY_MASK,
+    )  # [BLOCK_M, BLOCK_N]  # fmt: skip
+    pair_valid = query_valid[:, None] & memory_valid[None, :]
+    if HAS_TOP_K:
+        pair_valid = pair_valid & (logits >= threshold[:, None])
+    probs = tl.where(pair_valid, tl.exp(logits - logsumexp[:, None]), 0.0)
+    # dP = dO · v over all value channels, then dS = P (dP − Δ)
+    grad_probs = _grad_probs(
+        grad_readout_ptr, memory_value_ptr, b, CV, M, N, offs_m, query_valid, offs_n,
+        memory_valid, False, DOT_FP32, DOT_PRECISION, BLOCK_CV, BLOCK_M, BLOCK_N, HAS_QUERY_MASK=HAS_QUERY_MASK, HAS_MEMORY_MASK=HAS_MEMORY_MASK,
+    )  # [BLOCK_M, BLOCK_N]  # fmt: skip
+    grad_logits = probs * (grad_probs - delta[:, None])
+    grad_query += tl.dot(grad_logits.to(key.dtype), tl.trans(key), input_precision=DOT_PRECISION)
+    return grad_query
+
+
+@triton.jit
+def _backward_query_loop(
+    grad_query,
+    query_key_ptr,
+    memory_key_ptr,
+    memory_value_ptr,
+    memory_mask_ptr,
+    centers_ptr,
+    sigma_ptr,
+    grad_readout_ptr,
+    logsumexp_ptr,
+    delta_ptr,
+    b,
+    scale,
+    CK,
+    CV,
+    N,
+    M,
+    GRID_W,
+    offs_ck,
+    in_ck,
+    offs_m,
+    query_valid,
+    SIMILARITY_L2: tl.constexpr,
+    HAS_MEMORY_MASK: tl.constexpr,
+    HAS_GAUSSIAN: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_CV: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_QUERY_MASK: tl.constexpr,
+    threshold_ptr,
+    HAS_TOP_K: tl.constexpr,
+):
+    # a query block's dQ (Σ_n dS k_n, unscaled) over all memory blocks
+    query = _load_tile(
+        query_key_ptr, b, CK, M, offs_ck, in_ck, offs_m, query_valid, True, DOT_FP32, HAS_QUERY_MASK
+    )  # [BLOCK_M, BLOCK_CK]
+    query_y, query_x = _grid_yx(offs_m, GRID_W)
+    logsumexp = tl.load(logsumexp_ptr + b * M + offs_m, mask=query_valid, other=0.0)
+    delta = tl.load(delta_ptr + b * M + offs_m, mask=query_valid, other=0.0)
+    threshold = delta  # unused without top-k
+    if HAS_TOP_K:
+        threshold = tl.load(threshold_ptr + b * M + offs_m, mask=query_valid, other=0.0)
+    for start_n in range(0, N, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        memory_valid = _load_valid(memory_mask_ptr, b, N, offs_n, HAS_MEMORY_MASK)
+        if HAS_MEMORY_MASK:
+            if _any_valid(memory_valid):
+                grad_query = _backward_query_step(
+                    grad_query, query, query_y, query_x, logsumexp, delta, memory_key_ptr,
+                    memory_value_ptr, centers_ptr, sigma_ptr, grad_readout_ptr, b, scale, CK, CV,
+                    N, M, offs_ck, in_ck, offs_m, query_valid, offs_n, memory_valid,
+                    SIMILARITY_L2, HAS_GAUSSIAN, DOT_FP32, DOT_PRECISION, BLOCK_CV, BLOCK_M,
+                    BLOCK_N, HAS_QUERY_MASK=HAS_QUERY_MASK, HAS_MEMORY_MASK=HAS_MEMORY_MASK, threshold=threshold, HAS_TOP_K=HAS_TOP_K,
+                )  # fmt: skip
+        else:
+            # no mask, no branch: the loop's loads can be software-pipelined
+            grad_query = _backward_query_step(
+                grad_query, query, query_y, query_x, logsumexp, delta, memory_key_ptr,
+                memory_value_ptr, centers_ptr, sigma_ptr, grad_readout_ptr, b, scale, CK, CV, N,
+                M, offs_ck, in_ck, offs_m, query_valid, offs_n, memory_valid, SIMILARITY_L2,
+                HAS_GAUSSIAN, DOT_FP32, DOT_PRECISION, BLOCK_CV, BLOCK_M, BLOCK_N, HAS_QUERY_MASK=HAS_QUERY_MASK, HAS_MEMORY_MASK=HAS_MEMORY_MASK, threshold=threshold, HAS_TOP_K=HAS_TOP_K,
+            )  # fmt: skip
+    return grad_query
 
 
 @triton.autotune(configs=_backward_configs(), key=_TUNING_KEY + ["COMPUTE_DK", "COMPUTE_DV"])
@@ -441,6 +1142,7 @@ def _memory_read_backward_memory_kernel(
     GRID_W,
     N_BUCKET,
     M_BUCKET,
+    B_BUCKET,
     SIMILARITY_L2: tl.constexpr,
     HAS_QUERY_MASK: tl.constexpr,
     HAS_MEMORY_MASK: tl.constexpr,
@@ -448,10 +1150,13 @@ def _memory_read_backward_memory_kernel(
     COMPUTE_DK: tl.constexpr,
     COMPUTE_DV: tl.constexpr,
     DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
     BLOCK_CK: tl.constexpr,
     BLOCK_CV: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    threshold_ptr,
+    HAS_TOP_K: tl.constexpr,
 ):
     memory_block = tl.program_id(0)
     value_block = tl.program_id(1)
@@ -469,66 +1174,31 @@ def _memory_read_backward_memory_kernel(
     grad_logit_sum = tl.zeros([BLOCK_N], dtype=tl.float32)  # Σ_m dS, for l2
     grad_value = tl.zeros([BLOCK_N, BLOCK_CV], dtype=tl.float32)
     key_fp32 = tl.zeros([BLOCK_N, BLOCK_CK], dtype=tl.float32)  # for l2's −k Σ dS term
-    # skipped memory blocks get zero gradients, nothing loaded
-    if _any_valid(memory_valid):
-        key = _load_tile(
-            memory_key_ptr, b, CK, N, offs_ck, in_ck, offs_n, memory_valid, True, DOT_FP32
-        )  # [BLOCK_N, BLOCK_CK]
-        key_fp32 = key.to(tl.float32)
-        memory_norm = tl.sum(key_fp32 * key_fp32, axis=1)
-        if HAS_GAUSSIAN:
-            center_y, center_x, sigma = _load_gaussian(
-                centers_ptr, sigma_ptr, b, N, offs_n, memory_valid
-            )
-        for start_m in range(0, M, BLOCK_M):
-            offs_m = start_m + tl.arange(0, BLOCK_M)
-            query_valid = _load_valid(query_mask_ptr, b, M, offs_m, HAS_QUERY_MASK)
-            if _any_valid(query_valid):
-                query = _load_tile(
-                    query_key_ptr, b, CK, M, offs_ck, in_ck, offs_m, query_valid, False, DOT_FP32
-                )  # [BLOCK_CK, BLOCK_M]
-                # recompute S and P = exp(S − L) for this (memory, query) block pair
-                logits = _scaled_logits(
-                    tl.dot(key, query, input_precision="ieee"),
-                    memory_norm[:, None],
-                    scale,
-                    SIMILARITY_L2,
-                )  # [BLOCK_N, BLOCK_M]
-                if HAS_GAUSSIAN:
-                    query_y, query_x = _grid_yx(offs_m, GRID_W)
-                    logits += _log_gaussian(
-                        query_y[None, :],
-                        query_x[None, :],
-                        center_y[:, None],
-                        center_x[:, None],
-                        sigma[:, None],
-                    )
-                logsumexp = tl.load(logsumexp_ptr + b * M + offs_m, mask=query_valid, other=0.0)
-                pair_valid = memory_valid[:, None] & query_valid[None, :]
-                probs = tl.where(pair_valid, tl.exp(logits - logsumexp[None, :]), 0.0)
-                if COMPUTE_DV:
-                    # dV = P · dOᵀ (this program's value channels)
-                    grad_out = _load_tile(
-                        grad_readout_ptr, b, CV, M, offs_cv, in_cv, offs_m, query_valid, True,
-                        DOT_FP32,
-                    )  # [BLOCK_M, BLOCK_CV]  # fmt: skip
-                    grad_value += tl.dot(probs.to(grad_out.dtype), grad_out, input_precision="ieee")
-                if COMPUTE_DK:
-                    # dP = v · dO over all value channels, then dS = P (dP − Δ)
-                    grad_probs = _grad_probs(
-                        grad_readout_ptr, memory_value_ptr, b, CV, M, N, offs_m, query_valid,
-                        offs_n, memory_valid, True, DOT_FP32, BLOCK_CV, BLOCK_M, BLOCK_N,
-                    )  # [BLOCK_N, BLOCK_M]  # fmt: skip
-                    delta = tl.load(delta_ptr + b * M + offs_m, mask=query_valid, other=0.0)
-                    grad_logits = probs * (grad_probs - delta[None, :])
-                    grad_key += tl.dot(
-                        grad_logits.to(query.dtype), tl.trans(query), input_precision="ieee"
-                    )
-                    grad_logit_sum += tl.sum(grad_logits, axis=1)
+    if HAS_MEMORY_MASK:
+        # skipped memory blocks get zero gradients, nothing loaded
+        if _any_valid(memory_valid):
+            grad_key, grad_logit_sum, grad_value, key_fp32 = _backward_memory_loop(
+                grad_key, grad_logit_sum, grad_value, query_key_ptr, memory_key_ptr,
+                memory_value_ptr, query_mask_ptr, centers_ptr, sigma_ptr, grad_readout_ptr,
+                logsumexp_ptr, delta_ptr, b, scale, CK, CV, N, M, GRID_W, offs_ck, in_ck, offs_cv,
+                in_cv, offs_n, memory_valid, SIMILARITY_L2, HAS_QUERY_MASK, HAS_GAUSSIAN,
+                COMPUTE_DK, COMPUTE_DV, DOT_FP32, DOT_PRECISION, BLOCK_CV, BLOCK_M, BLOCK_N, HAS_MEMORY_MASK=HAS_MEMORY_MASK, threshold_ptr=threshold_ptr, HAS_TOP_K=HAS_TOP_K,
+            )  # fmt: skip
+    else:
+        grad_key, grad_logit_sum, grad_value, key_fp32 = _backward_memory_loop(
+            grad_key, grad_logit_sum, grad_value, query_key_ptr, memory_key_ptr,
+            memory_value_ptr, query_mask_ptr, centers_ptr, sigma_ptr, grad_readout_ptr,
+            logsumexp_ptr, delta_ptr, b, scale, CK, CV, N, M, GRID_W, offs_ck, in_ck, offs_cv,
+            in_cv, offs_n, memory_valid, SIMILARITY_L2, HAS_QUERY_MASK, HAS_GAUSSIAN, COMPUTE_DK,
+            COMPUTE_DV, DOT_FP32, DOT_PRECISION, BLOCK_CV, BLOCK_M, BLOCK_N, HAS_MEMORY_MASK=HAS_MEMORY_MASK, threshold_ptr=threshold_ptr, HAS_TOP_K=HAS_TOP_K,
+        )  # fmt: skip
 
     if COMPUTE_DV:
         tl.store(
-            grad_memory_value_ptr + b * CV * N + offs_cv[None, :] * N + offs_n[:, None],
+            grad_memory_value_ptr
+            + b * CV * _pixel_stride(N)
+            + offs_cv[None, :] * _pixel_stride(N)
+            + offs_n[:, None],
             grad_value.to(grad_memory_value_ptr.dtype.element_ty),
             mask=in_n[:, None] & in_cv[None, :],
         )
@@ -539,7 +1209,10 @@ def _memory_read_backward_memory_kernel(
         else:
             grad_key = scale * grad_key
         tl.store(
-            grad_memory_key_ptr + b * CK * N + offs_ck[None, :] * N + offs_n[:, None],
+            grad_memory_key_ptr
+            + b * CK * _pixel_stride(N)
+            + offs_ck[None, :] * _pixel_stride(N)
+            + offs_n[:, None],
             grad_key.to(grad_memory_key_ptr.dtype.element_ty),
             mask=in_n[:, None] & in_ck[None, :],
         )
@@ -567,15 +1240,19 @@ def _memory_read_backward_query_kernel(
     GRID_W,
     N_BUCKET,
     M_BUCKET,
+    B_BUCKET,
     SIMILARITY_L2: tl.constexpr,
     HAS_QUERY_MASK: tl.constexpr,
     HAS_MEMORY_MASK: tl.constexpr,
     HAS_GAUSSIAN: tl.constexpr,
     DOT_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
     BLOCK_CK: tl.constexpr,
     BLOCK_CV: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    threshold_ptr,
+    HAS_TOP_K: tl.constexpr,
 ):
     query_block = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -587,46 +1264,97 @@ def _memory_read_backward_query_kernel(
     query_valid = _load_valid(query_mask_ptr, b, M, offs_m, HAS_QUERY_MASK)
 
     grad_query = tl.zeros([BLOCK_M, BLOCK_CK], dtype=tl.float32)  # Σ_n dS k_n
-    if _any_valid(query_valid):
-        query = _load_tile(
-            query_key_ptr, b, CK, M, offs_ck, in_ck, offs_m, query_valid, True, DOT_FP32
-        )  # [BLOCK_M, BLOCK_CK]
-        query_y, query_x = _grid_yx(offs_m, GRID_W)
-        logsumexp = tl.load(logsumexp_ptr + b * M + offs_m, mask=query_valid, other=0.0)
-        delta = tl.load(delta_ptr + b * M + offs_m, mask=query_valid, other=0.0)
-        for start_n in range(0, N, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            memory_valid = _load_valid(memory_mask_ptr, b, N, offs_n, HAS_MEMORY_MASK)
-            if _any_valid(memory_valid):
-                # recompute S and P = exp(S − L)
-                key, logits = _query_block_logits(
-                    query, query_y, query_x, memory_key_ptr, centers_ptr, sigma_ptr, b, scale, CK,
-                    N, offs_ck, in_ck, offs_n, memory_valid, SIMILARITY_L2, HAS_GAUSSIAN, DOT_FP32,
-                )  # [BLOCK_M, BLOCK_N]  # fmt: skip
-                pair_valid = query_valid[:, None] & memory_valid[None, :]
-                probs = tl.where(pair_valid, tl.exp(logits - logsumexp[:, None]), 0.0)
-                # dP = dO · v over all value channels, then dS = P (dP − Δ)
-                grad_probs = _grad_probs(
-                    grad_readout_ptr, memory_value_ptr, b, CV, M, N, offs_m, query_valid, offs_n,
-                    memory_valid, False, DOT_FP32, BLOCK_CV, BLOCK_M, BLOCK_N,
-                )  # [BLOCK_M, BLOCK_N]  # fmt: skip
-                grad_logits = probs * (grad_probs - delta[:, None])
-                grad_query += tl.dot(
-                    grad_logits.to(key.dtype), tl.trans(key), input_precision="ieee"
-                )
+    if HAS_QUERY_MASK:
+        if _any_valid(query_valid):
+            grad_query = _backward_query_loop(
+                grad_query, query_key_ptr, memory_key_ptr, memory_value_ptr, memory_mask_ptr,
+                centers_ptr, sigma_ptr, grad_readout_ptr, logsumexp_ptr, delta_ptr, b, scale, CK,
+                CV, N, M, GRID_W, offs_ck, in_ck, offs_m, query_valid, SIMILARITY_L2,
+                HAS_MEMORY_MASK, HAS_GAUSSIAN, DOT_FP32, DOT_PRECISION, BLOCK_CV, BLOCK_M, BLOCK_N, HAS_QUERY_MASK=HAS_QUERY_MASK, threshold_ptr=threshold_ptr, HAS_TOP_K=HAS_TOP_K,
+            )  # fmt: skip
+    else:
+        grad_query = _backward_query_loop(
+            grad_query, query_key_ptr, memory_key_ptr, memory_value_ptr, memory_mask_ptr,
+            centers_ptr, sigma_ptr, grad_readout_ptr, logsumexp_ptr, delta_ptr, b, scale, CK, CV,
+            N, M, GRID_W, offs_ck, in_ck, offs_m, query_valid, SIMILARITY_L2, HAS_MEMORY_MASK,
+            HAS_GAUSSIAN, DOT_FP32, DOT_PRECISION, BLOCK_CV, BLOCK_M, BLOCK_N, HAS_QUERY_MASK=HAS_QUERY_MASK, threshold_ptr=threshold_ptr, HAS_TOP_K=HAS_TOP_K,
+        )  # fmt: skip
 
     # dot: dQ = scale Σ dS k ; l2: dQ = 2 scale Σ dS k
     grad_query = grad_query * scale
     if SIMILARITY_L2:
         grad_query = 2.0 * grad_query
     tl.store(
-        grad_query_key_ptr + b * CK * M + offs_ck[None, :] * M + offs_m[:, None],
+        grad_query_key_ptr
+        + b * CK * _pixel_stride(M)
+        + offs_ck[None, :] * _pixel_stride(M)
+        + offs_m[:, None],
         grad_query.to(grad_query_key_ptr.dtype.element_ty),
         mask=in_m[:, None] & in_ck[None, :],
     )
 
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def tf32_allowed() -> bool:
+    """Whether PyTorch lets CUDA fp32 matmuls use TF32 (``torch.set_float32_matmul_precision``
+    "high"/"medium", ``torch.backends.cuda.matmul.allow_tf32`` or its ``fp32_precision``):
+    the kernels follow it. Read through ``fp32_precision``, which answers whichever of the
+    legacy and new APIs set it ("none" until one does)."""
+    return torch.backends.cuda.matmul.fp32_precision == "tf32"
+
+
+def dot_precision(dtype: torch.dtype, device: torch.device, tf32: bool | None = None) -> str:
+    """``input_precision`` of the kernels' fp32 ``tl.dot``: "tf32" (tensor cores, 10-bit
+    mantissa inputs) when TF32 is allowed on a CUDA device, else "ieee" (FMA units). fp16 and
+    bf16 tiles go to the tensor cores either way. ``tf32=None`` asks PyTorch; the interpreter
+    always computes in IEEE fp32."""
+    if dtype != torch.float32 or _interpreting():
+        return "ieee"
+    if tf32 is None:
+        tf32 = device.type == "cuda" and tf32_allowed()
+    return "tf32" if tf32 else "ieee"
+
+
+def padded_pixels(pixels: int) -> int:
+    """The row length the kernels address a ``[B, C, pixels]`` tensor with (`_pixel_stride`)."""
+    alignment = PIXEL_ALIGNMENT.value
+    return -(-int(pixels) // alignment) * alignment
+
+
+def pad_pixels(x: Tensor) -> Tensor:
+    """``x [B, C, P]`` laid out as the kernels read it: channel rows ``padded_pixels(P)`` apart.
+
+    Returns ``x`` itself when it is contiguous and P a multiple of 16, else a copy into a
+    zero-filled padded buffer, returned as that buffer's ``[..., :P]`` view: the kernels load
+    whole padded rows when there is no mask and rely on the padding being zeros.
+    """
+    batch, channels, pixels = x.shape
+    stride = padded_pixels(pixels)
+    if pixels == stride and x.is_contiguous():
+        return x
+    out = x.new_zeros(batch, channels, stride)[..., :pixels]
+    out.copy_(x)
+    return out
+
+
+def empty_padded(batch: int, channels: int, pixels: int, **options) -> Tensor:
+    """An uninitialised ``[B, C, P]`` in the kernels' padded layout (a view of its buffer)."""
+    return torch.empty(batch, channels, padded_pixels(pixels), **options)[..., :pixels]
+
+
+def max_top_k(dtype: torch.dtype, device: torch.device) -> int:
+    """The largest ``top_k`` the forward kernel runs for these inputs: its running top-k is one
+    memory block wide (BLOCK_N of the configs its tuner may pick)."""
+    constants = {
+        "DOT_FP32": dtype == torch.float32,
+        "DOT_PRECISION": dot_precision(dtype, device),
+    }
+    configs = _memory_read_forward_kernel.configs
+    if not _interpreting():
+        configs = [c for c in configs if getattr(c, "fma", False) == _uses_fma(constants)]
+    return max(c.kwargs["BLOCK_N"] for c in configs)
 
 
 def _bucket(size: int) -> int:
@@ -648,6 +1376,7 @@ class _Launch:
         query_hw: tuple[int, int] | None,
         similarity: str,
         scale: float,
+        tf32: bool | None = None,
     ):
         self.batch, self.key_channels, self.queries = query_key.shape
         self.value_channels, self.memories = memory_value.shape[1:]
@@ -683,6 +1412,7 @@ class _Launch:
             HAS_MEMORY_MASK=memory_mask is not None,
             HAS_GAUSSIAN=has_gaussian,
             DOT_FP32=dtype == torch.float32 or (dtype == torch.bfloat16 and _interpreting()),
+            DOT_PRECISION=dot_precision(dtype, device, tf32),
             BLOCK_CK=self.block_ck,
         )
 
@@ -696,6 +1426,7 @@ class _Launch:
             self.grid_width,
             _bucket(self.memories),
             _bucket(self.queries),
+            _bucket(self.batch),
         )
 
 
@@ -784,10 +1515,11 @@ class MemoryReadFunction(torch.autograd.Function):
         similarity: str,
         scale: float,
         block_counter: Tensor | None,
+        top_k: int | None,
     ) -> Tensor:
-        query_key = query_key.contiguous()
-        memory_key = memory_key.contiguous()
-        memory_value = memory_value.contiguous()
+        query_key = pad_pixels(query_key)
+        memory_key = pad_pixels(memory_key)
+        memory_value = pad_pixels(memory_value)
         launch = _Launch(
             query_key,
             memory_key,
@@ -800,7 +1532,7 @@ class MemoryReadFunction(torch.autograd.Function):
             similarity,
             scale,
         )
-        readout = torch.empty(
+        readout = empty_padded(
             launch.batch,
             launch.value_channels,
             launch.queries,
@@ -813,6 +1545,14 @@ class MemoryReadFunction(torch.autograd.Function):
         counter = block_counter
         if counter is None:
             counter = torch.zeros(1, device=query_key.device, dtype=torch.int32)
+        # STCN's truncated softmax in the kernel; top_k >= N is the full softmax
+        has_top_k = top_k is not None and top_k < launch.memories
+        threshold = torch.empty(
+            launch.batch if has_top_k else 1,
+            launch.queries if has_top_k else 1,
+            device=query_key.device,
+            dtype=torch.float32,
+        )
 
         def grid(meta):
             return (
@@ -834,9 +1574,13 @@ class MemoryReadFunction(torch.autograd.Function):
             counter,
             *launch.sizes(),
             COUNT_BLOCKS=block_counter is not None,
+            threshold_ptr=threshold,
+            top_k=int(top_k) if has_top_k else 0,
+            HAS_TOP_K=has_top_k,
             **launch.constants,
         )
         ctx.launch = launch
+        ctx.top_k = (threshold, has_top_k)
         # the fp32 readout is kept for backward's Δ = Σ dO·O (rounding O first costs accuracy)
         ctx.save_for_backward(query_key, memory_key, memory_value, readout, logsumexp)
         return readout.to(memory_value.dtype)
@@ -845,14 +1589,16 @@ class MemoryReadFunction(torch.autograd.Function):
     def backward(ctx, grad_readout: Tensor):
         query_key, memory_key, memory_value, readout, logsumexp = ctx.saved_tensors
         launch: _Launch = ctx.launch
-        grad_readout = grad_readout.contiguous()
+        threshold, has_top_k = ctx.top_k
+        grad_readout = pad_pixels(grad_readout)
         # Δ_m = Σ_c dO[c, m]·O[c, m] (the softmax backward's row term); O is 0 at masked queries
         delta = (grad_readout.float() * readout.float()).sum(dim=1).contiguous()
         # the interpreter truncates fp32 -> bf16 on store (no rounding): store fp32 there
         grad_dtype = torch.float32 if launch.store_fp32 else query_key.dtype
-        grad_query_key = torch.empty_like(query_key, dtype=grad_dtype)
-        grad_memory_key = torch.empty_like(memory_key, dtype=grad_dtype)
-        grad_memory_value = torch.empty_like(memory_value, dtype=grad_dtype)
+        device = query_key.device
+        grad_query_key = empty_padded(*query_key.shape, device=device, dtype=grad_dtype)
+        grad_memory_key = empty_padded(*memory_key.shape, device=device, dtype=grad_dtype)
+        grad_memory_value = empty_padded(*memory_value.shape, device=device, dtype=grad_dtype)
         common = (
             query_key,
             memory_key,
@@ -888,6 +1634,8 @@ class MemoryReadFunction(torch.autograd.Function):
                     COMPUTE_DK=compute_dk,
                     COMPUTE_DV=compute_dv,
                     BLOCK_CV=launch.block_cv,
+                    threshold_ptr=threshold,
+                    HAS_TOP_K=has_top_k,
                     **launch.constants,
                 )
         if needs_query:
@@ -900,13 +1648,15 @@ class MemoryReadFunction(torch.autograd.Function):
                 grad_query_key,
                 *launch.sizes(),
                 BLOCK_CV=launch.block_cv,
+                threshold_ptr=threshold,
+                HAS_TOP_K=has_top_k,
                 **launch.constants,
             )
         return (
             grad_query_key.to(query_key.dtype) if needs_query else None,
             grad_memory_key.to(memory_key.dtype) if needs_key else None,
             grad_memory_value.to(memory_value.dtype) if needs_value else None,
-            *([None] * 8),
+            *([None] * 9),
         )
 
 
@@ -922,6 +1672,7 @@ def memory_read_triton(
     gaussian_centers: Tensor | None = None,
     gaussian_sigma: Tensor | None = None,
     query_hw: tuple[int, int] | None = None,
+    top_k: int | None = None,
     block_counter: Tensor | None = None,
 ) -> Tensor:
     """The Triton memory read, ``[B, Cv, M]`` in the inputs' dtype (see the module docstring).
@@ -956,4 +1707,5 @@ def memory_read_triton(
         similarity,
         float(scale),
         block_counter,
+        top_k,
     )

@@ -87,7 +87,6 @@ def _memory_read(setting: dict, dtype, tf32: bool):
 
     from vos.kernels import memory_read as kernels
 
-    del tf32  # the kernels have no TF32 switch: every tl.dot passes input_precision="ieee"
     height, width = setting["grid"]
     queries, memories = height * width, setting["T"] * height * width
     ck, cv = setting["Ck"], setting["Cv"]
@@ -104,6 +103,7 @@ def _memory_read(setting: dict, dtype, tf32: bool):
         None,  # query_hw: the wrappers pass it with the Gaussian only (then GRID_W = W, not 1)
         setting["similarity"],
         ck**-0.5,
+        tf32=tf32,  # what the wrapper derives from PyTorch's TF32 switch on a CUDA device
     )
     tensors = [query_key, memory_key, memory_value, launch.query_mask, launch.memory_mask,
                launch.centers, launch.sigma]  # fmt: skip
@@ -111,22 +111,25 @@ def _memory_read(setting: dict, dtype, tf32: bool):
     pointers = [_pointer(t) for t in tensors]
     constants = launch.constants
     part = setting["part"]
+    top_k = setting.get("top_k")  # STCN's truncated softmax (forward only here)
+    top_k_arguments = {"threshold_ptr": _pointer(fp32), "HAS_TOP_K": top_k is not None}
     if part == "fwd":
         counter = _meta(1, dtype=torch.int32)
         args = [*pointers, *map(_pointer, (fp32, fp32, counter)), *launch.sizes()]
-        return kernels._memory_read_forward_kernel, args, {"COUNT_BLOCKS": False, **constants}
+        kwargs = {"COUNT_BLOCKS": False, "top_k": top_k or 0, **top_k_arguments, **constants}
+        return kernels._memory_read_forward_kernel, args, kwargs
     grad = _pointer(query_key)  # dO and the gradients: the inputs' dtype
     common = [*pointers, grad, _pointer(fp32), _pointer(fp32)]
     if part == "bwd_dq":
         args = [*common, grad, *launch.sizes()]
-        kwargs = {"BLOCK_CV": launch.block_cv, **constants}
+        kwargs = {"BLOCK_CV": launch.block_cv, **top_k_arguments, **constants}
         return kernels._memory_read_backward_query_kernel, args, kwargs
     # dK and dV: one pass when Cv fits one value block, else a dK pass and a dV pass
     compute_dk, compute_dv = {"bwd_dkdv": (True, True), "bwd_dk": (True, False),
                               "bwd_dv": (False, True)}[part]  # fmt: skip
     args = [*common, grad, grad, *launch.sizes()]
     kwargs = {"COMPUTE_DK": compute_dk, "COMPUTE_DV": compute_dv, "BLOCK_CV": launch.block_cv,
-              **constants}  # fmt: skip
+              **top_k_arguments, **constants}  # fmt: skip
     return kernels._memory_read_backward_memory_kernel, args, kwargs
 
 
@@ -210,9 +213,11 @@ def _cases() -> list[Case]:
                  _memory_read)
             for part in ("fwd", "bwd_dk", "bwd_dv", "bwd_dq")
         ),
-        # STCN's (Ck 64, l2), forward only
+        # STCN's (Ck 64, l2), forward only: full softmax and STCN's inference top-k 20
         Case("memory_read.fwd/l2", {**memory, "Ck": 64, "similarity": "l2", "part": "fwd"},
              _memory_read),
+        Case("memory_read.fwd/l2-top20",
+             {**memory, "Ck": 64, "similarity": "l2", "top_k": 20, "part": "fwd"}, _memory_read),
         # LMRC's local read at res4 (radius 2)
         *(
             Case(f"window_read.{part}", {**window, "part": part}, _window_read)
@@ -253,7 +258,9 @@ def _torch_dtype(label: str):
 
 def _tuner_configs(case: Case, dtype_label: str) -> tuple[list, int]:
     """The autotune configs the tuner would try for this launch, and how many it has in all."""
-    tuner, args, kwargs = case.launch(case.setting, _torch_dtype(dtype_label), False)
+    tuner, args, kwargs = case.launch(
+        case.setting, _torch_dtype(dtype_label), dtype_label == "fp32-tf32"
+    )
     tuner.nargs = dict(zip(tuner.arg_names, args))
     try:
         kept = tuner.prune_configs(kwargs)
@@ -267,9 +274,10 @@ def config_label(config) -> str:
     return f"{blocks} w{config.num_warps} s{config.num_stages}"
 
 
-def list_configs(case_name: str) -> tuple[list[str], int]:
-    """(labels of the configs the tuner keeps, all configs): the same for every dtype here."""
-    kept, total = _tuner_configs(CASES[case_name], "fp32")
+def list_configs(case_name: str, dtype_label: str = "fp32") -> tuple[list[str], int]:
+    """(labels of the configs the tuner keeps for this dtype, all configs): a kernel may keep
+    other configs for FMA products (IEEE fp32) than for tensor cores."""
+    kept, total = _tuner_configs(CASES[case_name], dtype_label)
     return [config_label(c) for c in kept], total
 
 
@@ -534,18 +542,18 @@ def run(args) -> list[KernelRecord]:
         _arch(target)
     cases = _selected_cases(args.kernels)
     jobs = max(1, args.jobs)
-    listed = _run_tasks([(list_configs, case.name) for case in cases], jobs)
+    pairs = [(case, dtype) for case in cases for dtype in args.dtypes]
+    listed = _run_tasks([(list_configs, case.name, dtype) for case, dtype in pairs], jobs)
     variants = []  # (case, target, dtype, config index, config label, configs kept / all)
     records: list[KernelRecord] = []
-    for case, configs in zip(cases, listed):
+    for (case, dtype), configs in zip(pairs, listed):
         if isinstance(configs, BaseException):
             raise RuntimeError(f"vos.bench kernels: {case.name}: {configs}") from configs
         labels, total = configs
         kept = f"{len(labels)}/{total}"
         indices = range(min(len(labels), args.max_configs or len(labels)))
         for target in args.target:
-            for dtype in args.dtypes:
-                variants.extend((case, target, dtype, i, labels[i], kept) for i in indices)
+            variants.extend((case, target, dtype, i, labels[i], kept) for i in indices)
     tasks = [(compile_variant_guarded, c.name, t, d, i, args.sass) for c, t, d, i, *_ in variants]
     progress = _Progress(len(tasks))
     results = _run_tasks(
