@@ -143,12 +143,12 @@ def _forward_configs() -> list[triton.Config]:
             (128, 64, 64, 8, 3),
             (128, 32, 64, 8, 3),
             (64, 32, 64, 4, 2),
-            (64, 64, 32, 4, 2),
             (64, 32, 16, 4, 2),
         )
     ]
-    # IEEE fp32 (FMA units): with num_stages >= 2 ptxas compiles the larger tiles at 32
-    # registers and spills kilobytes; these do not spill (sm_80, sm_90; `vos.bench kernels`)
+    # IEEE fp32 (FMA units): ptxas spills the larger tiles by kilobytes (pipelined, it even
+    # drops some to 32 registers); these 32×32 tiles do not spill on sm_80 or sm_90, with or
+    # without top-k (`vos.bench kernels`)
     fma = [
         _fma_config(
             triton.Config(
@@ -159,10 +159,7 @@ def _forward_configs() -> list[triton.Config]:
         )
         for block_m, block_n, block_cv, warps, stages in (
             (32, 32, 64, 4, 2),
-            (32, 32, 128, 4, 2),
-            (64, 32, 16, 4, 1),
-            (64, 32, 64, 4, 1),
-            (128, 32, 64, 8, 1),
+            (32, 32, 64, 4, 3),
         )
     ]
     return tensor_core + fma
@@ -195,9 +192,15 @@ def _backward_configs() -> list[triton.Config]:
     # 8 warps: with Ck = 128 the dK/dV kernel holds k, dK and dV tiles and spills with fewer
     if _interpreting():
         return [triton.Config({"BLOCK_M": INTERPRETER_BLOCK_M, "BLOCK_N": INTERPRETER_BLOCK_N})]
-    return [
-        triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
-        for block_m, block_n, warps, stages in (
+
+    def config(block_m, block_n, warps, stages):
+        return triton.Config(
+            {"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages
+        )
+
+    tensor_core = [
+        config(*blocks)
+        for blocks in (
             (32, 64, 8, 2),
             (64, 32, 8, 2),
             (32, 64, 8, 3),
@@ -205,6 +208,17 @@ def _backward_configs() -> list[triton.Config]:
             (32, 32, 4, 2),
         )
     ]
+    # IEEE fp32: the tensor-core tiles spill 0.2-0.6 KB in dK and dQ on sm_80; these do not
+    fma = [_fma_config(config(*blocks)) for blocks in ((32, 32, 8, 2), (32, 16, 4, 2))]
+    return tensor_core + fma
+
+
+def _prune_backward_configs(configs, named_args, **kwargs):
+    """The configs of this launch's product path: FMA (IEEE fp32) or tensor cores."""
+    if _interpreting():
+        return configs
+    fma = _uses_fma(kwargs)
+    return [c for c in configs if getattr(c, "fma", False) == fma]
 
 
 # Autotuning keys: size buckets (powers of two), so a memory that grows by one frame does not
@@ -1119,7 +1133,11 @@ def _backward_query_loop(
     return grad_query
 
 
-@triton.autotune(configs=_backward_configs(), key=_TUNING_KEY + ["COMPUTE_DK", "COMPUTE_DV"])
+@triton.autotune(
+    configs=_backward_configs(),
+    key=_TUNING_KEY + ["COMPUTE_DK", "COMPUTE_DV"],
+    prune_configs_by={"early_config_prune": _prune_backward_configs},
+)
 @triton.jit
 def _memory_read_backward_memory_kernel(
     query_key_ptr,  # [B, Ck, M]
@@ -1218,7 +1236,11 @@ def _memory_read_backward_memory_kernel(
         )
 
 
-@triton.autotune(configs=_backward_configs(), key=_TUNING_KEY)
+@triton.autotune(
+    configs=_backward_configs(),
+    key=_TUNING_KEY,
+    prune_configs_by={"early_config_prune": _prune_backward_configs},
+)
 @triton.jit
 def _memory_read_backward_query_kernel(
     query_key_ptr,  # [B, Ck, M]
