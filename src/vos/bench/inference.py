@@ -6,6 +6,9 @@ stops growing once it holds ``max_memory_frames`` frames.
 ``--model stm hmmn`` times several readers on the same video (same backbone and size): the
 records of each model after the first are named ``inference/<model>/...``, and
 ``inference/<model>_vs_<first>`` gives the per-frame time ratio at the last ``--at`` frame.
+
+``--precision 16-mixed|bf16-mixed`` runs the network under autocast, as ``vos.eval
+precision=...`` does (memory reads stay fp32); each record's setting names the precision.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from vos.config import compose_config
 from vos.data.synthetic import SyntheticSource
 from vos.inference.engine import InferenceEngine
 from vos.inference.loading import load_engine
+from vos.inference.precision import AUTOCAST_DTYPES
 from vos.model.network import build_network
 from vos.profiling import FramePeakMemory
 
@@ -54,9 +58,10 @@ def run_model(args, model: str) -> list[Record]:
     overrides = [f"model={model}", f"model/size={args.model_size}"]
     cfg = compose_config("train", overrides)
     if args.ckpt:
-        engine = load_engine(args.ckpt, device)
+        engine = load_engine(args.ckpt, device, precision=args.precision)
     else:
-        engine = InferenceEngine(build_network(cfg.model).to(device).eval(), **cfg.inference)
+        network = build_network(cfg.model).to(device).eval()
+        engine = InferenceEngine(network, **cfg.inference, precision=args.precision)
     engine = engine.with_policy(
         max_memory_frames=None if args.max_memory_frames < 0 else args.max_memory_frames,
         mem_every=args.mem_every,
@@ -94,6 +99,7 @@ def run_model(args, model: str) -> list[Record]:
         "mem_every": engine.policy.mem_every,
         "max_memory_frames": engine.policy.max_memory_frames,
         "device": str(device),
+        "precision": engine.precision,
         "threads": torch.get_num_threads(),
     }
     records = []
@@ -145,3 +151,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-memory-frames", type=int, default=10, help="-1: unbounded")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--precision",
+        default="32",
+        choices=list(AUTOCAST_DTYPES),
+        help="32: fp32; 16-mixed / bf16-mixed: the network under autocast (memory reads fp32)",
+    )

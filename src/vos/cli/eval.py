@@ -9,6 +9,11 @@ overridden, apart from ``model.flow``, which is replaced whole. Predictions are 
 at the original size, ``<output_dir>/<video>/<frame>.png``; they are scored by the same
 function as ``python -m vos.evaluate`` (read back from disk), so both report identical numbers.
 
+``precision=32|16-mixed|bf16-mixed`` (Lightning's names; default 32, whatever the checkpoint was
+trained with) runs the network under autocast for the mixed modes; memory reads stay fp32. The
+precision is printed before segmenting and in the results' title; the result folder keeps
+DAVIS's layout (predictions and its two CSVs), so the printed log is the record of it.
+
 Splits without ground truth for every frame are not scored. Those an evaluation server
 scores (YouTube-VOS valid/test, DAVIS test-dev: `VideoSource.submission_folder`) are written
 in the server's layout (YouTube-VOS: ``<output_dir>/Annotations/<video>/<frame>.png``, for the
@@ -27,6 +32,7 @@ from vos.cli.errors import hydra_command, reported_as_one_line
 from vos.config import CONFIG_DIR, instantiate
 from vos.files import check_output_folder, staged_folder
 from vos.inference.loading import load_engine
+from vos.inference.precision import describe_precision, parse_precision
 from vos.inference.predictions import (
     has_full_ground_truth,
     missing_ground_truth,
@@ -60,6 +66,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
         source.folders(),
         bool(cfg.overwrite),
     )
+    precision = parse_precision(cfg.precision, "precision")
     if cfg.max_videos is not None and int(cfg.max_videos) < 1:
         raise ValueError(f"max_videos={cfg.max_videos}: expected 1 or more, or null for all")
     videos = source.videos()[: cfg.max_videos] if cfg.max_videos else source.videos()
@@ -71,7 +78,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
         dict(cfg.inference),
         OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") else None,
         trusted_targets=list(cfg.trusted_targets),
+        precision=precision,
     )
+    print(describe_precision(engine.precision, engine.device))
     score = cfg.score
     if score == "auto":
         score = has_full_ground_truth(source, videos)
@@ -93,7 +102,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
     if source.submission_folder is not None:
         print(f"wrote {output_dir / 'submission.zip'} (ready to upload)")
     if metric is not None:
-        print(format_results(metric, title=str(cfg.dataset.split)))
+        print(format_results(metric, title=f"{cfg.dataset.split} at precision={engine.precision}"))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")

@@ -4,7 +4,8 @@ Each object's mask is given at the first frame where it appears (`vos.inference.
 every other frame is predicted from memory, and what goes into memory follows
 `vos.inference.memory_policy`. Frames are processed with their short side resized to
 ``size`` (None keeps them) and padded to a multiple of 16; masks come back at the original
-size with the dataset's object ids.
+size with the dataset's object ids. ``precision`` (`vos.inference.precision`) runs the network
+under autocast for ``16-mixed`` / ``bf16-mixed``; the label probabilities stay fp32.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import Tensor
 from vos.data.source import VideoSource
 from vos.inference.memory_policy import Memorise, MemoryPolicy
 from vos.inference.objects import ObjectTable
+from vos.inference.precision import check_autocast_supported, network_autocast, parse_precision
 from vos.model.aggregation import soft_aggregate
 from vos.model.memory import MemoryBank
 from vos.model.network import VOSNetwork
@@ -66,6 +68,7 @@ class InferenceEngine:
         include_previous: bool = True,
         max_memory_frames: int | None = 10,
         size: int | None = None,
+        precision: str | int = "32",
     ):
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
             raise ValueError(
@@ -75,10 +78,12 @@ class InferenceEngine:
         self.network = network
         self.policy = MemoryPolicy(mem_every, include_previous, max_memory_frames)
         self.size = size
+        self.precision = parse_precision(precision)
+        check_autocast_supported(self.precision, self.device)
 
     def with_policy(self, **changes) -> InferenceEngine:
         """The same network with some memory settings changed (``mem_every=...``)."""
-        engine = InferenceEngine(self.network, size=self.size)
+        engine = InferenceEngine(self.network, size=self.size, precision=self.precision)
         engine.policy = replace(self.policy, **changes)
         return engine
 
@@ -103,7 +108,8 @@ class InferenceEngine:
         was_training = self.network.training
         self.network.eval()
         try:
-            return self._run(source, video, max_frames, on_frame, on_probs)
+            with network_autocast(self.precision, self.device):
+                return self._run(source, video, max_frames, on_frame, on_probs)
         finally:
             self.network.train(was_training)
 
@@ -132,7 +138,9 @@ class InferenceEngine:
                 label_probs = None
                 if objects.active:
                     logits = self.network.segment(frame, memory, state, read_timer=read_time())
-                    label_probs = F.softmax(logits, dim=1)
+                    # fp32 probabilities under autocast too: they are memorised, carried to
+                    # the next frame and compared by argmax, where half precision makes ties
+                    label_probs = F.softmax(logits.float(), dim=1)
                 if new_ids:
                     given = self._given_masks(source.read_mask(video, t), new_ids, hw)
                     label_probs = self._add_objects(label_probs, given, memory, objects, new_ids)

@@ -62,11 +62,14 @@ def load_engine(
     overrides: Mapping | None = None,
     model_overrides: Mapping | None = None,
     trusted_targets: Sequence[str] = (),
+    precision: str | int = "32",
 ) -> InferenceEngine:
     """The inference engine of a trained checkpoint, with inference settings (``overrides``;
     None values keep the stored ones) and model config keys (``model_overrides``, nested)
     overridden. The model config only builds classes inside ``vos.`` (and the
-    ``trusted_targets`` prefixes): a checkpoint cannot make this call run anything else."""
+    ``trusted_targets`` prefixes): a checkpoint cannot make this call run anything else.
+    ``precision`` is the caller's alone (`vos.inference.precision`): the precision the
+    checkpoint was trained with is never read."""
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path, "ckpt_path")
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
@@ -108,4 +111,5 @@ def load_engine(
         )
     settings = dict(hparams.get("inference") or {})
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    settings["precision"] = precision  # the caller's, never one stored in the checkpoint
     return InferenceEngine(network.to(device).eval(), **settings)
