@@ -3,7 +3,9 @@
 Shapes follow docs/architecture.md: keys and values are flattened over pixels, ``[B, C, N]`` for
 memory (N = T·H·W) and ``[B, C, M]`` for the query (M = H·W); ``B`` may fold objects in.
 Each op has a PyTorch reference and a Triton kernel (``vos.kernels``), chosen by
-``backend="auto" | "torch" | "triton"`` (see `vos.ops.dispatch`).
+``backend="auto" | "torch" | "triton"``; ``memory_read`` also takes ``"flex"``
+(``torch.nn.attention.flex_attention``, `vos.ops.flex_read`), a baseline that ``"auto"``
+never picks (see `vos.ops.dispatch`).
 """
 
 from vos.ops.dispatch import BackendError
