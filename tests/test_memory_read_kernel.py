@@ -20,6 +20,7 @@ import math
 
 import pytest
 import torch
+from helpers import interpreter_only
 
 from vos.ops.dispatch import BackendError
 from vos.ops.memory_read import (
@@ -38,6 +39,9 @@ INTERPRETER_BLOCK_N = kernels.INTERPRETER_BLOCK_N
 INTERPRETER_BLOCK_CV = kernels.INTERPRETER_BLOCK_CV
 
 FP32_TOLERANCE = dict(atol=1e-4, rtol=1e-4)
+
+# VOS_TEST_DEVICE=cuda (`make gpu-check`) runs these tests on the GPU (conftest)
+pytestmark = pytest.mark.usefixtures("tensors_on_test_device")
 
 
 def make_inputs(
@@ -271,6 +275,7 @@ def test_box_masked_read_equals_crop_then_read(backend):
         torch.testing.assert_close(masked[b : b + 1], scattered, **FP32_TOLERANCE)
 
 
+@interpreter_only
 def test_masked_blocks_are_skipped_not_computed():
     """Count the (query block, memory block) pairs the forward computes: only those with a valid
     pixel on both sides. B=2, M=37 (3 query blocks), N=53 (4 memory blocks, the last partial)."""
@@ -477,8 +482,11 @@ def test_top_k_keeps_ties_and_falls_back_to_the_reference():
     for top_k in (SHAPE["memories"], 100):
         truncated = memory_read(query_key, memory_key, memory_value, top_k=top_k, backend="triton")
         torch.testing.assert_close(truncated, full)
-    with pytest.raises(BackendError, match="top_k"):
-        memory_read(query_key, memory_key, memory_value, top_k=3, backend="triton")
+    # the kernel's running top-k is one memory block wide (16 under the interpreter)
+    limit = kernels.max_top_k(query_key.dtype, query_key.device)
+    if limit + 1 < SHAPE["memories"]:
+        with pytest.raises(BackendError, match=f"top_k={limit + 1} > {limit}"):
+            memory_read(query_key, memory_key, memory_value, top_k=limit + 1, backend="triton")
     with pytest.raises(BackendError, match="return_top"):
         memory_read(query_key, memory_key, memory_value, return_top=3, backend="triton")
     with pytest.raises(BackendError, match="bias"):
@@ -489,6 +497,100 @@ def test_top_k_keeps_ties_and_falls_back_to_the_reference():
     torch.testing.assert_close(
         auto, memory_read(query_key, memory_key, memory_value, top_k=3, backend="torch")
     )
+
+
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+@pytest.mark.parametrize("case", ["plain", "gaussian+memory_mask+query_mask"])
+@pytest.mark.parametrize("top_k", [1, 5, INTERPRETER_BLOCK_N])
+def test_kernel_top_k_matches_reference(similarity, case, top_k):
+    """STCN's truncated softmax in the kernel: a running top-k over memory blocks (3 blocks
+    here), forward and gradients equal to the reference's topk-then-softmax."""
+    query_key, memory_key, memory_value = make_inputs(**SHAPE, seed=21)
+    grad_readout = torch.randn(SHAPE["batch"], SHAPE["value_channels"], SHAPE["queries"])
+    options = dict(similarity=similarity, top_k=top_k, **case_options(case, seed=21))
+    kernel = read_with_grads(
+        query_key, memory_key, memory_value, grad_readout, backend="triton", **options
+    )
+    reference = read_with_grads(
+        query_key, memory_key, memory_value, grad_readout, backend="torch", **options
+    )
+    assert_all_close(kernel, reference, **FP32_TOLERANCE)
+    # and it is truncated: the full softmax differs
+    full = memory_read(
+        query_key, memory_key, memory_value, **{**options, "top_k": None}, backend="triton"
+    )
+    assert (full - kernel[0]).abs().max() > 1e-3
+
+
+def test_kernel_top_k_keeps_ties():
+    # S = (1, 1, 1, 0) over two memory blocks: top_k = 2 keeps all three tied pixels
+    memories = INTERPRETER_BLOCK_N + 4
+    query_key = torch.ones(1, 1, 1)
+    memory_key = torch.full((1, 1, memories), -5.0)
+    memory_value = torch.zeros(1, 1, memories)
+    for pixel, value in ((1, 3.0), (INTERPRETER_BLOCK_N - 1, 6.0), (INTERPRETER_BLOCK_N + 2, 9.0)):
+        memory_key[0, 0, pixel] = 1.0
+        memory_value[0, 0, pixel] = value
+    readout = memory_read_triton(query_key, memory_key, memory_value, top_k=2, scale=1.0)
+    torch.testing.assert_close(readout, torch.tensor([[[6.0]]]))
+
+
+@pytest.mark.parametrize("pixels", [INTERPRETER_BLOCK_N + 5, 2 * INTERPRETER_BLOCK_N])
+def test_padded_rows_are_read_as_the_kernels_layout(pixels):
+    """The kernels address [B, C, P] tensors with rows padded to 16 pixels (`pad_pixels`) and,
+    without masks, load whole padded rows: the padding they are given must be zeros, and a
+    tensor already laid out so is not copied."""
+    x = torch.randn(2, 3, pixels)
+    padded = kernels.pad_pixels(x)
+    stride = kernels.padded_pixels(pixels)
+    assert stride % 16 == 0 and stride - pixels < 16
+    assert padded.stride() == (3 * stride, stride, 1)
+    torch.testing.assert_close(padded, x)
+    if pixels == stride:
+        assert padded.data_ptr() == x.data_ptr()  # no copy
+    else:
+        tail = torch.as_strided(padded, (2, 3, stride - pixels), padded.stride(), pixels)
+        assert tail.eq(0).all()
+    # a non-contiguous tensor (channels sliced) is copied into the layout
+    wide = torch.randn(2, 5, pixels)[:, 1:4]
+    torch.testing.assert_close(kernels.pad_pixels(wide), wide)
+
+
+def test_kernel_reads_non_contiguous_inputs():
+    query_key, memory_key, memory_value = make_inputs(**dict(SHAPE, key_channels=16), seed=22)
+    # every other key channel: strided views, which the wrapper lays out again
+    query_key, memory_key = query_key[:, ::2], memory_key[:, ::2]
+    kernel = memory_read(query_key, memory_key, memory_value, backend="triton")
+    reference = memory_read(query_key, memory_key, memory_value, backend="torch")
+    torch.testing.assert_close(kernel, reference, **FP32_TOLERANCE)
+
+
+@interpreter_only
+def test_tf32_follows_pytorchs_switch(monkeypatch):
+    """fp32 products use TF32 tensor cores on a CUDA device exactly when PyTorch allows TF32
+    for matmuls; fp16/bf16 and the interpreter are unaffected. (`vos.bench kernels` compiles
+    the "tf32" variants and counts their MMA instructions.)"""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(kernels, "_interpreting", lambda: False)
+    monkeypatch.setattr(kernels, "tf32_allowed", lambda: True)
+    assert kernels.dot_precision(torch.float32, cuda) == "tf32"
+    assert kernels.dot_precision(torch.float32, cpu) == "ieee"
+    assert kernels.dot_precision(torch.float16, cuda) == "ieee"  # ignored: tensor cores anyway
+    assert kernels.dot_precision(torch.float32, cuda, tf32=False) == "ieee"
+    monkeypatch.setattr(kernels, "tf32_allowed", lambda: False)
+    assert kernels.dot_precision(torch.float32, cuda) == "ieee"
+    assert kernels.dot_precision(torch.float32, cuda, tf32=True) == "tf32"
+    monkeypatch.undo()
+    assert kernels.dot_precision(torch.float32, cuda, tf32=True) == "ieee"  # interpreter
+    # PyTorch's own switch, by both of its APIs
+    previous = torch.backends.cuda.matmul.fp32_precision
+    try:
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        assert kernels.tf32_allowed()
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        assert not kernels.tf32_allowed()
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = previous
 
 
 def test_reference_chunks_over_queries():

@@ -28,7 +28,9 @@ autocast off: half-precision logits over thousands of memory pixels overflow.
 
 The reference skips masked pixels rather than computing and discarding them: for each batch
 element it gathers the valid memory and query pixels, reads densely, and scatters the result
-back (crop-then-read), so a read restricted to 20%-area boxes costs ~4% of the global read. It
+back (crop-then-read), so a read restricted to 20%-area boxes costs ~4% of the global read. A
+mask that is a box in each frame (RMNet's regions) is cropped and scattered by strided slices,
+any other mask by index; both give the same pixels in the same (raster) order. It
 also bounds memory by processing the query pixels in chunks whose ``[B, N, chunk]`` logits
 stay under ``chunk_elements`` (under autograd the saved softmax weights still total N×M; the
 Triton kernel, flash-attention style, never materialises them).
@@ -43,10 +45,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vos.ops.dispatch import resolve_backend
+from vos.ops.dispatch import resolve_backend, triton_available
+from vos.ops.flex_read import flex_unsupported_reason, memory_read_flex
 
 Similarity = Literal["dot", "l2"]
-Backend = Literal["auto", "torch", "triton"]
+Backend = Literal["auto", "torch", "triton", "flex"]
 
 # Largest [B, N, chunk] logits tensor the reference builds at once (fp32: 64 MiB).
 DEFAULT_CHUNK_ELEMENTS = 1 << 24
@@ -228,13 +231,17 @@ def _kernel_unsupported_reason(
     """Why the Triton kernel cannot run this call, or None when it can."""
     if bias is not None:
         return "a dense bias [B, N, M] is reference-only (the Gaussian bias is fused)"
-    if top_k is not None and top_k < memory_key.shape[2]:
-        return "top_k < N (truncated softmax) is reference-only"
     if return_top is not None:
         return "return_top is reference-only"
     dtypes = {query_key.dtype, memory_key.dtype, memory_value.dtype}
     if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float16, torch.bfloat16}:
         return f"the kernel needs one dtype among fp32/fp16/bf16, got {sorted(map(str, dtypes))}"
+    if top_k is not None and top_k < memory_key.shape[2] and triton_available():
+        from vos.kernels.memory_read import max_top_k  # lazy: Triton is optional
+
+        limit = max_top_k(query_key.dtype, query_key.device)
+        if top_k > limit:
+            return f"top_k={top_k} > {limit}, the kernel's running top-k (one memory block)"
     if query_key.shape[1] > KERNEL_MAX_KEY_CHANNELS:
         return f"Ck={query_key.shape[1]} > {KERNEL_MAX_KEY_CHANNELS} key channels"
     if gaussian_centers is not None and (
@@ -284,8 +291,9 @@ def memory_read(
             memory (after masks and biases, before top_k truncation) and their memory indices,
             both ``[B, M, return_top]``; slots beyond the valid memory pixels, and masked-out
             query pixels, hold ``-inf`` and index ``-1``. Logits are fp32 (fp64 for fp64).
-        backend: ``"auto"`` (kernel on CUDA when it supports the call), ``"torch"`` or
-            ``"triton"`` (see ``vos.ops.dispatch``).
+        backend: ``"auto"`` (kernel on CUDA when it supports the call), ``"torch"``,
+            ``"triton"`` or ``"flex"`` (flex_attention, `vos.ops.flex_read`; see
+            ``vos.ops.dispatch``).
         chunk_elements: the reference's largest ``[B, N, chunk]`` logits tensor.
 
     Returns:
@@ -317,10 +325,32 @@ def memory_read(
         return_top=return_top,
     )
     tensors = [query_key, memory_key, memory_value]
-    if resolve_backend("memory_read", backend, tensors, unsupported) == "triton":
-        from vos.kernels.memory_read import memory_read_triton  # lazy: Triton is optional
+    flex_unsupported = flex_unsupported_reason(
+        query_key, memory_key, memory_value, top_k=top_k, return_top=return_top
+    )
+    chosen = resolve_backend(
+        "memory_read", backend, tensors, unsupported, flex_supported=flex_unsupported
+    )
+    if chosen == "flex":
+        return memory_read_flex(
+            query_key,
+            memory_key,
+            memory_value,
+            similarity=similarity,
+            scale=scale,
+            query_mask=query_mask,
+            memory_mask=memory_mask,
+            bias=bias,
+            gaussian_centers=gaussian_centers,
+            gaussian_sigma=gaussian_sigma,
+            query_hw=query_hw,
+        )
+    if chosen == "triton":
+        # lazy: Triton is optional. Masked (regional) reads pack the valid pixels first, so
+        # the kernel computes near the regions' area; unmasked reads go straight to the kernel
+        from vos.kernels.region_pack import packed_memory_read_triton
 
-        return memory_read_triton(
+        return packed_memory_read_triton(
             query_key,
             memory_key,
             memory_value,
@@ -331,6 +361,7 @@ def memory_read(
             gaussian_centers=gaussian_centers,
             gaussian_sigma=gaussian_sigma,
             query_hw=query_hw,
+            top_k=top_k,
         )
     # autocast off: the softmax over N memory pixels needs fp32 logits (Cutie does the same)
     with torch.autocast(device_type=query_key.device.type, enabled=False):
@@ -415,6 +446,75 @@ def _dense_read(
     return readout, torch.cat(top_values, dim=1), torch.cat(top_indices, dim=1)
 
 
+# One frame's box in raster order: ``rows`` runs of ``length`` pixels, the first starting at
+# pixel ``first`` of the whole mask and each ``stride`` pixels after the one before (for a
+# box, the grid's width): (first, rows, length, stride).
+BoxRows = tuple[int, int, int, int]
+
+
+def _box_runs(mask: Tensor, frame_pixels: int) -> list[BoxRows] | None:
+    """The True pixels of a ``[P]`` mask as one `BoxRows` per frame of ``frame_pixels``
+    pixels (none for an empty frame), or None when some frame's True pixels are not runs of
+    one length at one stride, or when there is no True pixel at all (gathered by an empty
+    index, the read stays in the autograd graph); P not a multiple of ``frame_pixels`` is
+    one frame.
+
+    No grid width is needed: the rows of a box are runs of equal length whose starts are a
+    constant stride apart, whatever the stride, and every description returned covers
+    exactly the mask's True pixels, so reading by it is exact for any mask it accepts.
+    """
+    pixels = mask.shape[0]
+    frames = pixels // frame_pixels if frame_pixels > 0 and pixels % frame_pixels == 0 else 1
+    grid = mask.reshape(frames, -1).to(torch.int8)
+    border = grid.new_zeros(frames, 1)
+    # +1 where a run starts, −1 just past where it ends, per frame
+    step = torch.diff(grid, dim=1, prepend=border, append=border)
+    run_frame, run_start = (step == 1).nonzero(as_tuple=True)
+    run_length = (step == -1).nonzero(as_tuple=True)[1] - run_start
+    same_frame = run_frame[1:] == run_frame[:-1]
+    gap = run_start[1:] - run_start[:-1]
+    unequal_lengths = same_frame & (run_length[1:] != run_length[:-1])
+    unequal_gaps = same_frame[1:] & same_frame[:-1] & (gap[1:] != gap[:-1])
+    if run_frame.numel() == 0 or bool(unequal_lengths.any() | unequal_gaps.any()):
+        return None
+    rows = torch.bincount(run_frame, minlength=frames)
+    present = (rows > 0).nonzero().squeeze(1)
+    first_run = (rows.cumsum(0) - rows)[present]
+    rows = rows[present]
+    length = run_length[first_run]
+    # a frame's single run has no stride: its own length makes it one contiguous span
+    stride = torch.where(rows > 1, F.pad(gap, (0, 1))[first_run], length)
+    first = present * grid.shape[1] + run_start[first_run]
+    return [tuple(box) for box in torch.stack([first, rows, length, stride], dim=1).tolist()]
+
+
+def _take_runs(tensor: Tensor, boxes: list[BoxRows]) -> Tensor:
+    """``tensor [C, P]`` at the boxes' pixels, ``[C, p]`` in raster order: strided slices,
+    copied once (cheaper than gathering the short rows of a box pixel by pixel)."""
+    channels = tensor.shape[0]
+    taken = tensor.new_empty(channels, sum(rows * length for _, rows, length, _ in boxes))
+    offset = 0
+    for first, rows, length, stride in boxes:
+        span = (rows - 1) * stride + length
+        taken[:, offset : offset + rows * length].unflatten(1, (rows, length)).copy_(
+            tensor[:, first : first + span].unfold(1, length, stride)
+        )
+        offset += rows * length
+    return taken
+
+
+def _put_runs(target: Tensor, boxes: list[BoxRows], values: Tensor) -> None:
+    """Write ``values [C, p]`` at the boxes' pixels of ``target [C, P]`` (`_take_runs`'s
+    inverse), in place."""
+    offset = 0
+    for first, rows, length, stride in boxes:
+        span = (rows - 1) * stride + length
+        target[:, first : first + span].unfold(1, length, stride).copy_(
+            values[:, offset : offset + rows * length].unflatten(1, (rows, length))
+        )
+        offset += rows * length
+
+
 def _reference_read(
     query_key: Tensor,
     memory_key: Tensor,
@@ -458,23 +558,38 @@ def _reference_read(
         )
     else:
         # Crop-then-read per batch element: masked pixels are never computed (RMNet's regions).
-        readouts, all_top_values, all_top_indices = [], [], []
+        # A mask that is a box in each frame is cropped by strided slices, any other by index.
+        readout, all_top_values, all_top_indices = None, [], []
+        # the bias, the Gaussian and return_top's memory indices are cropped by index
+        per_pixel_extras = (
+            bias is not None or gaussian_centers is not None or return_top is not None
+        )
         for b in range(batch):
-            memory_index = None if memory_mask is None else memory_mask[b].nonzero().squeeze(1)
-            query_index = None if query_mask is None else query_mask[b].nonzero().squeeze(1)
+            # memory frames are query-sized (N = T·M); one query frame
+            memory_runs = None if memory_mask is None else _box_runs(memory_mask[b], queries)
+            query_runs = None if query_mask is None else _box_runs(query_mask[b], queries)
+            memory_index = query_index = None
+            if memory_mask is not None and (memory_runs is None or per_pixel_extras):
+                memory_index = memory_mask[b].nonzero().squeeze(1)
+            if query_mask is not None and (query_runs is None or per_pixel_extras):
+                query_index = query_mask[b].nonzero().squeeze(1)
 
             def take(tensor: Tensor | None, dim: int, index: Tensor | None) -> Tensor | None:
                 if tensor is None or index is None:
                     return tensor
                 return tensor.index_select(dim, index)
 
+            def crop(tensor: Tensor, runs: list[BoxRows] | None, index: Tensor | None) -> Tensor:
+                # [C, pixels] -> [C, valid pixels], raster order either way
+                return take(tensor, 1, index) if runs is None else _take_runs(tensor, runs)
+
             element_bias = (
                 None if bias is None else take(take(bias[b], 0, memory_index), 1, query_index)
             )
             read, top_values, top_indices = _dense_read(
-                take(query_key[b], 1, query_index).unsqueeze(0),
-                take(memory_key[b], 1, memory_index).unsqueeze(0),
-                take(memory_value[b], 1, memory_index).unsqueeze(0),
+                crop(query_key[b], query_runs, query_index).unsqueeze(0),
+                crop(memory_key[b], memory_runs, memory_index).unsqueeze(0),
+                crop(memory_value[b], memory_runs, memory_index).unsqueeze(0),
                 bias=None if element_bias is None else element_bias.unsqueeze(0),
                 gaussian_centers=None
                 if gaussian_centers is None
@@ -488,9 +603,14 @@ def _reference_read(
                 **options,
             )
             read = read[0]  # [Cv, m_b]
-            if query_index is not None:
-                read = read.new_zeros(value_channels, queries).index_copy(1, query_index, read)
-            readouts.append(read)
+            if readout is None:  # written in place: no per-element copies to stack
+                readout = read.new_zeros(batch, value_channels, queries)
+            if query_mask is None:
+                readout[b] = read
+            elif query_runs is not None:
+                _put_runs(readout[b], query_runs, read)
+            else:
+                readout[b].index_copy_(1, query_index, read)
             if return_top is not None:
                 top_values, top_indices = top_values[0], top_indices[0]  # [m_b, min(k, n_b)]
                 if memory_index is not None:
@@ -507,7 +627,6 @@ def _reference_read(
                     )
                 all_top_values.append(top_values)
                 all_top_indices.append(top_indices)
-        readout = torch.stack(readouts)
         if return_top is not None:
             top_values, top_indices = torch.stack(all_top_values), torch.stack(all_top_indices)
     readout = readout.to(memory_value.dtype)
