@@ -7,7 +7,7 @@ PAPER ?=
 STEPS ?=
 ABLATE_ARGS ?=
 
-.PHONY: install install-dev train eval test test-all mutants lint format bench ablate clean
+.PHONY: install install-dev train eval test test-all mutants lint format bench gpu-check ablate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ format: install-dev
 
 bench: install          ## make bench ARGS="inference --json"
 	$(BIN)/python -m vos.bench $(if $(ARGS),$(ARGS),inference)
+
+gpu-check: install-dev  ## on a CUDA GPU (<10 min): kernel tests on the device, then vos.bench ops --roofline (triton, flex, reference) into outputs/gpu_check/ (ARGS="--dtypes fp32 bf16")
+	@$(BIN)/python tests/gpu_check.py $(ARGS)
 
 ablate: install         ## make ablate PAPER=<reader with experiments/<reader>/ablation.yaml>|all [STEPS=N] [ABLATE_ARGS="--videos 4 -- key=value"]
 	$(if $(PAPER),,$(error PAPER is required: make ablate PAPER=<reader>|all (experiments/*/ablation.yaml)))

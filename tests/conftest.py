@@ -2,8 +2,10 @@
 
 import os
 
-# Triton reads this when kernels are decorated: the CPU runs them through its interpreter.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+# Triton reads this when kernels are decorated: the CPU runs them through its interpreter,
+# and VOS_TEST_DEVICE=cuda (`make gpu-check`) compiles them for the GPU instead.
+kernel_tests_on_gpu = os.environ.get("VOS_TEST_DEVICE", "cpu").startswith("cuda")
+os.environ.setdefault("TRITON_INTERPRET", "0" if kernel_tests_on_gpu else "1")
 # Tests never talk to wandb; a test that checks wandb's offline files sets its own mode.
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
@@ -36,3 +38,18 @@ def run_python_m(run_command):
         return run_command(command[2], *command[3:], cwd=cwd)
 
     return run
+
+
+@pytest.fixture
+def tensors_on_test_device():
+    """Kernel test modules use this for every test: with VOS_TEST_DEVICE=cuda the tensors a
+    test creates without naming a device are moved to the GPU (`helpers.tensors_created_on`);
+    on the CPU, the default, it changes nothing."""
+    from helpers import kernel_test_device, tensors_created_on
+
+    device = kernel_test_device()
+    if device.type == "cpu":
+        yield device
+        return
+    with tensors_created_on(device):
+        yield device

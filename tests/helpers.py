@@ -208,3 +208,68 @@ def command_in_process(
     if isinstance(code, str):
         err, code = err + code + "\n", 1
     return subprocess.CompletedProcess([command, *args], code or 0, out, err)
+
+
+# The device the kernel tests run on: the CPU (Triton's interpreter) unless
+# VOS_TEST_DEVICE=cuda asks for the GPU (`make gpu-check`).
+TEST_DEVICE_NAME = os.environ.get("VOS_TEST_DEVICE") or "cpu"
+
+
+def _interpreter_only():
+    import pytest
+
+    return pytest.mark.skipif(
+        TEST_DEVICE_NAME != "cpu",
+        reason="checks figures of Triton's interpreter (its fixed block sizes), not a GPU's",
+    )
+
+
+# a test of what the interpreter does (its block sizes), skipped when the kernels run on a GPU
+interpreter_only = _interpreter_only()
+
+
+def kernel_test_device():
+    """``torch.device`` of VOS_TEST_DEVICE; a clear failure when it names an absent GPU."""
+    import pytest
+    import torch
+
+    device = torch.device(TEST_DEVICE_NAME)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.fail(f"VOS_TEST_DEVICE={TEST_DEVICE_NAME} but no CUDA device is present")
+    return device
+
+
+def tensors_created_on(device):
+    """A mode in which every tensor made by a factory (``torch.randn``, ``zeros``, ``tensor``,
+    ...) that names no device is made as usual, on the CPU, then moved to ``device``: tests
+    written for the CPU, CPU generators included, draw the same numbers and run on the GPU."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    factories = {
+        torch.tensor,
+        torch.as_tensor,
+        torch.zeros,
+        torch.ones,
+        torch.full,
+        torch.empty,
+        torch.eye,
+        torch.arange,
+        torch.linspace,
+        torch.rand,
+        torch.randn,
+        torch.randint,
+        torch.randperm,
+    }
+
+    class FactoriesOnDevice(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func not in factories or kwargs.get("device") is not None:
+                return func(*args, **kwargs)
+            requires_grad = kwargs.pop("requires_grad", False)
+            tensor = func(*args, **kwargs).to(device)
+            # moved after creation, the tensor must still be a leaf when it asked for grads
+            return tensor.requires_grad_() if requires_grad else tensor
+
+    return FactoriesOnDevice()

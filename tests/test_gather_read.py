@@ -17,6 +17,9 @@ from vos.ops.dispatch import BackendError
 from vos.ops.gather_read import gather_read, gather_read_cost
 from vos.ops.memory_read import memory_read
 
+# VOS_TEST_DEVICE=cuda (`make gpu-check`) runs these tests on the GPU (conftest)
+pytestmark = pytest.mark.usefixtures("tensors_on_test_device")
+
 # odd sizes on purpose: none is a multiple of the interpreter config's blocks (4 / 8)
 B, CK, CV, N, M, K = 2, 6, 11, 23, 13, 11
 GROUPS, GROUP_SIZE = 5, 3

@@ -18,6 +18,9 @@ from vos.ops.dispatch import BackendError
 from vos.ops.memory_read import affinity_logits, memory_read
 from vos.ops.window_read import WindowTop, window_read, window_read_cost, window_read_reference
 
+# VOS_TEST_DEVICE=cuda (`make gpu-check`) runs these tests on the GPU (conftest)
+pytestmark = pytest.mark.usefixtures("tensors_on_test_device")
+
 
 def random_inputs(
     batch, key_channels, value_channels, height, width, *, seed=0, dtype=torch.float64
