@@ -1,5 +1,11 @@
 import json
+import math
+import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+import torch
 
 
 def test_bench_inference_prints_json_records(run_python_m):
@@ -48,6 +54,8 @@ def test_bench_ops_quick_prints_costs_and_speedups(run_python_m):
             "1",
             "--repeats",
             "1",
+            "--backends",
+            "torch",
         ],
         capture_output=True,
         text=True,
@@ -170,3 +178,179 @@ def test_bench_data_times_the_training_loader(run_python_m):
         assert record["clips_per_s"] > 0 and record["ms"] > 0
         assert record["setting"]["workers"] == workers
         assert record["setting"]["crop"] == "48x48"
+
+
+def test_roofline_of_a_small_read_by_hand():
+    """B=1, Ck=4, Cv=8, N=10, M=6 in fp32: 2·10·6·(4+8) = 1440 FLOPs; the fused kernel reads
+    the query keys (4·6), memory keys and values (12·10) and writes the readout (8·6): 192
+    elements, 768 bytes; the reference adds its fp32 affinity 10×6 four times: 960 bytes."""
+    from vos.bench import roofline
+    from vos.bench.ops import Case, _cost, _roofline
+    from vos.ops.memory_read import memory_read_cost
+
+    cost = memory_read_cost(1, 4, 8, 10, 6, 4)
+    assert cost == {"flops": 1440, "bytes": 768}
+    case = Case("memory_read/hand", "memory_read", {"Ck": 4, "Cv": 8})
+    fused = _roofline(case, "triton", cost, "fp32", None, None)
+    reference = _roofline(case, "torch", cost, "fp32", None, None)
+    assert fused["model"] == "fused" and reference["model"] == "materialised"
+    assert fused["flop_per_byte"] == 1440 / 768
+    assert reference["model_mbytes"] * 2**20 == 768 + 960
+    # memory-bound on every GPU: 768 B / 3.35 TB/s on an H100 SXM, / 2.039 TB/s on an A100
+    assert math.isclose(fused["ideal_us_h100_sxm"], 768 / 3.35e12 * 1e6)
+    assert math.isclose(fused["ideal_us_a100_sxm"], 768 / 2.039e12 * 1e6)
+    assert math.isclose(reference["ideal_us_h100_sxm"], 1728 / 3.35e12 * 1e6)
+    assert "roofline_fraction" not in fused  # no GPU time, no fraction
+    # a compute-bound read: res4, T=1, Ck=128, Cv=512 in bf16: 2·1620²·640 FLOPs over
+    # 2·1620·(128 + 640 + 512) bytes = 810 FLOP/byte, past every ridge point
+    res4 = _cost(Case("r", "memory_read", {"grid": (30, 54), "T": 1, "Ck": 128, "Cv": 512}), 2)
+    assert res4 == {"flops": 3_359_232_000.0, "bytes": 4_147_200.0}
+    fields = roofline.roofline_fields(res4["flops"], res4["bytes"], "bf16", 0.02, "h100_sxm")
+    assert math.isclose(fields["flop_per_byte"], 810.0)
+    assert math.isclose(fields["ideal_us_h100_sxm"], 3_359_232_000 / 989.5e12 * 1e6)  # 3.39 µs
+    assert math.isclose(fields["ideal_us_a100_sxm"], 3_359_232_000 / 312e12 * 1e6)  # 10.8 µs
+    assert math.isclose(fields["roofline_fraction"], fields["ideal_us_h100_sxm"] / 20.0)
+    tf32 = roofline.roofline_fields(res4["flops"], res4["bytes"], "tf32", None, None)
+    assert math.isclose(tf32["ideal_us_h100_sxm"], 3_359_232_000 / 494.5e12 * 1e6)
+    fp32 = roofline.roofline_fields(res4["flops"], res4["bytes"], "fp32", None, None)
+    assert math.isclose(fp32["ideal_us_a100_sxm"], 3_359_232_000 / 19.5e12 * 1e6)
+
+
+def test_gpu_names_map_to_their_data_sheet_entry():
+    from vos.bench.roofline import gpu_key
+
+    assert gpu_key("NVIDIA H100 80GB HBM3") == "h100_sxm"
+    assert gpu_key("NVIDIA H100 SXM5 80GB") == "h100_sxm"
+    assert gpu_key("NVIDIA H200") == "h200_sxm"
+    assert gpu_key("NVIDIA A100-SXM4-80GB") == "a100_sxm"
+    for other in ("NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA A100-PCIE-40GB", "Tesla T4"):
+        assert gpu_key(other) is None
+
+
+def test_bench_ops_roofline_and_dtype_on_the_cpu(run_python_m):
+    result = run_python_m(
+        [sys.executable, "-m", "vos.bench", "ops", "--json", "--quick", "--memory-frames", "1"]
+        + ["--repeats", "1", "--backends", "torch", "--dtype", "bf16", "--roofline"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    records = {r["name"]: r for r in json.loads(result.stdout)}
+    read = records["memory_read/global_T1"]
+    assert read["setting"]["dtype"] == "bf16" and read["setting"]["backend"] == "torch"
+    assert read["model"] == "materialised"
+    # bf16 elements are 2 bytes; the affinity the reference materialises is fp32 regardless
+    assert math.isclose(read["mbytes"] * 2**20, 4_147_200)
+    assert math.isclose(read["model_mbytes"] * 2**20, 4_147_200 + 16 * 1620**2)
+    assert read["ideal_us_h100_sxm"] > 0 and read["ideal_us_a100_sxm"] > read["ideal_us_h100_sxm"]
+    assert "roofline_fraction" not in read  # measured on the CPU: ideal times only
+    assert records["machine/matmul_bf16"]["gflops_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_ops_times_flex_beside_the_reference_on_the_cpu(run_python_m):
+    """flex_attention compiles its CPU kernel in the warm-up call (~30 s per case)."""
+    result = run_python_m(
+        [sys.executable, "-m", "vos.bench", "ops", "--json", "--quick", "--memory-frames", "1"]
+        + ["--repeats", "1", "--backends", "torch", "flex", "--roofline"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    timed = [r for r in records if r["name"].startswith("memory_read/")]
+    flex = [r for r in timed if r["setting"]["backend"] == "flex"]
+    assert {r["name"] for r in flex} == {"memory_read/global_T1", "memory_read/box20_T1"}
+    assert all(r["ms"] > 0 and r["model"] == "fused" for r in flex)
+    names = {r["name"] for r in records}
+    assert "speedup/memory_read/global_T1/flex_vs_torch" in names
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_gpu_check_without_a_gpu_says_so_in_one_line():
+    result = subprocess.run(
+        [sys.executable, "tests/gpu_check.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "gpu-check: no CUDA device is present (torch.cuda.is_available() is False); "
+        "run it on a machine with an NVIDIA GPU"
+    ]
+
+
+def test_gpu_check_summary_from_bench_records(tmp_path, monkeypatch):
+    """The GPU path of `make gpu-check` with the GPU and the commands faked: one bench command
+    per case, its records in ops_<dtype>.json and summary.md, a failing case reported and
+    turned into a non-zero exit."""
+    import gpu_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "NVIDIA H100 80GB HBM3")
+    commands = []
+
+    def fake_run(command, timeout_s, log, env, stdout=None):
+        commands.append(command)
+        assert env["VOS_TEST_DEVICE"] == "cuda" and env["TRITON_INTERPRET"] == "0"
+        case = command[command.index("--cases") + 1]
+        if case == "memory_read/box20_T1":
+            log.write_text("vos.bench ops: error: something broke\n")
+            return 1, False
+        log.write_text("")
+        records = [
+            {"name": case, "setting": {"backend": backend}, "ms": ms, "peak_mb": 1.0}
+            | {"ideal_us_h100_sxm": 100.0, "roofline_fraction": 0.1 / ms, "gflops_per_s": 5.0}
+            for backend, ms in (("torch", 4.0), ("triton", 1.0))
+        ]
+        records.append(
+            {
+                "name": f"speedup/{case}/triton_vs_torch",
+                "setting": {"backend": "triton", "baseline": "torch"},
+                "ms": 1.0,
+                "peak_mb": 1.0,
+                "speedup": 4.0,
+            }
+        )
+        stdout.write_text(json.dumps(records))
+        return 0, False
+
+    monkeypatch.setattr(gpu_check, "run_time_boxed", fake_run)
+    code = gpu_check.main(["--skip-tests", "--out", str(tmp_path), "--budget-s", "1e6"])
+    assert code == 1  # the failing case
+    assert [c[c.index("--cases") + 1] for c in commands][:2] == [
+        "memory_read/global_T1",
+        "memory_read/box20_T1",
+    ]
+    assert all("--roofline" in c and c[c.index("--dtype") + 1] == "fp32" for c in commands)
+    (run_dir,) = tmp_path.iterdir()
+    records = json.loads((run_dir / "ops_fp32.json").read_text())
+    assert len(records) == 3 * (len(commands) - 1)
+    summary = (run_dir / "summary.md").read_text()
+    assert "GPU: NVIDIA H100 80GB HBM3 (roofline entry: h100_sxm)" in summary
+    assert "| `memory_read/global_T1` | triton | 1.000 | 100.00 | 0.100 | 5 | 1 |  |" in summary
+    assert "| `memory_read/global_T1` | triton | torch | 4.00× |" in summary
+    assert "- `memory_read/box20_T1`: failed: vos.bench ops: error: something broke" in summary
+
+
+def test_tests_created_on_a_device_keep_cpu_random_numbers():
+    """`make gpu-check`'s device switch for the kernel tests (shown with the meta device):
+    factories that name no device make the CPU's numbers, then move them; leaves stay leaves."""
+    from helpers import tensors_created_on
+
+    with tensors_created_on(torch.device("meta")):
+        drawn = torch.randn(3, generator=torch.Generator().manual_seed(0))
+        leaf = torch.zeros(2, requires_grad=True)
+        kept = torch.ones(2, device="cpu")
+        mask = torch.tensor([True, False])
+    assert drawn.device.type == "meta" and mask.device.type == "meta"
+    assert leaf.device.type == "meta" and leaf.is_leaf and leaf.requires_grad
+    assert kept.device.type == "cpu"
+    with tensors_created_on(torch.device("cpu")):
+        same = torch.randn(3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(same, torch.randn(3, generator=torch.Generator().manual_seed(0)))
