@@ -499,9 +499,28 @@ def test_top_k_keeps_ties_and_falls_back_to_the_reference():
     )
 
 
-@pytest.mark.parametrize("similarity", ["dot", "l2"])
-@pytest.mark.parametrize("case", ["plain", "gaussian+memory_mask+query_mask"])
-@pytest.mark.parametrize("top_k", [1, 5, INTERPRETER_BLOCK_N])
+# the default run keeps three combinations (each of dot/l2, masks+Gaussian, k = 1, 5, 16 once,
+# k = 1 and 5 on two memory blocks' worth of ties-free logits); the rest run with -m slow
+_TOP_K_FAST = {
+    ("dot", "plain", 1),
+    ("dot", "plain", 5),
+    ("l2", "gaussian+memory_mask+query_mask", 16),
+}
+TOP_K_CASES = [
+    pytest.param(
+        similarity,
+        case,
+        top_k,
+        marks=() if (similarity, case, top_k) in _TOP_K_FAST else pytest.mark.slow,
+        id=f"{top_k}-{case}-{similarity}",
+    )
+    for similarity in ("dot", "l2")
+    for case in ("plain", "gaussian+memory_mask+query_mask")
+    for top_k in (1, 5, INTERPRETER_BLOCK_N)
+]
+
+
+@pytest.mark.parametrize("similarity, case, top_k", TOP_K_CASES)
 def test_kernel_top_k_matches_reference(similarity, case, top_k):
     """STCN's truncated softmax in the kernel: a running top-k over memory blocks (3 blocks
     here), forward and gradients equal to the reference's topk-then-softmax."""

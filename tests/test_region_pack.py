@@ -109,8 +109,17 @@ def test_pack_index_puts_valid_pixels_first_in_raster_order():
     assert index.shape == (2, 1) and packed_mask.tolist() == [[False], [False]]
 
 
-@pytest.mark.parametrize("masks", ["memory+query", "memory", "query"])
-@pytest.mark.parametrize("similarity", ["dot", "l2"])
+@pytest.mark.parametrize(
+    "similarity, masks",
+    [
+        ("dot", "memory+query"),
+        ("l2", "memory"),
+        pytest.param("dot", "query", marks=pytest.mark.slow),
+        pytest.param("l2", "memory+query", marks=pytest.mark.slow),
+        pytest.param("dot", "memory", marks=pytest.mark.slow),
+        pytest.param("l2", "query", marks=pytest.mark.slow),
+    ],
+)
 def test_packed_read_matches_reference_with_unaligned_boxes(similarity, masks):
     inputs, grad_readout = small_inputs(seed=1)
     memory_mask, query_mask = box_masks()
