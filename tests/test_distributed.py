@@ -202,6 +202,7 @@ def test_ddp_on_cpu_matches_one_process(tmp_path):
     assert abs(ddp_score - single_score) <= 1e-6
 
 
+@pytest.mark.slow  # 25 s: two ranks train and validate; DDP itself is in the default run above
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed")
 def test_ddp_on_cpu_logs_one_wandb_run_with_every_ranks_videos(tmp_path):
     """Two ranks, three validation videos, logger=wandb offline: one run, whose table names

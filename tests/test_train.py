@@ -15,7 +15,8 @@ def _final_state(run_dir):
     return state
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+# workers=2 (the loader's own state across the resume) in the default run, 0 under -m slow
+@pytest.mark.parametrize("workers", [pytest.param(0, marks=pytest.mark.slow), 2])
 def test_resuming_at_any_step_ends_with_the_uninterrupted_weights(tmp_path, workers):
     """A run resumed from its checkpoint at step k (early, just before and at half-way, the
     step before the end) trains on exactly the clips the uninterrupted run trained on after
