@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = [o for o in TINY if not o.startswith(("trainer.max_steps", "trainer.val_check", "logger"))]
 
 
+@pytest.mark.slow  # 30 s: trains every row of a table; the pieces are tested below
 def test_quick_ablation_writes_the_table_and_the_figure(tmp_path, capfd):
     arguments = dict(
         steps=1,

@@ -170,6 +170,7 @@ def test_packed_read_with_the_gaussian_packs_only_the_memory():
     )
 
 
+@pytest.mark.slow
 def test_packed_read_with_top_k():
     """STCN's top-k picks among the valid memory pixels, which packing keeps (the tail is
     masked, so it is never picked)."""
@@ -421,6 +422,7 @@ def test_reference_box_crop_with_bias_gaussian_and_return_top(monkeypatch):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
+@pytest.mark.slow
 def test_reference_box_crop_gradcheck():
     g = torch.Generator().manual_seed(10)
 
