@@ -82,12 +82,12 @@ def test_every_kernel_of_vos_kernels_is_a_case():
         "_memory_read_backward_query_kernel",
         "_window_read_fwd_kernel",
         "_window_read_bwd_dq_kernel",
-        "_window_read_bwd_dkdv_kernel",
+        "_window_read_bwd_memory_kernel",
         "_gather_read_fwd_kernel",
         "_gather_read_bwd_kernel",
     }
     assert autotuned == covered
-    assert len(kernels.CASES) == 13
+    assert len(kernels.CASES) == 17
 
 
 def _bench(run_python_m, *args: str) -> list[dict]:
@@ -131,6 +131,23 @@ def test_memory_read_compiles_for_sm90_and_a_bad_variant_is_reported(run_python_
     failed = by_variant[("sm_10", "fp16")]
     assert failed["status"] == "error" and failed["error"]
     assert failed["setting"]["config"] == "M128 N32 CV128 w8 s2"
+
+
+def test_window_read_compiles_for_sm90_pipelined_without_spills(run_python_m):
+    # LMRC's local read with the comparator's top-5, forward and dK (the heaviest backward
+    # pass), first config, fp16 (all configs on both targets: the slow test below)
+    records = _bench(
+        run_python_m,
+        "--kernels", "window_read.fwd/top5", "window_read.bwd_dk/top5",
+        "--target", "sm_90", "--dtypes", "fp16", "--max-configs", "1",
+    )  # fmt: skip
+    assert {r["name"] for r in records} == {"window_read.fwd/top5", "window_read.bwd_dk/top5"}
+    for record in records:
+        assert record["status"] == "ok", record
+        assert record["setting"]["Ck"] == 64 and record["setting"]["top_k"] == 5
+        assert record["spill_store_bytes"] == 0, record
+        # pixel-major rows, loops that name their stages: asynchronous copies
+        assert record["cp_async"] > 0, record
 
 
 def test_an_unknown_target_is_one_line(run_command):
@@ -185,3 +202,19 @@ def test_memory_read_forward_configs_the_tuner_may_pick_do_not_spill(run_python_
         assert (tensor_cores > 0) == (record["setting"]["dtype"] != "fp32"), record
         if record["setting"]["target"] == "sm_80":  # mma.sync; wgmma is sm_90's
             assert record["wgmma"] == 0, record
+
+
+@pytest.mark.slow
+def test_window_read_configs_the_tuner_may_pick_do_not_spill(run_python_m):
+    """Every window_read kernel × config kept at LMRC's sizes, fp32 and fp16, on both targets:
+    no register spills and asynchronous copies in every main loop."""
+    records = _bench(
+        run_python_m, "--kernels", "window_read", "--target", "sm_80", "sm_90",
+        "--dtypes", "fp32", "fp16",
+    )  # fmt: skip
+    names = {case for case in kernels.CASES if case.startswith("window_read")}
+    assert {r["name"] for r in records} == names and len(names) == 7
+    for record in records:
+        assert record["status"] == "ok", record
+        assert record["spill_store_bytes"] == 0, record
+        assert record["cp_async"] > 0, record

@@ -1,5 +1,6 @@
 """`vos.ops.window_read`: the reference against a dense read restricted to the window, its
-identities, and the Triton kernel (run by the interpreter on the CPU) against the reference.
+identities, and the Triton kernel (run by the interpreter on the CPU) against the reference,
+with and without the window's top-k (values, argmax offsets and their gradients).
 
 Tolerances: float64 reference vs dense float64 read 1e-10; kernel vs reference in fp32
 atol = rtol = 1e-4 (forward and gradients); in fp16 the kernel's max error against float64
@@ -218,12 +219,15 @@ def test_return_top_values_are_the_sorted_window_logits_padded_with_minus_inf():
     assert torch.equal(top.argmax_offset[0], expected_offset)
 
 
-def test_return_top_falls_back_to_the_reference_and_triton_refuses_it():
+def test_return_top_beyond_the_kernel_falls_back_and_triton_refuses_it():
+    from vos.ops.window_read import MAX_KERNEL_TOP_K
+
     query_key, memory_key, memory_value = random_inputs(1, 4, 3, 3, 3, dtype=torch.float32)
-    readout, top = window_read(query_key, memory_key, memory_value, radius=1, return_top=2)
-    assert readout.shape == (1, 3, 3, 3) and top.values.shape == (1, 3, 3, 2)
+    k = MAX_KERNEL_TOP_K + 1
+    readout, top = window_read(query_key, memory_key, memory_value, radius=1, return_top=k)
+    assert readout.shape == (1, 3, 3, 3) and top.values.shape == (1, 3, 3, k)
     with pytest.raises(BackendError, match="return_top"):
-        window_read(query_key, memory_key, memory_value, radius=1, return_top=2, backend="triton")
+        window_read(query_key, memory_key, memory_value, radius=1, return_top=k, backend="triton")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,6 +355,97 @@ def test_kernel_promotes_mixed_dtypes_and_keeps_the_value_dtype():
     torch.testing.assert_close(readout, expected, atol=1e-5, rtol=1e-5)
 
 
+TOP_CASES = [
+    # B, Ck, Cv, H, W, radius, similarity, k: LMRC's k = 5 in a 5×5 window, k = 1, a k beyond
+    # the window (empty slots), a window clipped by a small frame, 63 pixels over 2 blocks
+    pytest.param(1, 3, 4, 5, 6, 2, "l2", 5, id="r2-k5-l2"),
+    pytest.param(2, 5, 20, 7, 9, 1, "dot", 1, id="63px-k1-dot"),
+    pytest.param(1, 4, 3, 4, 5, 1, "dot", 12, id="k-beyond-window-dot"),
+    pytest.param(1, 6, 5, 3, 11, 3, "l2", 7, id="clipped-window-l2"),
+]
+
+
+def top_outputs(inputs, grad_readout, radius, similarity, k, backend):
+    """Readout, WindowTop and the input gradients of ⟨readout, g⟩ + ⟨finite top values, h⟩."""
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    readout, top = window_read(
+        *leaves, radius=radius, similarity=similarity, return_top=k, backend=backend
+    )
+    weights = torch.randn(top.values.shape, generator=torch.Generator().manual_seed(11))
+    finite = torch.isfinite(top.values)
+    loss = (readout * grad_readout).sum() + (top.values.where(finite, 0.0) * weights).sum()
+    return readout, top, torch.autograd.grad(loss, leaves)
+
+
+@pytest.mark.parametrize(
+    ("batch", "ck", "cv", "height", "width", "radius", "similarity", "k"), TOP_CASES
+)
+def test_kernel_top_k_matches_reference_with_gradients(
+    batch, ck, cv, height, width, radius, similarity, k
+):
+    inputs = random_inputs(batch, ck, cv, height, width, seed=12, dtype=torch.float32)
+    grad_readout = torch.randn(
+        batch, cv, height, width, generator=torch.Generator().manual_seed(13)
+    )
+    readout, top, grads = top_outputs(inputs, grad_readout, radius, similarity, k, "triton")
+    ref_readout, ref_top, ref_grads = top_outputs(
+        inputs, grad_readout, radius, similarity, k, "torch"
+    )
+    torch.testing.assert_close(readout, ref_readout, atol=1e-4, rtol=1e-4)
+    # the same slots are empty (-inf) and the others hold the same values, best first
+    assert torch.equal(torch.isfinite(top.values), torch.isfinite(ref_top.values))
+    torch.testing.assert_close(top.values, ref_top.values, atol=1e-4, rtol=1e-4)
+    assert torch.equal(top.argmax_offset, ref_top.argmax_offset)
+    # the top values' gradients reach the keys through the slots' offsets (dQ and dK)
+    for name, got, expected in zip(("dQ", "dK", "dV"), grads, ref_grads):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_kernel_top_k_gradient_reaches_the_keys_of_the_chosen_offsets_only():
+    # only the top values carry a gradient: dQ_p = scale · Σ_j h_j k_{p + offset_j} (dot)
+    inputs = random_inputs(1, 4, 3, 5, 6, seed=14, dtype=torch.float32)
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    _, top = window_read(*leaves, radius=1, return_top=2, backend="triton")
+    grad_query, grad_key, grad_value = torch.autograd.grad(top.values.sum(), leaves)
+    assert grad_value.abs().max() == 0
+    reference = [t.clone().requires_grad_() for t in inputs]
+    _, ref_top = window_read(*reference, radius=1, return_top=2, backend="torch")
+    ref_query, ref_key = torch.autograd.grad(ref_top.values.sum(), reference[:2])
+    torch.testing.assert_close(grad_query, ref_query, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad_key, ref_key, atol=1e-5, rtol=1e-5)
+
+
+def test_kernel_argmax_takes_the_first_of_equal_logits_in_raster_order():
+    # equal memory keys: every window position ties, the first one (top-left, clipped to the
+    # frame) wins, as torch's argmax over the reference's raster-ordered window
+    query_key, _, memory_value = random_inputs(1, 4, 3, 4, 5, seed=15, dtype=torch.float32)
+    memory_key = torch.ones(1, 4, 4, 5)
+    _, top = window_read(
+        query_key, memory_key, memory_value, radius=1, return_top=3, backend="triton"
+    )
+    _, ref_top = window_read(
+        query_key, memory_key, memory_value, radius=1, return_top=3, backend="torch"
+    )
+    assert torch.equal(top.argmax_offset, ref_top.argmax_offset)
+    assert (top.argmax_offset[0, 1:, 1:] == -1).all()  # interior: offset (-1, -1)
+    torch.testing.assert_close(top.values, ref_top.values)
+
+
+def test_kernel_reads_channels_last_and_strided_inputs():
+    # the kernels run pixel-major: a channels_last tensor is used as it is, any other layout
+    # is copied to it; the results do not depend on the layout
+    inputs = random_inputs(2, 6, 5, 5, 7, seed=16, dtype=torch.float32)
+    plain = window_read(*inputs, radius=2, similarity="l2", return_top=4, backend="triton")
+    channels_last = [t.contiguous(memory_format=torch.channels_last) for t in inputs]
+    strided = [torch.cat((t, t), dim=3)[..., : t.shape[3]] for t in inputs]
+    for variant in (channels_last, strided):
+        readout, top = window_read(
+            *variant, radius=2, similarity="l2", return_top=4, backend="triton"
+        )
+        torch.testing.assert_close(readout, plain[0], atol=0, rtol=0)
+        torch.testing.assert_close(top.values, plain[1].values, atol=0, rtol=0)
+
+
 def test_kernel_function_rejects_bad_inputs():
     from vos.kernels.window_read import window_read_triton
 
@@ -363,6 +458,8 @@ def test_kernel_function_rejects_bad_inputs():
         window_read_triton(query_key, memory_key[:, :3], memory_value, radius=1)
     with pytest.raises(ValueError, match="radius"):
         window_read_triton(query_key, memory_key, memory_value, radius=-2)
+    with pytest.raises(ValueError, match="top_k"):
+        window_read_triton(query_key, memory_key, memory_value, radius=1, top_k=33)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -134,32 +134,28 @@ def _memory_read(setting: dict, dtype, tf32: bool):
 
 
 def _window_read(setting: dict, dtype, tf32: bool):
-    """`vos.kernels.window_read`: ``WindowReadFunction``'s three launches."""
-    import triton
+    """`vos.kernels.window_read`: ``WindowReadFunction``'s four launches (pixel-major tensors)."""
+    import torch
 
     from vos.kernels import window_read as kernels
 
     del tf32  # no tl.dot
     height, width = setting["grid"]
-    ck, cv, radius = setting["Ck"], setting["Cv"], setting["radius"]
-    key = _pointer(_meta(1, dtype=dtype))
-    lse = _pointer(_meta(1))
-    radius_y, radius_x = min(radius, height - 1), min(radius, width - 1)
-    kwargs = {
-        **kernels._kernel_arguments(
-            _meta(1, ck, height, width), _meta(1, cv, height, width), radius_y, radius_x
-        ),
-        "scale": ck**-0.5,
-        "SIMILARITY_L2": setting["similarity"] == "l2",
-        "BLOCK_C": triton.next_power_of_2(ck),
-    }
+    ck, cv = setting["Ck"], setting["Cv"]
+    top_k = setting.get("top_k", 0)
+    kwargs = kernels.kernel_arguments(1, ck, cv, height, width, setting["radius"],
+                                      setting["similarity"], ck**-0.5, top_k)  # fmt: skip
+    tensor = _pointer(_meta(1, dtype=dtype))  # keys, values, dO and the gradients
+    fp32, int32 = _pointer(_meta(1)), _pointer(_meta(1, dtype=torch.int32))
     part = setting["part"]
     if part == "fwd":
-        return kernels._window_read_fwd_kernel, [key, key, key, key, lse], kwargs
+        args = [tensor, tensor, tensor, tensor, fp32, fp32, int32, int32]
+        return kernels._window_read_fwd_kernel, args, kwargs
+    common = [tensor, tensor, tensor, tensor, fp32, int32, fp32, fp32]
     if part == "bwd_dq":
-        return kernels._window_read_bwd_dq_kernel, [key, key, key, key, lse, lse, key], kwargs
-    args = [key, key, key, key, lse, lse, key, key]
-    return kernels._window_read_bwd_dkdv_kernel, args, kwargs
+        return kernels._window_read_bwd_dq_kernel, [*common, tensor], kwargs
+    kwargs.update(COMPUTE_DK=part == "bwd_dk", COMPUTE_DV=part == "bwd_dv")
+    return kernels._window_read_bwd_memory_kernel, [*common, tensor, tensor], kwargs
 
 
 def _gather_read(setting: dict, dtype, tf32: bool):
@@ -218,10 +214,14 @@ def _cases() -> list[Case]:
              _memory_read),
         Case("memory_read.fwd/l2-top20",
              {**memory, "Ck": 64, "similarity": "l2", "top_k": 20, "part": "fwd"}, _memory_read),
-        # LMRC's local read at res4 (radius 2)
+        # LMRC's local read at res4 (radius 2), and with its comparator's top-5
         *(
             Case(f"window_read.{part}", {**window, "part": part}, _window_read)
-            for part in ("fwd", "bwd_dq", "bwd_dkdv")
+            for part in ("fwd", "bwd_dq", "bwd_dk", "bwd_dv")
+        ),
+        *(
+            Case(f"window_read.{part}/top5", {**window, "top_k": 5, "part": part}, _window_read)
+            for part in ("fwd", "bwd_dq", "bwd_dk")
         ),
         # HMMN's res3 read: k = 32 res4 candidates × 4 cells, shared by a res4 cell's 2×2
         # pixels; and the plain form at res2
@@ -270,7 +270,10 @@ def _tuner_configs(case: Case, dtype_label: str) -> tuple[list, int]:
 
 
 def config_label(config) -> str:
-    blocks = " ".join(f"{k.removeprefix('BLOCK_')}{v}" for k, v in config.kwargs.items())
+    # STAGES (a loop's own num_stages) always equals num_stages, shown as s
+    blocks = " ".join(
+        f"{k.removeprefix('BLOCK_')}{v}" for k, v in config.kwargs.items() if k != "STAGES"
+    )
     return f"{blocks} w{config.num_warps} s{config.num_stages}"
 
 
@@ -350,9 +353,11 @@ def _ast_source(case: Case, dtype_label: str, config_index: int, backend):
     finally:
         tuner.nargs = None
     fn = tuner.fn
-    while not hasattr(fn, "params"):  # an autotuner may wrap a heuristics wrapper
-        fn = fn.fn
     launch_kwargs = {**kwargs, **config.all_kwargs()}
+    while not hasattr(fn, "params"):  # an autotuner may wrap a heuristics wrapper
+        for name, heuristic in getattr(fn, "values", {}).items():
+            launch_kwargs[name] = heuristic({**dict(zip(fn.arg_names, args)), **launch_kwargs})
+        fn = fn.fn
     # what JITFunction.run does before compiling, with the target's backend instead of the
     # current device's
     binder = create_function_from_signature(fn.signature, fn.params, backend)

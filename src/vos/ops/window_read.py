@@ -18,10 +18,11 @@ band of query rows at a time, so its memory is O(H·W·(2r+1)²) and bounded by
 than the frame is clamped to the frame (the extra offsets are padding everywhere).
 
 ``return_top=k`` also returns a :class:`WindowTop`: the k largest logits of each window, sorted
-descending (``-inf`` where the window has fewer than k positions inside the frame), and the
-(dy, dx) offset of the best memory pixel relative to the query pixel (HMMN's local tracking).
-It is computed by the reference only; the Triton kernel (``vos.kernels.window_read``) covers
-the plain read, forward and backward.
+descending (``-inf`` where the window has fewer than k positions inside the frame; the values
+are differentiable), and the (dy, dx) offset of the best memory pixel relative to the query
+pixel (HMMN's local tracking; the first best in raster order). The Triton kernel
+(``vos.kernels.window_read``) computes both, forward and backward, for k up to
+``MAX_KERNEL_TOP_K`` (32, beyond LMRC's 5 and a 5×5 window's 25).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ Backend = Literal["auto", "torch", "triton"]
 MAX_CHUNK_ELEMENTS = 1 << 23
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+# the largest return_top the kernel's running top-k holds (`vos.kernels.window_read.MAX_TOP_K`)
+MAX_KERNEL_TOP_K = 32
 
 
 class WindowTop(NamedTuple):
@@ -120,8 +124,9 @@ def window_read(
         radius: window half-size r ≥ 0; 0 reads the memory pixel at the same position.
         similarity: ``"dot"`` (STM) or ``"l2"`` (STCN).
         scale: logit scale; ``1/√Ck`` by default.
-        return_top: also return the window's k best logits and the argmax offset
-            (reference only: ``"auto"`` then uses the reference, ``"triton"`` raises).
+        return_top: also return the window's k best logits and the argmax offset (the
+            kernel holds k ≤ ``MAX_KERNEL_TOP_K``; beyond it ``"auto"`` uses the reference
+            and ``"triton"`` raises).
         backend: ``"auto"`` (Triton on CUDA when supported), ``"torch"`` or ``"triton"``.
 
     Returns:
@@ -131,8 +136,8 @@ def window_read(
     _validate(query_key, memory_key, memory_value, radius, similarity, return_top)
     scale = 1.0 / math.sqrt(query_key.shape[1]) if scale is None else float(scale)
     tensors = [query_key, memory_key, memory_value]
-    if return_top is not None:
-        unsupported = "return_top is computed by the PyTorch reference only"
+    if return_top is not None and return_top > MAX_KERNEL_TOP_K:
+        unsupported = f"the kernel's top-k holds return_top <= {MAX_KERNEL_TOP_K}, got {return_top}"
     elif any(t.dtype not in KERNEL_DTYPES for t in tensors):
         unsupported = f"the kernel takes float16/bfloat16/float32, got {[t.dtype for t in tensors]}"
     else:
@@ -144,15 +149,19 @@ def window_read(
         common = torch.promote_types(
             torch.promote_types(query_key.dtype, memory_key.dtype), memory_value.dtype
         )
-        readout = window_read_triton(
+        readout, top_slots, _, best = window_read_triton(
             query_key.to(common),
             memory_key.to(common),
             memory_value.to(common),
             radius=radius,
             similarity=similarity,
             scale=scale,
+            top_k=return_top or 0,
         )
-        return readout.to(memory_value.dtype)
+        readout = readout.to(memory_value.dtype)
+        if return_top is None:
+            return readout
+        return readout, _kernel_top(top_slots, best, query_key.shape, radius)
     return window_read_reference(
         query_key,
         memory_key,
@@ -243,6 +252,18 @@ def window_read_reference(
     values = torch.cat(top_values, dim=2).permute(0, 2, 1).reshape(batch, height, width, -1)
     offsets = torch.cat(top_offsets, dim=1).reshape(batch, height, width, 2).long()
     return readout, WindowTop(values=values, argmax_offset=offsets)
+
+
+def _kernel_top(top_slots: Tensor, best: Tensor, shape: torch.Size, radius: int) -> WindowTop:
+    """The kernel's unsorted top-k slots ``[B, H·W, k]`` and best offset index ``[B, H·W]`` as
+    a :class:`WindowTop` (sorting keeps the values differentiable)."""
+    batch, _, height, width = shape
+    radius_y, radius_x = clamped_radii(radius, height, width)
+    values = top_slots.sort(dim=-1, descending=True).values.view(batch, height, width, -1)
+    best = best.long().view(batch, height, width)
+    window_width = 2 * radius_x + 1
+    offsets = torch.stack((best // window_width - radius_y, best % window_width - radius_x), -1)
+    return WindowTop(values=values, argmax_offset=offsets)
 
 
 def _top_logits(logits: Tensor, k: int) -> Tensor:
