@@ -239,6 +239,26 @@ def test_bad_inputs_raise_clear_errors(change, error, message):
             gather_read(query, memory_key, memory_value, index, backend=backend)
 
 
+def test_index_range_check_can_be_skipped_without_a_min_max(monkeypatch):
+    # the range check is one min/max (a host sync on a GPU): checked by default, skipped
+    # when the caller vouches for the index (HMMN's top-k positions)
+    query, memory_key, memory_value, index = make_inputs(grouped=True)
+    expected = gather_read(query, memory_key, memory_value, index, backend="torch")
+
+    def no_min_max(*args, **kwargs):
+        raise AssertionError("aminmax called")
+
+    monkeypatch.setattr(torch, "aminmax", no_min_max)
+    with pytest.raises(AssertionError, match="aminmax called"):
+        gather_read(query, memory_key, memory_value, index, backend="torch")
+    for backend in ("torch", "triton"):
+        inputs = (query, memory_key, memory_value, index)
+        if backend == "triton":
+            inputs = tuple(t.float() if t.is_floating_point() else t for t in inputs)
+        read = gather_read(*inputs, backend=backend, check_index_range=False)
+        torch.testing.assert_close(read.to(expected.dtype), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_dispatch():
     query, memory_key, memory_value, index = make_inputs(grouped=False)
     with pytest.raises(ValueError, match="unknown similarity"):

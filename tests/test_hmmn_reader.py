@@ -214,6 +214,25 @@ def test_top_k_with_every_candidate_equals_the_dense_fine_read(scale, late_objec
     assert torch.allclose(sparse, dense, atol=1e-10)
 
 
+@pytest.mark.parametrize("late_object", [False, True])
+def test_fine_reads_do_not_check_the_index_range(monkeypatch, late_object):
+    # the candidates are top-k positions, in range by construction: no min/max over the
+    # index (a host sync per read on a GPU)
+    generator = torch.Generator().manual_seed(6)
+    memory = _memory(generator, frames=3, late_object=late_object)
+    query = _random_frame(generator, 2, 3)
+    reader = _reader(top_k=4)
+    candidates = reader.fine_candidates(query.keys["res4"], memory, None, 4)
+
+    def no_min_max(*args, **kwargs):
+        raise AssertionError("the index range was checked")
+
+    monkeypatch.setattr(torch, "aminmax", no_min_max)
+    for scale in ("res3", "res2"):
+        read = reader._read_fine(scale, query, memory, candidates, (H4, W4))
+        assert torch.isfinite(read).all()
+
+
 def test_fine_candidates_are_the_best_res4_cells_of_first_and_previous_frames():
     generator = torch.Generator().manual_seed(5)
     memory = _memory(generator, batch=1, frames=4)

@@ -146,6 +146,7 @@ def gather_read(
     similarity: Similarity = "dot",
     scale: float | None = None,
     backend: Backend = "auto",
+    check_index_range: bool = True,
 ) -> Tensor:
     """Read, for each query pixel, only the K memory pixels that ``index`` lists.
 
@@ -163,13 +164,18 @@ def gather_read(
             reference), ``"torch"`` or ``"triton"`` (see `vos.ops.dispatch`). The kernel takes
             fp32/fp16/bf16 inputs (mixed allowed) with Ck ≤ 256 and g ≤ 64; anything else
             (float64, wider keys, larger groups) is the reference's.
+        check_index_range: check that every index lies in ``[-1, N)`` (a min/max over the
+            index: one host sync per call on a GPU). Callers whose indices are in range by
+            construction (top-k positions) pass False.
 
     Returns:
         ``[B, Cv, M]`` (plain) or ``[B, Cv, G, g]`` (grouped), in ``memory_value``'s dtype.
     """
     if similarity not in ("dot", "l2"):
         raise ValueError(f"gather_read: unknown similarity {similarity!r}; expected 'dot' or 'l2'")
-    validate_gather_read(query_key, memory_key, memory_value, index)
+    validate_gather_read(
+        query_key, memory_key, memory_value, index, check_index_range=check_index_range
+    )
     scale = 1.0 / math.sqrt(query_key.shape[1]) if scale is None else float(scale)
     tensors = [query_key, memory_key, memory_value, index]
     reason = gather_read_kernel_unsupported_reason(query_key, memory_key, memory_value)
@@ -183,7 +189,7 @@ def gather_read(
             index,
             similarity=similarity,
             scale=scale,
-            check_index_range=False,  # checked above
+            check_index_range=False,  # checked above, or in range by the caller's word
         )
     return gather_read_reference(
         query_key, memory_key, memory_value, index, similarity=similarity, scale=scale

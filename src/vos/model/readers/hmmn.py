@@ -447,6 +447,7 @@ class HMMNReader(MemoryReader):
                 memory_value.flatten(1, 2).flatten(2),  # [B, O·Cv, N]
                 index,
                 similarity=self.similarity,
+                check_index_range=False,  # top-k positions expanded to cells: in range
             )  # [B, O·Cv, hw, f²]
             read = ungroup_cells(read, factor, coarse_hw)
             return read.view(batch, objects, channels, fine_h, fine_w)
@@ -464,6 +465,7 @@ class HMMNReader(MemoryReader):
             memory_value.flatten(0, 1).flatten(2),
             object_index.flatten(0, 1),
             similarity=self.similarity,
+            check_index_range=False,  # as above, with −1 for dropped candidates
         )  # [B·O, Cv, hw, f²]
         read = ungroup_cells(read, factor, coarse_hw)
         return read.view(batch, objects, channels, fine_h, fine_w)
