@@ -6,6 +6,8 @@ ARGS ?=
 PAPER ?=
 STEPS ?=
 ABLATE_ARGS ?=
+# test processes (pytest-xdist; 0 = one process); each runs torch on one thread
+TEST_WORKERS ?= 2
 
 .PHONY: install install-dev train eval test test-all mutants lint format bench gpu-check ablate clean
 
@@ -30,11 +32,11 @@ train: install          ## STM on the generated dataset, CPU-sized (ARGS="key=va
 eval: install           ## make eval ARGS="ckpt_path=... output_dir=..."
 	$(BIN)/python -m vos.eval $(ARGS)
 
-test: install-dev       ## the default suite (slow tests excluded)
-	$(BIN)/python -m pytest $(ARGS)
+test: install-dev       ## the default suite (slow tests excluded; TEST_WORKERS=2 processes)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(ARGS)
 
 test-all: install-dev   ## every test, slow ones included
-	$(BIN)/python -m pytest -m "" $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "" $(ARGS)
 
 mutants: install-dev    ## wrong edits of the readers the tests must catch (ARGS="--only ID --jobs 2")
 	$(BIN)/python tests/run_mutants.py $(ARGS)

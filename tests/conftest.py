@@ -9,9 +9,20 @@ os.environ.setdefault("TRITON_INTERPRET", "0" if kernel_tests_on_gpu else "1")
 # Tests never talk to wandb; a test that checks wandb's offline files sets its own mode.
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+# Under pytest-xdist (`make test` runs two worker processes) each worker runs torch on one
+# thread: two processes with a thread per core each would oversubscribe the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)  # in case torch was imported before OMP_NUM_THREADS was set
 
 
 @pytest.fixture
