@@ -56,6 +56,23 @@ def _zero_memory_grads(nargs: dict) -> None:
     nargs["memory_value_grad_ptr"].zero_()
 
 
+# (BLOCK_K, BLOCK_CV, BLOCK_M or None, warps) that spilled registers at the papers' sizes
+# (`vos.bench kernels`' gather_read cases) on sm_80 or sm_90 in fp32, fp16 or bf16, measured
+# with `python -m vos.bench kernels --target sm_80 sm_90 --dtypes fp32 fp16 bf16 --kernels
+# gather_read` (docs/benchmarks.md): the tuner never tries them. Most backward tiles spill: it
+# holds the query, its gradient, the candidate keys and values and their scatter offsets.
+_SPILLED = {
+    ("fwd", True): {(16, 64, 16, 8), (16, 64, 8, 4), (32, 64, 8, 8), (8, 64, 16, 4),
+                    (8, 64, 4, 8)},
+    ("bwd", True): {(k, cv, m, w) for k in (8, 16, 32) for cv in (32, 64) for m in (4, 8, 16)
+                    for w in (4, 8)}
+    - {(8, 32, 4, 4), (16, 32, 4, 8), (8, 32, 8, 8), (8, 64, 4, 8)},
+    ("fwd", False): set(),
+    ("bwd", False): {(16, 32, None, 4), (16, 64, None, 4), (32, 32, None, 8),
+                     (32, 64, None, 8)},
+}  # fmt: skip
+
+
 def _configs(plain: bool, backward: bool) -> list[triton.Config]:
     """Autotune configs; one small config under the interpreter (several need a GPU driver)."""
     hook = _zero_memory_grads if backward else None
@@ -65,10 +82,13 @@ def _configs(plain: bool, backward: bool) -> list[triton.Config]:
         return [triton.Config(blocks, num_warps=1, num_stages=1, pre_hook=hook)]
     configs = []
     block_ms = (4, 8, 16) if plain else (None,)
+    spilled = _SPILLED[("bwd" if backward else "fwd", plain)]
     for block_m in block_ms:
         for block_k in (8, 16, 32):
             for block_cv in (32, 64):
                 for num_warps in (4, 8):
+                    if (block_k, block_cv, block_m, num_warps) in spilled:
+                        continue
                     blocks = {"BLOCK_K": block_k, "BLOCK_CV": block_cv}
                     if block_m is not None:
                         blocks["BLOCK_M"] = block_m

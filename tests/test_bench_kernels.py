@@ -218,3 +218,17 @@ def test_window_read_configs_the_tuner_may_pick_do_not_spill(run_python_m):
         assert record["status"] == "ok", record
         assert record["spill_store_bytes"] == 0, record
         assert record["cp_async"] > 0, record
+
+
+@pytest.mark.slow
+def test_gather_read_configs_the_tuner_may_pick_do_not_spill(run_python_m):
+    """Every gather_read kernel × config kept at HMMN's sizes, fp32 and fp16, on both targets:
+    no register spills (the configs that spilled are left out of the tuner's list)."""
+    records = _bench(
+        run_python_m, "--kernels", "gather_read", "--target", "sm_80", "sm_90",
+        "--dtypes", "fp32", "fp16",
+    )  # fmt: skip
+    assert {r["name"] for r in records} == {c for c in kernels.CASES if "gather_read" in c}
+    for record in records:
+        assert record["status"] == "ok", record
+        assert record["spill_store_bytes"] == 0, record
