@@ -87,6 +87,24 @@ def test_bench_readers_times_the_read_alone(run_python_m):
     assert record["ms"] > 0
 
 
+def test_bench_readers_draws_rmnet_boxes_with_the_phi_of_the_size_it_runs(run_python_m):
+    # φ depends on model/size (1 res4 cell tiny, 4 paper): the boxes are drawn so that, padded
+    # by the φ the timed reader uses, they cover --region-area (they covered 38% at paper size
+    # when φ was read at the default size)
+    result = run_python_m(
+        [sys.executable, "-m", "vos.bench", "readers", "--json"]
+        + ["--variants", "rmnet/regional-regional", "--model-size", "paper"]
+        + ["--memory-frames", "1", "--repeats", "1", "--region-area", "0.2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(result.stdout)
+    assert record["setting"]["size"] == "paper"
+    assert abs(record["setting"]["padded_region_area"] - 0.2) < 0.01, record["setting"]
+
+
 def test_bench_flow_times_both_networks(run_python_m):
     result = run_python_m(
         [sys.executable, "-m", "vos.bench", "flow", "--json", "--height", "64", "--width", "64"]

@@ -50,14 +50,12 @@ class Variant:
     baseline: str | None = None
     objects: int | None = None
     memory_frames: int | None = None
-    region_padding_cells: int = 0
 
 
 def variants_of(model: str, config_dirs=()) -> list[Variant]:
     """The variants ``conf/model/<model>.yaml`` lists under ``bench.variants``."""
     cfg = compose_config("train", [f"model={model}", *search_path_override(config_dirs)])
     bench = cfg.model.get("bench") or {}
-    padding = int(bench.get("region_padding_cells") or 0)
     found = []
     for label, raw in (bench.get("variants") or {}).items():
         raw = raw or {}
@@ -76,7 +74,6 @@ def variants_of(model: str, config_dirs=()) -> list[Variant]:
                     baseline=raw.get("baseline"),
                     objects=raw.get("objects"),
                     memory_frames=size,
-                    region_padding_cells=padding,
                 )
             )
     return found
@@ -96,6 +93,19 @@ def _object_boxes(
         x0 = (width - bw) * (objects - o) // (objects + 1)
         probs[0, o, y0 : y0 + bh, x0 : x0 + bw] = 1.0
     return probs
+
+
+def _padded_area(probs: torch.Tensor, padding_px: int) -> float:
+    """Mean over objects of the frame fraction its box covers once padded by φ (clipped)."""
+    _, objects, height, width = probs.shape
+    areas = []
+    for o in range(objects):
+        rows = probs[0, o].amax(dim=1).nonzero().flatten()
+        cols = probs[0, o].amax(dim=0).nonzero().flatten()
+        box_h = min(height, int(rows[-1] - rows[0]) + 1 + 2 * padding_px)
+        box_w = min(width, int(cols[-1] - cols[0]) + 1 + 2 * padding_px)
+        areas.append(box_h * box_w / (height * width))
+    return sum(areas) / len(areas)
 
 
 def _frame(index: int, spec, height: int, width: int, device) -> FrameFeatures:
@@ -144,9 +154,10 @@ def measure(variant: Variant, args, device: torch.device, config_dirs=()) -> Rec
     height, width = args.height, args.width
     objects = variant.objects or args.objects
     frames = variant.memory_frames or args.memory_frames
-    probs = _object_boxes(
-        objects, height, width, args.region_area, 16 * variant.region_padding_cells
-    ).to(device)
+    # φ as the reader is built here (it depends on model/size, so it is read from this config,
+    # not from the variant list's default-size one)
+    padding_px = 16 * int((cfg.model.get("bench") or {}).get("region_padding_cells") or 0)
+    probs = _object_boxes(objects, height, width, args.region_area, padding_px).to(device)
     if variant.part is None:
         call = reader.read
     elif variant.part in reader.parts():
@@ -185,6 +196,7 @@ def measure(variant: Variant, args, device: torch.device, config_dirs=()) -> Rec
             "T": frames,
             "objects": objects,
             "region_area": args.region_area,
+            "padded_region_area": round(_padded_area(probs, padding_px), 4),
             "size": args.model_size,
             "part": variant.part or "read",
             "Ck": spec.key_scales["res4"],
