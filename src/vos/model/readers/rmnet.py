@@ -118,6 +118,14 @@ def cells_in_boxes(
     return in_y.unsqueeze(3) & in_x.unsqueeze(2)
 
 
+def _maps_like(memory: MemoryBank) -> Tensor:
+    """An empty ``[B, O, T, h, w]`` tensor shaped like the memory's res4 maps (one frame's
+    value is looked at; stacking every frame's only to read a shape cost a copy per read)."""
+    one = memory.values("res4", positions=[0])  # [B, O, Cv, 1, h, w]
+    batch, objects, _, _, height, width = one.shape
+    return one.new_empty(batch, objects, len(memory), height, width)
+
+
 class RMNetReader(MemoryReader):
     def __init__(
         self,
@@ -240,17 +248,16 @@ class RMNetReader(MemoryReader):
 
     def memory_regions(self, memory: MemoryBank) -> Tensor:
         """R_M^j as bool ``[B, O, T, h, w]`` (all True when ``memory_region`` is off)."""
-        value = memory.values("res4")  # [B, O, Cv, T, h, w]
-        like = value[:, :, 0]
+        like = _maps_like(memory)
         if not self.memory_region:
             return torch.ones_like(like, dtype=torch.bool)
-        return self._stored_maps(memory, "region", value.shape[1], like)
+        return self._stored_maps(memory, "region", like.shape[1], like)
 
     def query_regions(self, query: FrameFeatures, memory: MemoryBank, state: ReaderState) -> Tensor:
         """R_Q^j as bool ``[B, O, h, w]`` on the query's res4 grid."""
         query_key = query.keys["res4"]
         batch, _, height, width = query_key.shape
-        objects = memory.values("res4").shape[1]
+        objects = memory.num_objects
         whole = torch.ones(batch, objects, height, width, dtype=torch.bool, device=query_key.device)
         mode = self.query_region_mode
         if not self.query_region or mode == "none":
@@ -297,7 +304,7 @@ class RMNetReader(MemoryReader):
         memory_key = memory.keys("res4")  # [B, Ck, T, h, w]
         frames = memory_key.shape[2]
         valid = memory.object_valid()  # [B, O, T]
-        like = memory.values("res4")[:, :, 0]
+        like = _maps_like(memory)
         cells = self._stored_maps(memory, "object_cells", objects, like)
         cells = cells & valid[..., None, None]
         region_size_maps = self._stored_maps(memory, "region", objects, like)
