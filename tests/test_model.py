@@ -112,6 +112,42 @@ def test_stm_reader_late_object_path_matches_shared_path():
     )
 
 
+def test_memory_knows_on_the_host_whether_every_object_holds_a_value(monkeypatch):
+    """Readers pick the shared-affinity read by `MemoryBank.all_valid`, answered without a
+    device read-back when the frames were memorised without an explicit validity."""
+    reader = STMReader(key_channels=4, value_channels=3).eval()
+    g = torch.Generator().manual_seed(1)
+    bank = MemoryBank()
+    for t in range(2):
+        bank.add(t, {"res4": torch.randn(1, 4, 2, 3, generator=g)},
+                 {"res4": torch.randn(1, 2, 3, 2, 3, generator=g)})  # fmt: skip
+    from vos.model.readers.base import FrameFeatures
+
+    query = FrameFeatures(
+        index=2,
+        frames=torch.zeros(1, 3, 32, 48),
+        features={},
+        keys={"res4": torch.randn(1, 4, 2, 3, generator=g)},
+        query_value=torch.randn(1, 3, 2, 3, generator=g),
+    )
+
+    def no_read_back(self, *args, **kwargs):
+        raise AssertionError("Tensor.all read back")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.Tensor, "all", no_read_back)
+        assert bank.all_valid() and bank.all_valid([0, -1])
+        reader.read(query, bank, ReaderState())
+    # an explicit validity is asked once, and a new one replaces the answer
+    bank.add(2, bank.entries[1].keys, bank.entries[1].values, torch.tensor([[True, False]]))
+    assert not bank.all_valid() and bank.all_valid([0, 1])
+    bank.entries[2].object_valid = torch.tensor([[True, True]])
+    assert bank.all_valid()
+    # objects that join hold no value in the frames already stored
+    bank.add_objects(1)
+    assert not bank.all_valid() and not bank.folded().all_valid()
+
+
 def test_network_shapes_and_frozen_batchnorm():
     net = tiny_network()
     net.train()

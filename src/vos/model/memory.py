@@ -35,6 +35,21 @@ class MemoryEntry:
     object_valid: Tensor  # [B, O] bool
     permanent: bool = False
     extras: dict[str, Tensor] = field(default_factory=dict)  # reader-specific per-frame data
+    # object_valid.all(), kept on the host (None: not known yet) so that readers choose their
+    # shared-affinity path without reading object_valid back from the device at every read
+    _all_valid: bool | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == "object_valid":
+            super().__setattr__("_all_valid", None)  # a new validity: ask it again
+
+    @property
+    def all_valid(self) -> bool:
+        """Every object holds a value in this frame (one device read the first time)."""
+        if self._all_valid is None:
+            super().__setattr__("_all_valid", bool(self.object_valid.all()))
+        return self._all_valid
 
 
 class MemoryBank:
@@ -90,7 +105,10 @@ class MemoryBank:
             if self.keys_per_object:
                 entry.keys = {name: padded(key) for name, key in entry.keys.items()}
             valid = entry.object_valid
+            known = entry._all_valid
             entry.object_valid = torch.cat([valid, valid.new_zeros(valid.shape[0], count)], dim=1)
+            if known is not None:
+                entry._all_valid = known and count == 0
 
     @staticmethod
     def _entry(frame_index, keys, values, object_valid, permanent, extras) -> MemoryEntry:
@@ -99,9 +117,14 @@ class MemoryBank:
             object_valid = torch.ones(
                 any_value.shape[:2], dtype=torch.bool, device=any_value.device
             )
-        return MemoryEntry(
+            all_valid = True  # known without asking the device
+        else:
+            all_valid = None  # asked once, at the first read
+        entry = MemoryEntry(
             frame_index, dict(keys), dict(values), object_valid, permanent, dict(extras or {})
         )
+        entry._all_valid = all_valid
+        return entry
 
     # -- reading -------------------------------------------------------------------------
     def _all_entries(self) -> list[MemoryEntry]:
@@ -153,6 +176,7 @@ class MemoryBank:
                 per_object(entry.object_valid),
                 entry.permanent,
                 {name: per_object(x) for name, x in entry.extras.items()},
+                _all_valid=entry._all_valid,
             )
 
         bank = MemoryBank(self.max_frames)
@@ -173,6 +197,11 @@ class MemoryBank:
     def object_valid(self, positions: Sequence[int] | None = None) -> Tensor:
         """``[B, O, T]`` bool."""
         return torch.stack([e.object_valid for e in self._select(positions)], dim=2)
+
+    def all_valid(self, positions: Sequence[int] | None = None) -> bool:
+        """Whether every object holds a value in every selected frame (``object_valid(...)
+        .all()``, answered on the host: no device read-back)."""
+        return all(e.all_valid for e in self._select(positions))
 
     def extras(self, name: str) -> list[Tensor]:
         return [e.extras[name] for e in self._all_entries()]

@@ -341,7 +341,9 @@ class HMMNReader(MemoryReader):
         kernel = None
         if self._kernel_active():
             kernel = self.kernel_centres(query_key, memory, state)
-        read = self._read_res4(query_key, memory_key, memory_value, valid, kernel)
+        read = self._read_res4(
+            query_key, memory_key, memory_value, valid, kernel, memory.all_valid()
+        )
         query_value = query.query_value.unsqueeze(1).expand(-1, objects, -1, -1, -1)
         features = {"res4": torch.cat([read, query_value], dim=2)}
         rate = self.readout_dropout if self.training else 0.0
@@ -377,6 +379,7 @@ class HMMNReader(MemoryReader):
         memory_value: Tensor,
         valid: Tensor,
         kernel: tuple[Tensor, Tensor] | None,
+        all_valid: bool,
     ) -> Tensor:
         batch, objects, channels, frames, height, width = memory_value.shape
         gaussian = {}
@@ -386,7 +389,7 @@ class HMMNReader(MemoryReader):
                 "gaussian_sigma": kernel[1],
                 "query_hw": (height, width),
             }
-        if bool(valid.all()):
+        if all_valid:
             read = ops.memory_read(
                 query_key.flatten(2),
                 memory_key.flatten(2),
@@ -423,6 +426,7 @@ class HMMNReader(MemoryReader):
         memory_key = memory.keys(scale, positions)  # [B, Ck, F, fh, fw]
         memory_value = memory.values(scale, positions)  # [B, O, Cv, F, fh, fw]
         valid = memory.object_valid(positions)  # [B, O, F]
+        all_valid = memory.all_valid(positions)
         batch, objects, channels, frames, fine_h, fine_w = memory_value.shape
         query_key = query.keys[scale]
         if candidates is None:  # k = ∞: the dense fine-scale read
@@ -432,7 +436,7 @@ class HMMNReader(MemoryReader):
                 memory_key.flatten(2).repeat_interleave(objects, dim=0),
                 memory_value.flatten(0, 1).flatten(2),
                 similarity=self.similarity,
-                memory_mask=None if bool(valid.all()) else pixel_valid.flatten(0, 1).flatten(1),
+                memory_mask=None if all_valid else pixel_valid.flatten(0, 1).flatten(1),
             )
             return read.view(batch, objects, channels, fine_h, fine_w)
         # res2 keeps the best k/4 of the res4 candidates (§3.2): a similar number of pixels
@@ -440,7 +444,7 @@ class HMMNReader(MemoryReader):
         coarse = candidates[..., :keep]
         index = ops.expand_index(coarse, coarse_hw, factor)  # [B, hw, keep·f²]
         grouped_query = group_by_cell(query_key, factor)  # [B, Ck, hw, f²]
-        if bool(valid.all()):
+        if all_valid:
             read = ops.gather_read(
                 grouped_query,
                 memory_key.flatten(2),

@@ -54,7 +54,7 @@ def global_read(
     valid = memory.object_valid(positions)  # [B, O, T]
     batch, objects, channels, frames, height, width = memory_value.shape
     query_key = query_key.flatten(2)  # [B, Ck, M]
-    if bool(valid.all()):
+    if memory.all_valid(positions):
         # Keys do not depend on the object: one affinity serves all of them (STCN's trick).
         read = ops.memory_read(
             query_key,
