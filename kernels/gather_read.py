@@ -15,8 +15,18 @@ Backward (recomputing S and P from the saved log-sum-exp, as flash-attention doe
     dk_n    += scale · Σ_{(r, k): index = n} dS[r, k] q_r    ("l2": 2 dS q − 2 dS k)
     dv_n    += Σ_{(r, k): index = n} P[r, k] dO_r
 
-dk and dv are scattered with fp32 atomic adds into pixel-major buffers ``[B, N, C]`` that a
-config ``pre_hook`` zeroes (autotuning reruns the kernel, so zeroing once would not do).
+The backward has two passes and no atomic add, so its gradients are deterministic:
+
+1. query side (one program per block of query rows): P and dS per (row, candidate), stored
+   to ``[B, G, g, K]`` fp32 buffers, and dq;
+2. memory side (one program per block of memory pixels and channels, one launch for dk and one
+   for dv): the (row, candidate) pairs sorted by the memory pixel they read (a stable sort,
+   `pairs_by_memory_pixel`, with each pixel's run as CSR offsets) are summed per pixel in that
+   fixed order. A pixel read by many rows runs a longer loop than its neighbours (the block
+   waits for its longest run).
+
+The pair buffers cost 8 bytes per (query pixel, candidate): 6.6 MB for HMMN's res3 read at
+480p (1620 groups × 4 pixels × 128 candidates), where atomic adds needed none.
 
 Layout. Memory is passed pixel-major (``[B, N, C]``, a transposed copy made by the wrapper) so
 one candidate's channels are contiguous. Queries are seen as ``[B, Ck, G, g]`` (the plain form
@@ -50,36 +60,27 @@ from vos.kernels.contracts import gather_read_kernel_unsupported_reason, validat
 _INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _zero_memory_grads(nargs: dict) -> None:
-    # dk/dv are accumulated atomically: every (benchmark or real) launch starts from zero
-    nargs["memory_key_grad_ptr"].zero_()
-    nargs["memory_value_grad_ptr"].zero_()
-
-
 # (BLOCK_K, BLOCK_CV, BLOCK_M or None, warps) that spilled registers at the papers' sizes
 # (`vos.bench kernels`' gather_read cases) on sm_80 or sm_90 in fp32, fp16 or bf16, measured
 # with `python -m vos.bench kernels --target sm_80 sm_90 --dtypes fp32 fp16 bf16 --kernels
-# gather_read` (docs/benchmarks.md): the tuner never tries them. Most backward tiles spill: it
-# holds the query, its gradient, the candidate keys and values and their scatter offsets.
+# gather_read` (docs/benchmarks.md): the tuner never tries them.
 _SPILLED = {
     ("fwd", True): {(16, 64, 16, 8), (16, 64, 8, 4), (32, 64, 8, 8), (8, 64, 16, 4),
                     (8, 64, 4, 8)},
-    ("bwd", True): {(k, cv, m, w) for k in (8, 16, 32) for cv in (32, 64) for m in (4, 8, 16)
-                    for w in (4, 8)}
-    - {(8, 32, 4, 4), (16, 32, 4, 8), (8, 32, 8, 8), (8, 64, 4, 8)},
+    ("bwd", True): {(16, 32, 16, 8), (16, 32, 8, 4), (16, 64, 16, 8), (16, 64, 8, 4),
+                    (32, 32, 8, 8), (32, 64, 4, 4), (32, 64, 8, 8), (8, 32, 16, 4),
+                    (8, 64, 16, 4), (8, 64, 16, 8)},
     ("fwd", False): set(),
-    ("bwd", False): {(16, 32, None, 4), (16, 64, None, 4), (32, 32, None, 8),
-                     (32, 64, None, 8)},
+    ("bwd", False): set(),
 }  # fmt: skip
 
 
 def _configs(plain: bool, backward: bool) -> list[triton.Config]:
     """Autotune configs; one small config under the interpreter (several need a GPU driver)."""
-    hook = _zero_memory_grads if backward else None
     if _INTERPRETING:
         # small blocks so the tiny test shapes still cross block boundaries
         blocks = {"BLOCK_K": 8, "BLOCK_CV": 8, **({"BLOCK_M": 4} if plain else {})}
-        return [triton.Config(blocks, num_warps=1, num_stages=1, pre_hook=hook)]
+        return [triton.Config(blocks, num_warps=1, num_stages=1)]
     configs = []
     block_ms = (4, 8, 16) if plain else (None,)
     spilled = _SPILLED[("bwd" if backward else "fwd", plain)]
@@ -92,9 +93,7 @@ def _configs(plain: bool, backward: bool) -> list[triton.Config]:
                     blocks = {"BLOCK_K": block_k, "BLOCK_CV": block_cv}
                     if block_m is not None:
                         blocks["BLOCK_M"] = block_m
-                    configs.append(
-                        triton.Config(blocks, num_warps=num_warps, num_stages=2, pre_hook=hook)
-                    )
+                    configs.append(triton.Config(blocks, num_warps=num_warps, num_stages=2))
     return configs
 
 
@@ -181,12 +180,10 @@ def _row_offsets(batch, offs_c, row_group, row_pixel, stride_b, stride_c, stride
 
 @triton.jit
 def _load_candidate_tile(base, candidate, valid, offs_c, c_in, stride_n, stride_c):
-    """Candidates' channels ``[rows, BLOCK_K, channels]`` (fp32) of pixel-major memory, with
-    their offsets and mask (the backward scatters the gradients there)."""
+    """Candidates' channels ``[rows, BLOCK_K, channels]`` (fp32) of pixel-major memory."""
     offsets = candidate[:, :, None] * stride_n + offs_c[None, None, :] * stride_c
     mask = valid[:, :, None] & c_in[None, None, :]
-    tile = tl.load(base + offsets, mask=mask, other=0.0).to(tl.float32)
-    return tile, offsets, mask
+    return tl.load(base + offsets, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -231,7 +228,7 @@ def _gather_read_fwd_kernel(
         candidate, valid = _load_candidates(
             index_base, index_row, groups, candidates, k_start, stride_ig, stride_ik, BLOCK_K
         )
-        keys, _, _ = _load_candidate_tile(
+        keys = _load_candidate_tile(
             key_base, candidate, valid, offs_ck, ck_in, stride_kn, stride_kc
         )
         logits = _logits(query, keys, valid, scale, L2)
@@ -244,7 +241,7 @@ def _gather_read_fwd_kernel(
         normaliser = normaliser * rescale + tl.sum(weights, axis=1)
 
         # readout += Σ_k w_k v_k
-        values, _, _ = _load_candidate_tile(
+        values = _load_candidate_tile(
             value_base, candidate, valid, offs_cv, cv_in, stride_vn, stride_vc
         )
         acc = acc * rescale[:, None] + tl.sum(weights[:, :, None] * values, axis=1)
@@ -268,7 +265,7 @@ def _gather_read_fwd_kernel(
 @triton.jit
 def _gather_read_bwd_kernel(
     query_ptr, memory_key_ptr, memory_value_ptr, index_ptr, grad_readout_ptr, lse_ptr, delta_ptr,
-    query_grad_ptr, memory_key_grad_ptr, memory_value_grad_ptr,
+    query_grad_ptr, probs_ptr, logits_grad_ptr,
     scale, groups, group_size, candidates, key_channels, value_channels,
     stride_qb, stride_qc, stride_qg, stride_qp,
     stride_kb, stride_kn, stride_kc,
@@ -281,7 +278,7 @@ def _gather_read_bwd_kernel(
     BLOCK_CK: tl.constexpr, BLOCK_CV: tl.constexpr,
 ):  # fmt: skip
     # query_grad shares the query's strides, grad_readout the readout's, lse and delta one
-    # layout, and the memory grads the (pixel-major) memory's
+    # layout; probs and logits_grad are contiguous [B, G, g, K]
     pid_rows = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
     row_group, row_pixel, row_valid, index_row = _query_rows(
@@ -301,8 +298,6 @@ def _gather_read_bwd_kernel(
     delta = tl.load(delta_ptr + row_offsets, mask=row_valid, other=0.0)
     key_base = memory_key_ptr + batch * stride_kb
     value_base = memory_value_ptr + batch * stride_vb
-    key_grad_base = memory_key_grad_ptr + batch * stride_kb
-    value_grad_base = memory_value_grad_ptr + batch * stride_vb
     index_base = index_ptr + batch * stride_ib
 
     query_grad = tl.zeros([BLOCK_M, BLOCK_CK], tl.float32)
@@ -310,7 +305,8 @@ def _gather_read_bwd_kernel(
         candidate, valid = _load_candidates(
             index_base, index_row, groups, candidates, k_start, stride_ig, stride_ik, BLOCK_K
         )
-        keys, key_offsets, key_mask = _load_candidate_tile(
+        offs_k = k_start + tl.arange(0, BLOCK_K)
+        keys = _load_candidate_tile(
             key_base, candidate, valid, offs_ck, ck_in, stride_kn, stride_kc
         )
         logits = _logits(query, keys, valid, scale, L2)
@@ -329,40 +325,92 @@ def _gather_read_bwd_kernel(
                 mask=row_valid[:, None] & cv_in[None, :],
                 other=0.0,
             ).to(tl.float32)
-            values, value_offsets, value_mask = _load_candidate_tile(
+            values = _load_candidate_tile(
                 value_base, candidate, valid, offs_cv, cv_in, stride_vn, stride_vc
             )
             # dP = dO · v
             weights_grad += tl.sum(grad_readout[:, None, :] * values, axis=2)
-            # dv_n += Σ P dO over the rows reading n (summed over a group's pixels first)
-            value_grad = weights[:, :, None] * grad_readout[:, None, :]
-            if GROUPED:
-                value_grad = tl.sum(value_grad, axis=0, keep_dims=True)
-            tl.atomic_add(
-                value_grad_base + value_offsets, value_grad, mask=value_mask, sem="relaxed"
-            )
 
         # dS = P ⊙ (dP − D) (softmax backward), times the logit scale
         logits_grad = weights * (weights_grad - delta[:, None]) * scale
         if L2:
-            # S = (2 q·k − ‖k‖²)·scale: dq = 2 Σ_k dS k, dk = 2 Σ_rows dS q − 2 (Σ_rows dS) k
+            # S = (2 q·k − ‖k‖²)·scale: dq = 2 Σ_k dS k
             query_grad += 2.0 * tl.sum(logits_grad[:, :, None] * keys, axis=1)
-            key_grad = 2.0 * logits_grad[:, :, None] * query[:, None, :]
-            if GROUPED:
-                key_grad = tl.sum(key_grad, axis=0, keep_dims=True)
-                row_sum = tl.sum(logits_grad, axis=0, keep_dims=True)
-            else:
-                row_sum = logits_grad
-            key_grad -= 2.0 * row_sum[:, :, None] * keys
         else:
-            # S = q·k·scale: dq = Σ_k dS k, dk = Σ_rows dS q
+            # S = q·k·scale: dq = Σ_k dS k
             query_grad += tl.sum(logits_grad[:, :, None] * keys, axis=1)
-            key_grad = logits_grad[:, :, None] * query[:, None, :]
-            if GROUPED:
-                key_grad = tl.sum(key_grad, axis=0, keep_dims=True)
-        tl.atomic_add(key_grad_base + key_offsets, key_grad, mask=key_mask, sem="relaxed")
+        # P and dS per (row, candidate), for the memory-side pass (dk, dv)
+        pair_offsets = ((batch * groups + row_group[:, None]) * group_size
+                        + row_pixel[:, None]) * candidates + offs_k[None, :]  # fmt: skip
+        pair_mask = row_valid[:, None] & (offs_k < candidates)[None, :]
+        tl.store(probs_ptr + pair_offsets, weights, mask=pair_mask)
+        tl.store(logits_grad_ptr + pair_offsets, logits_grad, mask=pair_mask)
 
     tl.store(query_grad_ptr + query_offsets, query_grad, mask=query_mask)
+
+
+@triton.jit
+def _gather_read_bwd_memory_kernel(
+    query_ptr, memory_key_ptr, grad_readout_ptr, probs_ptr, logits_grad_ptr, order_ptr,
+    segment_ptr, memory_key_grad_ptr, memory_value_grad_ptr,
+    groups, group_size, candidates, memory_pixels, key_channels, value_channels,
+    stride_qb, stride_qc, stride_qg, stride_qp,
+    stride_kb, stride_kn, stride_kc,
+    stride_ob, stride_oc, stride_og, stride_op,
+    L2: tl.constexpr, COMPUTE_DK: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """dk (COMPUTE_DK) or dv of a block of memory pixels, each summed over the (row, candidate)
+    pairs that read it, in a fixed order: the pairs sorted by memory pixel (``order``, stable)
+    with each pixel's run of them given by ``segment`` ``[B, N + 1]`` (CSR offsets)."""
+    pid_n = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < memory_pixels
+    offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < (key_channels if COMPUTE_DK else value_channels)
+    segment_base = segment_ptr + batch * (memory_pixels + 1)
+    start = tl.load(segment_base + offs_n, mask=n_ok, other=0)
+    length = tl.load(segment_base + offs_n + 1, mask=n_ok, other=0) - start
+    rows = tl.arange(0, BLOCK_G)
+    rows_ok = rows < group_size
+    pairs = groups * candidates
+    acc = tl.zeros([BLOCK_N, BLOCK_C], tl.float32)
+    weight_sum = tl.zeros([BLOCK_N], tl.float32)  # Σ dS, for l2's −2 (Σ dS) k_n
+    for j in range(0, tl.max(length, axis=0)):
+        pair_ok = j < length
+        pair = tl.load(order_ptr + batch * pairs + start + j, mask=pair_ok, other=0)
+        group = pair // candidates
+        candidate = pair % candidates
+        ok = pair_ok[:, None] & rows_ok[None, :]
+        # P (dv) or dS (dk) of each of the group's rows for this candidate, [BLOCK_N, BLOCK_G]
+        weight_offsets = ((batch * groups + group[:, None]) * group_size
+                          + rows[None, :]) * candidates + candidate[:, None]  # fmt: skip
+        if COMPUTE_DK:
+            weight = tl.load(logits_grad_ptr + weight_offsets, mask=ok, other=0.0)
+            vectors = query_ptr + batch * stride_qb + offs_c[None, None, :] * stride_qc
+            vectors += group[:, None, None] * stride_qg + rows[None, :, None] * stride_qp
+        else:
+            weight = tl.load(probs_ptr + weight_offsets, mask=ok, other=0.0)
+            vectors = grad_readout_ptr + batch * stride_ob + offs_c[None, None, :] * stride_oc
+            vectors += group[:, None, None] * stride_og + rows[None, :, None] * stride_op
+        vector = tl.load(vectors, mask=ok[:, :, None] & c_ok[None, None, :], other=0.0)
+        # dv_n += Σ_rows P dO_row;  dk_n += Σ_rows dS q_row
+        acc += tl.sum(weight[:, :, None] * vector.to(tl.float32), axis=1)
+        weight_sum += tl.sum(weight, axis=1)
+    store_mask = n_ok[:, None] & c_ok[None, :]
+    offsets = batch * stride_kb + offs_n[:, None] * stride_kn  # pixel-major, like the memory
+    if COMPUTE_DK:
+        if L2:
+            # S = (2 q·k − ‖k‖²)·scale: dk = 2 Σ dS q − 2 (Σ dS) k (dS holds the scale)
+            key = tl.load(memory_key_ptr + offsets + offs_c[None, :] * stride_kc,
+                          mask=store_mask, other=0.0).to(tl.float32)  # fmt: skip
+            acc = 2.0 * acc - 2.0 * weight_sum[:, None] * key
+        tl.store(memory_key_grad_ptr + offsets + offs_c[None, :] * stride_kc, acc,
+                 mask=store_mask)  # fmt: skip
+    else:
+        value_offsets = batch * memory_pixels * value_channels + offs_n[:, None] * value_channels
+        tl.store(memory_value_grad_ptr + value_offsets + offs_c[None, :], acc, mask=store_mask)
 
 
 _PRUNE = {"early_config_prune": prune_configs}
@@ -380,6 +428,51 @@ _bwd_grouped = triton.autotune(
 )(_gather_read_bwd_kernel)
 
 
+def _memory_configs() -> list[triton.Config]:
+    if _INTERPRETING:
+        return [triton.Config({"BLOCK_N": 8, "BLOCK_C": 8}, num_warps=1, num_stages=1)]
+    return [
+        triton.Config({"BLOCK_N": n, "BLOCK_C": c}, num_warps=w, num_stages=2)
+        # BLOCK_N 16 and more compiled to 254 registers on sm_90 at HMMN's res3 (g = 4)
+        for n, c, w in ((4, 32, 2), (4, 32, 4), (8, 32, 4), (8, 64, 4), (8, 32, 8))
+    ]
+
+
+def _prune_memory_configs(configs, named_args, **kwargs):
+    """Configs whose [BLOCK_N, BLOCK_G, BLOCK_C] tile holds 16 elements per thread or fewer
+    (the lightest if none does)."""
+    if _INTERPRETING:
+        return configs
+
+    def load(config):
+        blocks = config.kwargs
+        return blocks["BLOCK_N"] * kwargs["BLOCK_G"] * blocks["BLOCK_C"] / (32 * config.num_warps)
+
+    fitting = [c for c in configs if load(c) <= 16]
+    return fitting or [min(configs, key=load)]
+
+
+_bwd_memory = triton.autotune(
+    _memory_configs(),
+    key=["memory_pixels", "candidates", "key_channels", "value_channels", "group_size",
+         "COMPUTE_DK"],
+    prune_configs_by={"early_config_prune": _prune_memory_configs},
+)(_gather_read_bwd_memory_kernel)  # fmt: skip
+
+
+def pairs_by_memory_pixel(index: Tensor, memory_pixels: int) -> tuple[Tensor, Tensor]:
+    """The (row, candidate) pairs of ``index`` ``[B, G, K]`` sorted by the memory pixel they
+    read (stable: a pixel's pairs keep their order), as flat pair numbers ``[B, G·K]``, and
+    each memory pixel's run of them, ``[B, N + 1]`` offsets (pairs with −1 sort first, before
+    pixel 0's run). Sorting makes the backward's sums over a pixel's readers run in one fixed
+    order: deterministic, unlike atomic adds."""
+    flat = index.reshape(index.shape[0], -1)
+    memory_of_pair, order = torch.sort(flat, dim=1, stable=True)
+    pixels = torch.arange(memory_pixels + 1, device=index.device, dtype=flat.dtype)
+    segments = torch.searchsorted(memory_of_pair, pixels.expand(index.shape[0], -1).contiguous())
+    return order.contiguous(), segments.contiguous()
+
+
 def _grid(batch: int, groups: int, value_channels: int, grouped: bool, backward: bool):
     """(row programs, batch, value-channel splits): rows first, the axis with the big limit."""
 
@@ -387,6 +480,17 @@ def _grid(batch: int, groups: int, value_channels: int, grouped: bool, backward:
         rows = groups if grouped else triton.cdiv(groups, meta["BLOCK_M"])
         splits = 1 if backward else triton.cdiv(value_channels, meta["BLOCK_CV"])
         return (rows, batch, splits)
+
+    return grid
+
+
+def _memory_grid(batch: int, memory_pixels: int, channels: int):
+    def grid(meta):
+        return (
+            triton.cdiv(memory_pixels, meta["BLOCK_N"]),
+            batch,
+            triton.cdiv(channels, meta["BLOCK_C"]),
+        )
 
     return grid
 
@@ -440,22 +544,40 @@ class _GatherRead(torch.autograd.Function):
         grad_readout = (grad_readout if grouped else grad_readout.unsqueeze(3)).contiguous()
         # D = Σ_c dO·O per query row: the softmax backward's row term
         delta = (grad_readout.float() * readout).sum(dim=1).contiguous()  # [B, G, g]
-        query_grad = torch.empty(queries.shape, device=queries.device, dtype=torch.float32)
-        key_grad_rows = torch.empty(key_rows.shape, device=queries.device, dtype=torch.float32)
-        value_grad_rows = torch.empty(value_rows.shape, device=queries.device, dtype=torch.float32)
-        if readout.numel() > 0:
+        device = queries.device
+        candidates, memory_pixels = index.shape[2], key_rows.shape[1]
+        query_grad = torch.empty(queries.shape, device=device, dtype=torch.float32)
+        key_grad_rows = torch.empty(key_rows.shape, device=device, dtype=torch.float32)
+        value_grad_rows = torch.empty(value_rows.shape, device=device, dtype=torch.float32)
+        if readout.numel() > 0 and candidates > 0:
+            # P and dS per (row, candidate): written by the query-side pass, summed per memory
+            # pixel by the memory-side pass
+            pair_shape = (batch, groups, group_size, candidates)
+            probs = torch.empty(pair_shape, device=device, dtype=torch.float32)
+            logits_grad = torch.empty(pair_shape, device=device, dtype=torch.float32)
             kernel = _bwd_grouped if grouped else _bwd_plain
             blocks = {"BLOCK_M": triton.next_power_of_2(group_size)} if grouped else {}
-            with torch.cuda.device(queries.device) if queries.is_cuda else nullcontext():
+            order, segments = pairs_by_memory_pixel(index, memory_pixels)
+            with torch.cuda.device(device) if queries.is_cuda else nullcontext():
                 kernel[_grid(batch, groups, value_channels, grouped, backward=True)](
                     queries, key_rows, value_rows, index, grad_readout, lse, delta,
-                    query_grad, key_grad_rows, value_grad_rows,
-                    ctx.scale, groups, group_size, index.shape[2], key_channels, value_channels,
+                    query_grad, probs, logits_grad,
+                    ctx.scale, groups, group_size, candidates, key_channels, value_channels,
                     *queries.stride(), *key_rows.stride(), *value_rows.stride(),
                     *index.stride(), *grad_readout.stride(), *lse.stride(),
                     L2=ctx.l2, GROUPED=grouped,
                     BLOCK_CK=triton.next_power_of_2(key_channels), **blocks,
                 )  # fmt: skip
+                for compute_dk, channels in ((True, key_channels), (False, value_channels)):
+                    _bwd_memory[_memory_grid(batch, memory_pixels, channels)](
+                        queries, key_rows, grad_readout, probs, logits_grad, order, segments,
+                        key_grad_rows, value_grad_rows,
+                        groups, group_size, candidates, memory_pixels, key_channels,
+                        value_channels,
+                        *queries.stride(), *key_rows.stride(), *grad_readout.stride(),
+                        L2=ctx.l2, COMPUTE_DK=compute_dk,
+                        BLOCK_G=triton.next_power_of_2(group_size),
+                    )  # fmt: skip
         else:
             query_grad.zero_()
             key_grad_rows.zero_()

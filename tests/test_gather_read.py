@@ -216,6 +216,39 @@ def test_kernel_duplicates_accumulate_in_backward():
     assert torch.all(kernel[3][:, :, [0, 1, 2, 4, 5, 6]] == 0)
 
 
+def test_pairs_sorted_by_memory_pixel_are_each_pixels_readers_in_order():
+    """The memory-side backward sums a pixel's (row, candidate) pairs in this order."""
+    pytest.importorskip("triton")
+    from vos.kernels.gather_read import pairs_by_memory_pixel
+
+    index = make_inputs(grouped=True, seed=7)[3]  # −1 entries and duplicates
+    order, segments = pairs_by_memory_pixel(index, N)
+    assert order.shape == (B, GROUPS * K) and segments.shape == (B, N + 1)
+    flat = index.reshape(B, -1)
+    for b in range(B):
+        assert segments[b, 0] == int((flat[b] == -1).sum()) and segments[b, -1] == flat.shape[1]
+        for n in range(N):
+            run = order[b, segments[b, n] : segments[b, n + 1]]
+            assert torch.equal(run, (flat[b] == n).nonzero().flatten())  # all, ascending
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_kernel_backward_is_deterministic(grouped):
+    """No atomic adds: two backward passes give bit-identical gradients (on a GPU too, under
+    `make gpu-check`, where atomics would reorder the sums)."""
+    query, memory_key, memory_value, index = make_inputs(grouped, seed=8, dtype=torch.float32)
+    index = index.clamp_min(0) % 3  # many readers per memory pixel
+    runs = [
+        grads(
+            lambda q, k, v: gather_read(q, k, v, index, backend="triton"),
+            (query, memory_key, memory_value),
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    for first, second in zip(*runs):
+        assert torch.equal(first, second)
+
+
 # --- errors, dispatch, cost ------------------------------------------------------------------
 
 

@@ -184,7 +184,19 @@ def _gather_read(setting: dict, dtype, tf32: bool):
               "BLOCK_CK": triton.next_power_of_2(ck)}  # fmt: skip
     if grouped:
         kwargs["BLOCK_M"] = triton.next_power_of_2(group)
-    if setting["part"] == "fwd":
+    part = setting["part"]
+    if part in ("bwd_dk", "bwd_dv"):
+        # the memory-side pass: dk or dv per memory pixel from the sorted (row, candidate) pairs
+        grad_readout = _meta(1, cv, groups, group, dtype=dtype)
+        fp32, int64 = _meta(1), _meta(1, dtype=torch.int64)
+        tensors = [queries, key_rows, grad_readout, fp32, fp32, int64, int64, fp32, fp32]
+        memory_sizes = [groups, group, candidates, memories, ck, cv]
+        strides = [queries, key_rows, grad_readout]
+        args = [*map(_pointer, tensors), *memory_sizes, *(s for t in strides for s in t.stride())]
+        kwargs = {"L2": setting["similarity"] == "l2", "COMPUTE_DK": part == "bwd_dk",
+                  "BLOCK_G": triton.next_power_of_2(group)}  # fmt: skip
+        return kernels._bwd_memory, args, kwargs
+    if part == "fwd":
         tensors = [queries, key_rows, value_rows, index, readout, lse]
         strides = [queries, key_rows, value_rows, index, readout, lse]
         kernel = kernels._fwd_grouped if grouped else kernels._fwd_plain
@@ -230,7 +242,7 @@ def _cases() -> list[Case]:
                  {"grid": RES3, "T": 2, "Ck": 128, "Cv": 256, "K": 128, "group": 4,
                   "similarity": "dot", "part": part},
                  _gather_read)
-            for part in ("fwd", "bwd")
+            for part in ("fwd", "bwd", "bwd_dk", "bwd_dv")
         ),
         *(
             Case(f"gather_read.{part}",
