@@ -156,6 +156,22 @@ def test_tracking_adds_one_step_per_frame_from_the_history():
     assert torch.equal(tracked[:, -1], steps[-1])
 
 
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+@pytest.mark.parametrize("window", [1, 3, 7, 31])
+def test_tracking_step_by_a_window_read_equals_the_dense_window_argmax(window, similarity):
+    # the tracker's step without the [hw, hw] affinity: same argmax, same first-tie rule
+    from vos.model.readers.hmmn import window_argmax_local
+
+    generator = torch.Generator().manual_seed(window)
+    memory_key = torch.randn(2, 8, 5, 6, generator=generator, dtype=torch.float64)
+    query_key = torch.randn(2, 8, 5, 6, generator=generator, dtype=torch.float64)
+    query_key[0, :, 2:, 3:] = 1.0  # equal query keys: ties resolved in raster order
+    logits = ops.affinity_logits(query_key.flatten(2), memory_key.flatten(2),
+                                 similarity=similarity)  # fmt: skip
+    dense = window_argmax(logits, (5, 6), window)
+    assert torch.equal(window_argmax_local(memory_key, query_key, window, similarity), dense)
+
+
 def test_window_argmax_stays_inside_the_window():
     logits = torch.randn(2, 20, 20)
     best = window_argmax(logits, (4, 5), 3)

@@ -109,6 +109,29 @@ def window_argmax(logits: Tensor, grid_hw: tuple[int, int], window: int | None) 
     return logits.argmax(dim=2)
 
 
+@torch.no_grad()
+def window_argmax_local(
+    memory_key: Tensor, query_key: Tensor, window: int, similarity: str = "dot"
+) -> Tensor:
+    """`window_argmax` of the affinity of ``memory_key`` and ``query_key`` (both
+    ``[B, Ck, h, w]``) without building it: each memory pixel's best query pixel inside the s×s
+    window centred on it, by `vos.ops.window_read`'s argmax (the memory key as the window's
+    centre, the query keys as what it reads; the running argmax of the kernel on CUDA). Ties:
+    the first in raster order, as `window_argmax`. Returns query indices ``[B, h·w]``.
+
+    A memory pixel's ``l2`` logits 2 q·k − ‖k‖² (k its own key) and its ``dot`` logits have the
+    same argmax over q, so both read as ``dot`` here."""
+    del similarity  # the argmax is the same for both
+    batch, _, height, width = memory_key.shape
+    placeholder = memory_key.new_zeros(batch, 1, height, width)  # no value is read
+    _, top = ops.window_read(
+        memory_key, query_key, placeholder, radius=window // 2, similarity="dot", return_top=1
+    )
+    yx = ops.query_grid_positions((height, width), device=memory_key.device).long()
+    target = yx.view(1, height, width, 2) + top.argmax_offset  # [B, h, w, 2] on the query grid
+    return (target[..., 0] * width + target[..., 1]).flatten(1)
+
+
 def group_by_cell(x: Tensor, factor: int) -> Tensor:
     """``[B, C, f·h, f·w]`` -> ``[B, C, h·w, f²]``: the f×f pixels of each coarse cell."""
     batch, channels, height, width = x.shape
@@ -248,9 +271,14 @@ class HMMNReader(MemoryReader):
         self, query: Tensor, memory: MemoryBank, state: HMMNState, grid_hw: tuple[int, int]
     ) -> Tensor:
         """Tracked query positions ``[B, T, hw]`` of every memory pixel; updates the history."""
-        latest_key = memory.keys("res4", positions=[-1])[:, :, 0].flatten(2)
-        logits = ops.affinity_logits(query, latest_key, similarity=self.similarity)
-        step = window_argmax(logits, grid_hw, self.window)  # [B, hw]: latest memory -> query
+        latest_key = memory.keys("res4", positions=[-1])[:, :, 0]  # [B, Ck, h, w]
+        if self.window is None:  # anywhere: the dense affinity's argmax
+            logits = ops.affinity_logits(query, latest_key.flatten(2), similarity=self.similarity)
+            step = window_argmax(logits, grid_hw, None)
+        else:  # inside the s×s window: a window read's argmax, no [hw, hw] affinity
+            step = window_argmax_local(
+                latest_key, query.view_as(latest_key), self.window, self.similarity
+            )  # [B, hw]: latest memory -> query
         frames = memory.frame_indices
         history = state.tracks
         chained = history is not None and history.on_frame == frames[-1]
