@@ -77,6 +77,15 @@ def compose_config(name: str = "train", overrides: list[str] | None = None) -> D
         return compose(name, overrides=list(overrides or []))
 
 
+def tiny_checkpoint(run_dir: Path) -> Path:
+    """Train the `TINY` model one step into ``run_dir`` (no validation); its ``last.ckpt``."""
+    from vos.lightning.training import train
+
+    overrides = [*TINY, "trainer.max_steps=1", "+trainer.limit_val_batches=0"]
+    train(compose_config("train", overrides), run_dir)
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
 def wandb_records(path: Path) -> Iterator[bytes]:
     """The records of a wandb transaction log (.wandb): a 7-byte file header, then blocks of
     32 KiB holding records with a 7-byte header (checksum, length, type: 1 full, 2 first,

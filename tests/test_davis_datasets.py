@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TINY, compose_config
+from helpers import compose_config, tiny_checkpoint
 from hydra.utils import instantiate
 from PIL import Image
 from test_davis import labels_video, make_layout, write_video
@@ -21,7 +21,6 @@ from vos.data.palette import write_frame, write_mask
 from vos.data.source import DatasetError
 from vos.data.sources.davis import DavisLayout, DavisSource
 from vos.data.synthetic import SyntheticSource, export_davis
-from vos.lightning.training import train
 
 
 def write_davis2016(
@@ -141,12 +140,7 @@ def test_davis2016_empty_first_mask(tmp_path):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    train(
-        compose_config("train", [*TINY, "trainer.max_steps=1", "+trainer.limit_val_batches=0"]),
-        run_dir,
-    )
-    return run_dir / "checkpoints" / "last.ckpt"
+    return tiny_checkpoint(tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture

@@ -9,11 +9,10 @@ import json
 
 import pytest
 import torch
-from helpers import TINY, compose_config
+from helpers import TINY, compose_config, tiny_checkpoint
 
 from vos.data.synthetic import SyntheticSource
 from vos.inference.engine import InferenceEngine
-from vos.lightning.training import train
 from vos.model.network import build_network
 
 ONE_SMALL_VIDEO = [
@@ -26,12 +25,7 @@ ONE_SMALL_VIDEO = [
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    train(
-        compose_config("train", [*TINY, "trainer.max_steps=1", "+trainer.limit_val_batches=0"]),
-        run_dir,
-    )
-    return run_dir / "checkpoints" / "last.ckpt"
+    return tiny_checkpoint(tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture

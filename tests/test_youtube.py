@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, compose_config
+from helpers import TINY, compose_config, tiny_checkpoint
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -304,12 +304,7 @@ def test_late_objects_join_at_their_first_mask(youtube_root, network, all_frames
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    train(
-        compose_config("train", [*TINY, "trainer.max_steps=1", "+trainer.limit_val_batches=0"]),
-        run_dir,
-    )
-    return run_dir / "checkpoints" / "last.ckpt"
+    return tiny_checkpoint(tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture
