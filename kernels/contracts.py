@@ -10,6 +10,9 @@ from torch import Tensor
 # grow too large
 GATHER_READ_MAX_KEY_CHANNELS = 256
 GATHER_READ_MAX_GROUP_SIZE = 64
+# window_read: the largest return_top its forward kernel's running top-k holds (LMRC: 5; a 5×5
+# window holds 25)
+WINDOW_READ_MAX_TOP_K = 32
 GATHER_READ_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 

@@ -61,9 +61,10 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from vos.kernels.contracts import WINDOW_READ_MAX_TOP_K
 
-# the largest k of the in-kernel top-k (LMRC's comparator: 5; a 5×5 window holds 25)
-MAX_TOP_K = 32
+# the largest k of the in-kernel top-k
+MAX_TOP_K = WINDOW_READ_MAX_TOP_K
 
 # Elements of one [BLOCK_M, channels] fp32 tile per thread that a config may hold. A loop holds
 # up to three such tiles (dK: the memory key, its gradient, the partner queries) plus the value

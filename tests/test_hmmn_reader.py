@@ -169,7 +169,7 @@ def test_tracking_step_by_a_window_read_equals_the_dense_window_argmax(window, s
     logits = ops.affinity_logits(query_key.flatten(2), memory_key.flatten(2),
                                  similarity=similarity)  # fmt: skip
     dense = window_argmax(logits, (5, 6), window)
-    assert torch.equal(window_argmax_local(memory_key, query_key, window, similarity), dense)
+    assert torch.equal(window_argmax_local(memory_key, query_key, window), dense)
 
 
 def test_window_argmax_stays_inside_the_window():

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vos.kernels.contracts import WINDOW_READ_MAX_TOP_K
 from vos.ops.dispatch import resolve_backend
 
 Similarity = Literal["dot", "l2"]
@@ -45,8 +46,8 @@ MAX_CHUNK_ELEMENTS = 1 << 23
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
-# the largest return_top the kernel's running top-k holds (`vos.kernels.window_read.MAX_TOP_K`)
-MAX_KERNEL_TOP_K = 32
+# the largest return_top the kernel's running top-k holds
+MAX_KERNEL_TOP_K = WINDOW_READ_MAX_TOP_K
 
 
 class WindowTop(NamedTuple):

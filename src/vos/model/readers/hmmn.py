@@ -110,9 +110,7 @@ def window_argmax(logits: Tensor, grid_hw: tuple[int, int], window: int | None) 
 
 
 @torch.no_grad()
-def window_argmax_local(
-    memory_key: Tensor, query_key: Tensor, window: int, similarity: str = "dot"
-) -> Tensor:
+def window_argmax_local(memory_key: Tensor, query_key: Tensor, window: int) -> Tensor:
     """`window_argmax` of the affinity of ``memory_key`` and ``query_key`` (both
     ``[B, Ck, h, w]``) without building it: each memory pixel's best query pixel inside the s×s
     window centred on it, by `vos.ops.window_read`'s argmax (the memory key as the window's
@@ -120,8 +118,7 @@ def window_argmax_local(
     the first in raster order, as `window_argmax`. Returns query indices ``[B, h·w]``.
 
     A memory pixel's ``l2`` logits 2 q·k − ‖k‖² (k its own key) and its ``dot`` logits have the
-    same argmax over q, so both read as ``dot`` here."""
-    del similarity  # the argmax is the same for both
+    same argmax over q, so this serves both similarities."""
     batch, _, height, width = memory_key.shape
     placeholder = memory_key.new_zeros(batch, 1, height, width)  # no value is read
     _, top = ops.window_read(
@@ -276,9 +273,8 @@ class HMMNReader(MemoryReader):
             logits = ops.affinity_logits(query, latest_key.flatten(2), similarity=self.similarity)
             step = window_argmax(logits, grid_hw, None)
         else:  # inside the s×s window: a window read's argmax, no [hw, hw] affinity
-            step = window_argmax_local(
-                latest_key, query.view_as(latest_key), self.window, self.similarity
-            )  # [B, hw]: latest memory -> query
+            step = window_argmax_local(latest_key, query.view_as(latest_key), self.window)
+            # [B, hw]: latest memory -> query (same for dot and l2, see window_argmax_local)
         frames = memory.frame_indices
         history = state.tracks
         chained = history is not None and history.on_frame == frames[-1]
