@@ -11,6 +11,12 @@ suite's inference engine with the stored protocol on the same frames (fp32, CPU)
 per video the largest difference of the label probabilities, the share of pixels whose
 written label differs, and the seconds per frame of both. docs/parity.md records the figures.
 
+``--feed-official`` memorises the official probabilities of each frame instead of the suite's
+own (teacher forcing): each frame then reads the same memory masks in both codes, so the
+printed per-frame differences are that frame's own and not the feedback of earlier frames'
+differences through the memory. It prints the largest difference of the object
+probabilities per frame (measured before the official ones replace them).
+
 ``--parts`` adds, per video, the seconds the suite's engine spent in each part of the network
 (query encoder and its heads, memory encoder, memory read, decoder, and the rest: soft
 aggregation, labels, frame loading), timed around those calls.
@@ -30,6 +36,37 @@ import torch
 from vos.data.sources.davis import DavisSource
 from vos.inference.loading import load_engine
 from vos.model.official.convert import MODES, convert_file
+from vos.model.padding import unpad
+
+
+def feed_official(engine, official_probs: np.ndarray, frame_diffs: list[float]):
+    """Make ``engine`` memorise ``official_probs[t]`` at each frame ``t`` > 0 (in place, so
+    the reader's state sees them too), after noting how far its own were from them. Returns
+    the call that undoes it."""
+    current = {"t": 0}
+    encode_frame, memorise = engine.network.encode_frame, engine._memorise
+
+    def encode(image, t, *args, **kwargs):
+        current["t"] = t
+        return encode_frame(image, t, *args, **kwargs)
+
+    def forced(memory, frame, object_probs, what):
+        t = current["t"]
+        if t > 0:
+            h, w = official_probs.shape[-2:]
+            inside = unpad(object_probs, h, w)
+            theirs = torch.from_numpy(official_probs[t, 1:]).to(inside)[None]
+            frame_diffs.append(float((inside - theirs).abs().max()))
+            inside.copy_(theirs)
+        return memorise(memory, frame, object_probs, what)
+
+    engine.network.encode_frame = encode
+    engine._memorise = forced
+
+    def restore() -> None:
+        engine.network.encode_frame, engine._memorise = encode_frame, memorise
+
+    return restore
 
 
 def time_parts(engine) -> dict[str, float]:
@@ -65,6 +102,11 @@ def main() -> None:
     parser.add_argument("--videos", nargs="+", required=True)
     parser.add_argument("--json", help="write the figures here too")
     parser.add_argument("--parts", action="store_true", help="time the engine's parts too")
+    parser.add_argument(
+        "--feed-official",
+        action="store_true",
+        help="memorise the official probabilities (teacher forcing); print per-frame figures",
+    )
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,7 +133,13 @@ def main() -> None:
 
         # as many frames as the official run covered (official.py run --max-frames)
         frames = len(official["probs"])
+        frame_diffs: list[float] = []
+        restore = (
+            feed_official(engine, official["probs"], frame_diffs) if args.feed_official else None
+        )
         result = engine.run_video(source, video, on_probs=keep, max_frames=frames)
+        if restore is not None:
+            restore()
         seconds = (time.perf_counter() - start) / len(result.labels)
         ours = np.stack([probs[t] for t in sorted(probs) if t > 0])
         theirs = official["probs"][1 : len(ours) + 1].astype(np.float32)
@@ -117,6 +165,8 @@ def main() -> None:
             "suite_seconds_per_frame": seconds,
             "official_seconds_per_frame": official_seconds.get(video),
         }
+        if args.feed_official:
+            row["teacher_forced_frame_max_abs_diff"] = [float(f"{d:.2g}") for d in frame_diffs]
         if parts is not None:
             total = seconds * len(result.labels)
             row["suite_seconds_by_part"] = {
