@@ -340,20 +340,34 @@ class HMMNReader(MemoryReader):
         if self.selection == "random":
             scores = torch.rand(batch, cells, total, device=query_key.device)
             return scores.topk(k, dim=2).indices
+        scores = self.fine_candidate_scores(query_key, memory, kernel)
+        return scores.topk(k, dim=1).indices.transpose(1, 2)  # best first
+
+    @torch.no_grad()
+    def fine_candidate_scores(
+        self, query_key: Tensor, memory: MemoryBank, kernel: tuple[Tensor, Tensor] | None
+    ) -> Tensor:
+        """What the top-k candidates are ranked by, ``[B, F·hw, hw]`` over the fine memory
+        frames' res4 cells: the res4 logits, plus the Gaussian's log when ``kernel`` (the
+        order of softmax × kernel, which the released code ranks)."""
+        positions = self._fine_positions(memory)
+        subset_key = memory.keys("res4", positions)  # [B, Ck, F, h, w]
+        height, width = subset_key.shape[-2:]
+        cells = height * width
         logits = ops.affinity_logits(
             query_key.flatten(2), subset_key.flatten(2), similarity=self.similarity
         )  # [B, F·hw, hw]
-        if kernel is not None:
-            centres, sigmas = kernel
-            order = memory.resolve_positions(positions)
-            index = torch.cat([torch.arange(p * cells, (p + 1) * cells) for p in order])
-            index = index.to(centres.device)
-            logits = logits + ops.gaussian_log_bias(
-                centres[:, index],
-                sigmas[:, index],
-                ops.query_grid_positions((height, width), device=logits.device)[None],
-            )
-        return logits.topk(k, dim=1).indices.transpose(1, 2)  # best first
+        if kernel is None:
+            return logits
+        centres, sigmas = kernel
+        order = memory.resolve_positions(positions)
+        index = torch.cat([torch.arange(p * cells, (p + 1) * cells) for p in order])
+        index = index.to(centres.device)
+        return logits + ops.gaussian_log_bias(
+            centres[:, index],
+            sigmas[:, index],
+            ops.query_grid_positions((height, width), device=logits.device)[None],
+        )
 
     # -- read ------------------------------------------------------------------------------
     def read(self, query: FrameFeatures, memory: MemoryBank, state: HMMNState) -> Readout:
