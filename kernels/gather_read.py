@@ -30,17 +30,23 @@ The pair buffers cost 8 bytes per (query pixel, candidate): 6.6 MB for HMMN's re
 
 Layout. Memory is passed pixel-major (``[B, N, C]``, a transposed copy made by the wrapper) so
 one candidate's channels are contiguous. Queries are seen as ``[B, Ck, G, g]`` (the plain form
-is ``g = 1``). A program owns rows of queries:
+is ``g = 1``). Two pairs of kernels:
 
-- plain (``GROUPED=False``): ``BLOCK_M`` query pixels, each with its own index row, so the
-  candidate tiles are ``[BLOCK_M, BLOCK_K, C]``;
-- grouped (``GROUPED=True``): one group, its ``g`` pixels as rows (``BLOCK_M`` = next power
-  of two ≥ g) and one shared index row, so the candidate tiles are ``[1, BLOCK_K, C]``:
-  each candidate key and value is loaded once per group and broadcast over its pixels.
+- plain (``[B, Ck, M]`` queries): a program owns ``BLOCK_M`` query pixels, each with its own
+  index row, so the candidate tiles are ``[BLOCK_M, BLOCK_K, C]`` and S and P·V are
+  broadcast products summed on the FMA units;
+- grouped (``g`` pixels sharing each index row: HMMN's 2×2 res3 and 4×4 res2 cells): a
+  program owns one group, its pixels the rows of ``[BLOCK_M, C]`` tiles (``BLOCK_M`` = the
+  next power of two ≥ g, 16 at least), and each block of shared candidates is two matrix
+  products on the tensor cores, S = Q Kᵀ and acc += P V (the backward: dP = dO Vᵀ and
+  dq += dS K), as flash attention does. fp16/bf16 tiles go to the tensor cores as they are
+  (P and dS take the values' and keys' dtype there); fp32 ones on TF32 when PyTorch allows it.
+  A group of 4 fills 4 of the 16 rows: the tensor cores still do its products in fewer
+  instructions than the FMA units, and no tile is three-dimensional.
 
 The forward splits the value channels over the grid (``BLOCK_CV``), recomputing the logits
-per split; the backward loops over value blocks inside (dP needs all of Cv). All arithmetic
-is fp32 whatever the input dtype (fp32/fp16/bf16); outputs are written in fp32 and cast by
+per split; the backward loops over value blocks inside (dP needs all of Cv). Accumulation is
+fp32 whatever the input dtype (fp32/fp16/bf16); outputs are written in fp32 and cast by
 the wrapper, and the fp32 readout is kept for the backward's D so half-precision gradients
 do not inherit the output's rounding.
 """
@@ -56,64 +62,106 @@ import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from vos.kernels.contracts import gather_read_kernel_unsupported_reason, validate_gather_read
+from vos.kernels.memory_read import dot_precision
 
 _INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-# (BLOCK_K, BLOCK_CV, BLOCK_M or None, warps) that spilled registers at the papers' sizes
-# (`vos.bench kernels`' gather_read cases) on sm_80 or sm_90 in fp32, fp16 or bf16, measured
-# with `python -m vos.bench kernels --target sm_80 sm_90 --dtypes fp32 fp16 bf16 --kernels
-# gather_read` (docs/benchmarks.md): the tuner never tries them.
+# Configs that spilled registers at the papers' sizes (`vos.bench kernels`' gather_read cases,
+# HMMN's res3 and res2 reads) on sm_80 or sm_90: the tuner never tries them. Plain kernels:
+# (BLOCK_K, BLOCK_CV, BLOCK_M, warps), measured in fp32, fp16 and bf16 with `python -m
+# vos.bench kernels --target sm_80 sm_90 --dtypes fp32 fp16 bf16 --kernels gather_read`.
+# Grouped kernels: (BLOCK_K, BLOCK_CV, warps) per kind of product, as their compiled code
+# differs: "ieee" (fp32 products on the FMA units), "tf32" (fp32 on TF32 tensor cores) and
+# "half" (fp16/bf16), measured with `--dtypes fp32 fp32-tf32 fp16 bf16 --kernels
+# gather_read.fwd/grouped gather_read.bwd/grouped` (docs/benchmarks.md).
 _SPILLED = {
-    ("fwd", True): {(16, 64, 16, 8), (16, 64, 8, 4), (32, 64, 8, 8), (8, 64, 16, 4),
-                    (8, 64, 4, 8)},
-    ("bwd", True): {(16, 32, 16, 8), (16, 32, 8, 4), (16, 64, 16, 8), (16, 64, 8, 4),
-                    (32, 32, 8, 8), (32, 64, 4, 4), (32, 64, 8, 8), (8, 32, 16, 4),
-                    (8, 64, 16, 4), (8, 64, 16, 8)},
-    ("fwd", False): set(),
-    ("bwd", False): set(),
+    ("fwd", "plain"): {(16, 64, 16, 8), (16, 64, 8, 4), (32, 64, 8, 8), (8, 64, 16, 4),
+                       (8, 64, 4, 8)},
+    ("bwd", "plain"): {(16, 32, 16, 8), (16, 32, 8, 4), (16, 64, 16, 8), (16, 64, 8, 4),
+                       (32, 32, 8, 8), (32, 64, 4, 4), (32, 64, 8, 8), (8, 32, 16, 4),
+                       (8, 64, 16, 4), (8, 64, 16, 8)},
+    ("fwd", "ieee"): {(32, 64, 4), (32, 128, 4), (64, 64, 4), (64, 64, 8), (64, 128, 4),
+                      (64, 128, 8)},
+    ("fwd", "tf32"): set(),
+    ("fwd", "half"): set(),
+    ("bwd", "ieee"): {(16, 64, 4), (16, 128, 4), (16, 128, 8), (32, 64, 4), (32, 128, 4),
+                      (32, 128, 8), (64, 64, 4), (64, 64, 8), (64, 128, 4), (64, 128, 8)},
+    ("bwd", "tf32"): {(16, 64, 8), (16, 128, 4), (32, 64, 4), (32, 128, 4), (64, 64, 4),
+                      (64, 128, 4)},
+    ("bwd", "half"): {(32, 128, 4), (64, 64, 8)},
 }  # fmt: skip
 
 
 def _configs(plain: bool, backward: bool) -> list[triton.Config]:
-    """Autotune configs; one small config under the interpreter (several need a GPU driver)."""
+    """Autotune configs; one small config under the interpreter (several need a GPU driver).
+    Grouped configs have no BLOCK_M: the wrapper sets it from the group size."""
     if _INTERPRETING:
-        # small blocks so the tiny test shapes still cross block boundaries
-        blocks = {"BLOCK_K": 8, "BLOCK_CV": 8, **({"BLOCK_M": 4} if plain else {})}
+        # small blocks so the tiny test shapes still cross block boundaries (tl.dot's tiles
+        # are 16 wide at least)
+        blocks = (
+            {"BLOCK_K": 8, "BLOCK_CV": 8, "BLOCK_M": 4}
+            if plain
+            else {"BLOCK_K": 16, "BLOCK_CV": 16}
+        )
         return [triton.Config(blocks, num_warps=1, num_stages=1)]
+    if plain:
+        spilled = _SPILLED[("bwd" if backward else "fwd", "plain")]
+        shapes = [(m, k, cv) for m in (4, 8, 16) for k in (8, 16, 32) for cv in (32, 64)]
+    else:
+        spilled = set()  # by kind of product, in `prune_configs`
+        shapes = [(None, k, cv) for k in (16, 32, 64) for cv in (64, 128)]
     configs = []
-    block_ms = (4, 8, 16) if plain else (None,)
-    spilled = _SPILLED[("bwd" if backward else "fwd", plain)]
-    for block_m in block_ms:
-        for block_k in (8, 16, 32):
-            for block_cv in (32, 64):
-                for num_warps in (4, 8):
-                    if (block_k, block_cv, block_m, num_warps) in spilled:
-                        continue
-                    blocks = {"BLOCK_K": block_k, "BLOCK_CV": block_cv}
-                    if block_m is not None:
-                        blocks["BLOCK_M"] = block_m
-                    configs.append(triton.Config(blocks, num_warps=num_warps, num_stages=2))
+    for block_m, block_k, block_cv in shapes:
+        for num_warps in (4, 8):
+            if (block_k, block_cv, block_m, num_warps) in spilled:
+                continue
+            blocks = {"BLOCK_K": block_k, "BLOCK_CV": block_cv}
+            if block_m is not None:
+                blocks["BLOCK_M"] = block_m
+            configs.append(triton.Config(blocks, num_warps=num_warps, num_stages=2))
     return configs
 
 
 _AUTOTUNE_KEY = ["candidates", "key_channels", "value_channels", "group_size"]
+# grouped: TF32 or IEEE fp32 products (PyTorch's switch) compile differently, so tune apart
+_GROUPED_AUTOTUNE_KEY = [*_AUTOTUNE_KEY, "DOT_PRECISION"]
 # fp32 elements per thread that one [rows, BLOCK_K, channels] tile may take in registers
 _TILE_ELEMENTS_PER_THREAD = 64
 
 
-def prune_configs(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    """Drop configs whose candidate tiles would spill registers or overshoot Cv.
+def product_kind(key_dtype: torch.dtype, constants: dict) -> str:
+    """ "ieee", "tf32" or "half": how a grouped launch's products compile (`_SPILLED`)."""
+    if key_dtype == torch.float32 or constants.get("DOT_FP32"):
+        return "tf32" if constants.get("DOT_PRECISION") == "tf32" else "ieee"
+    return "half"
 
-    A tile is [BLOCK_M, BLOCK_K, max(BLOCK_CK, BLOCK_CV)] fp32; BLOCK_M is the config's
-    (plain) or the group's (grouped, passed in ``kwargs``). Keeps the smallest tile if none fits.
+
+def _grouped_shape(config: triton.Config) -> tuple[int, int, int]:
+    return config.kwargs["BLOCK_K"], config.kwargs["BLOCK_CV"], config.num_warps
+
+
+def prune_configs(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """Drop configs that spilled at the papers' sizes (grouped: for this kind of product),
+    and those whose tiles would spill registers or overshoot Cv.
+
+    Plain: the candidate tile is [BLOCK_M, BLOCK_K, max(BLOCK_CK, BLOCK_CV)] fp32. Grouped
+    (BLOCK_M, the group's, passed in ``kwargs``): the largest 2-D tile of the matrix
+    products, [max(BLOCK_K, BLOCK_M), max(BLOCK_CK, BLOCK_CV)]. Keeps the smallest tile if
+    none fits.
     """
     value_block_cap = triton.next_power_of_2(named_args["value_channels"])
+    grouped = "BLOCK_M" in kwargs
+    if grouped:
+        part = "bwd" if "delta_ptr" in named_args else "fwd"
+        spilled = _SPILLED[(part, product_kind(named_args["memory_key_ptr"].dtype, kwargs))]
+        configs = [c for c in configs if _grouped_shape(c) not in spilled] or configs
 
     def tile(config: triton.Config) -> int:
-        block_m = config.kwargs.get("BLOCK_M", kwargs.get("BLOCK_M", 1))
         channels = max(kwargs["BLOCK_CK"], config.kwargs["BLOCK_CV"])
-        return block_m * config.kwargs["BLOCK_K"] * channels
+        if grouped:
+            return max(config.kwargs["BLOCK_K"], kwargs["BLOCK_M"]) * channels
+        return config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_K"] * channels
 
     smallest_cv = min(c.kwargs["BLOCK_CV"] for c in configs)
     kept = [
@@ -126,22 +174,12 @@ def prune_configs(configs: list[triton.Config], named_args: dict, **kwargs) -> l
 
 
 @triton.jit
-def _query_rows(pid_rows, groups, group_size, GROUPED: tl.constexpr, BLOCK_M: tl.constexpr):
-    """This program's query rows: (group, pixel) coordinates, validity, and index rows."""
-    rows = tl.arange(0, BLOCK_M)
-    if GROUPED:
-        # one group per program: rows are its pixels, all reading one shared index row
-        row_group = tl.zeros([BLOCK_M], tl.int32) + pid_rows
-        row_pixel = rows
-        row_valid = rows < group_size
-        index_row = tl.zeros([1], tl.int32) + pid_rows
-    else:
-        # BLOCK_M query pixels (groups of one), each with its own index row
-        row_group = pid_rows * BLOCK_M + rows
-        row_pixel = tl.zeros([BLOCK_M], tl.int32)
-        row_valid = row_group < groups
-        index_row = row_group
-    return row_group, row_pixel, row_valid, index_row
+def _query_rows(pid_rows, groups, BLOCK_M: tl.constexpr):
+    """The plain form's rows: ``BLOCK_M`` query pixels (groups of one), each with its own index
+    row. Returns (group, pixel) coordinates, validity, and index rows."""
+    row_group = pid_rows * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_pixel = tl.zeros([BLOCK_M], tl.int32)
+    return row_group, row_pixel, row_group < groups, row_group
 
 
 @triton.jit
@@ -196,16 +234,14 @@ def _gather_read_fwd_kernel(
     stride_ib, stride_ig, stride_ik,
     stride_ob, stride_oc, stride_og, stride_op,
     stride_lb, stride_lg, stride_lp,
-    L2: tl.constexpr, GROUPED: tl.constexpr,
+    L2: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_CK: tl.constexpr, BLOCK_CV: tl.constexpr,
 ):  # fmt: skip
     pid_rows = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
     pid_cv = tl.program_id(2)
-    row_group, row_pixel, row_valid, index_row = _query_rows(
-        pid_rows, groups, group_size, GROUPED, BLOCK_M
-    )
+    row_group, row_pixel, row_valid, index_row = _query_rows(pid_rows, groups, BLOCK_M)
     offs_ck = tl.arange(0, BLOCK_CK)
     ck_in = offs_ck < key_channels
     offs_cv = pid_cv * BLOCK_CV + tl.arange(0, BLOCK_CV)
@@ -273,7 +309,7 @@ def _gather_read_bwd_kernel(
     stride_ib, stride_ig, stride_ik,
     stride_ob, stride_oc, stride_og, stride_op,
     stride_lb, stride_lg, stride_lp,
-    L2: tl.constexpr, GROUPED: tl.constexpr,
+    L2: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_CK: tl.constexpr, BLOCK_CV: tl.constexpr,
 ):  # fmt: skip
@@ -281,9 +317,7 @@ def _gather_read_bwd_kernel(
     # layout; probs and logits_grad are contiguous [B, G, g, K]
     pid_rows = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
-    row_group, row_pixel, row_valid, index_row = _query_rows(
-        pid_rows, groups, group_size, GROUPED, BLOCK_M
-    )
+    row_group, row_pixel, row_valid, index_row = _query_rows(pid_rows, groups, BLOCK_M)
     offs_ck = tl.arange(0, BLOCK_CK)
     ck_in = offs_ck < key_channels
 
@@ -342,6 +376,193 @@ def _gather_read_bwd_kernel(
         # P and dS per (row, candidate), for the memory-side pass (dk, dv)
         pair_offsets = ((batch * groups + row_group[:, None]) * group_size
                         + row_pixel[:, None]) * candidates + offs_k[None, :]  # fmt: skip
+        pair_mask = row_valid[:, None] & (offs_k < candidates)[None, :]
+        tl.store(probs_ptr + pair_offsets, weights, mask=pair_mask)
+        tl.store(logits_grad_ptr + pair_offsets, logits_grad, mask=pair_mask)
+
+    tl.store(query_grad_ptr + query_offsets, query_grad, mask=query_mask)
+
+
+@triton.jit
+def _shared_candidates(index_base, group, candidates, k_start, stride_ig, stride_ik,
+                       BLOCK_K: tl.constexpr):  # fmt: skip
+    """One group's candidates ``[BLOCK_K]`` (−1 and padding → pixel 0, valid=False)."""
+    offs_k = k_start + tl.arange(0, BLOCK_K)
+    index = tl.load(index_base + group * stride_ig + offs_k * stride_ik,
+                    mask=offs_k < candidates, other=-1).to(tl.int64)  # fmt: skip
+    valid = index >= 0
+    return tl.where(valid, index, 0), valid, offs_k
+
+
+@triton.jit
+def _candidate_rows(base, candidate, valid, offs_c, c_in, stride_n, stride_c):
+    """Candidates' channels ``[BLOCK_K, channels]`` of pixel-major memory, in its own dtype
+    (the tensor cores' operand)."""
+    offsets = candidate[:, None] * stride_n + offs_c[None, :] * stride_c
+    return tl.load(base + offsets, mask=valid[:, None] & c_in[None, :], other=0.0)
+
+
+@triton.jit
+def _qk_operand(x, like_ptr, FP32: tl.constexpr):
+    """``x`` as a dot operand: in fp32 when ``FP32``, else in ``like_ptr``'s dtype."""
+    if FP32:
+        return x.to(tl.float32)
+    return x.to(like_ptr.dtype.element_ty)
+
+
+@triton.jit
+def _group_logits(query, keys, valid, scale, L2: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """S ``[BLOCK_M, BLOCK_K]`` of a group's pixels and its shared candidates, one tl.dot."""
+    logits = tl.dot(query, tl.trans(keys), input_precision=DOT_PRECISION)
+    if L2:
+        key_f32 = keys.to(tl.float32)
+        logits = 2.0 * logits - tl.sum(key_f32 * key_f32, axis=1)[None, :]
+    return tl.where(valid[None, :], logits * scale, float("-inf"))
+
+
+@triton.jit
+def _gather_read_grouped_fwd_kernel(
+    query_ptr, memory_key_ptr, memory_value_ptr, index_ptr, readout_ptr, lse_ptr,
+    scale, groups, group_size, candidates, key_channels, value_channels,
+    stride_qb, stride_qc, stride_qg, stride_qp,
+    stride_kb, stride_kn, stride_kc,
+    stride_vb, stride_vn, stride_vc,
+    stride_ib, stride_ig, stride_ik,
+    stride_ob, stride_oc, stride_og, stride_op,
+    stride_lb, stride_lg, stride_lp,
+    L2: tl.constexpr, DOT_PRECISION: tl.constexpr, QK_FP32: tl.constexpr, DOT_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_CK: tl.constexpr, BLOCK_CV: tl.constexpr,
+):  # fmt: skip
+    """The grouped read: one group per program, its pixels the rows of two matrix products
+    per block of shared candidates (S = Q Kᵀ, then acc += P V), as flash attention does."""
+    group = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    pid_cv = tl.program_id(2)
+    rows = tl.arange(0, BLOCK_M)
+    row_valid = rows < group_size
+    offs_ck = tl.arange(0, BLOCK_CK)
+    ck_in = offs_ck < key_channels
+    offs_cv = pid_cv * BLOCK_CV + tl.arange(0, BLOCK_CV)
+    cv_in = offs_cv < value_channels
+
+    query_offsets = (batch * stride_qb + offs_ck[None, :] * stride_qc + group * stride_qg
+                     + rows[:, None] * stride_qp)  # fmt: skip
+    query = tl.load(query_ptr + query_offsets, mask=row_valid[:, None] & ck_in[None, :], other=0.0)
+    query = _qk_operand(query, memory_key_ptr, QK_FP32)
+    key_base = memory_key_ptr + batch * stride_kb
+    value_base = memory_value_ptr + batch * stride_vb
+    index_base = index_ptr + batch * stride_ib
+
+    running_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    normaliser = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_CV], tl.float32)
+    for k_start in range(0, candidates, BLOCK_K):
+        candidate, valid, _ = _shared_candidates(
+            index_base, group, candidates, k_start, stride_ig, stride_ik, BLOCK_K
+        )
+        keys = _candidate_rows(key_base, candidate, valid, offs_ck, ck_in, stride_kn, stride_kc)
+        keys = _qk_operand(keys, memory_key_ptr, QK_FP32)
+        logits = _group_logits(query, keys, valid, scale, L2, DOT_PRECISION)
+        new_max = tl.maximum(running_max, tl.max(logits, axis=1))
+        shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # no candidate seen yet
+        rescale = tl.exp(running_max - shift)
+        weights = tl.exp(logits - shift[:, None])
+        normaliser = normaliser * rescale + tl.sum(weights, axis=1)
+        values = _candidate_rows(value_base, candidate, valid, offs_cv, cv_in, stride_vn,
+                                 stride_vc)  # fmt: skip
+        values = _qk_operand(values, memory_value_ptr, DOT_FP32)
+        # the weights take the values' dtype for the tensor cores, as flash attention's P
+        acc = acc * rescale[:, None] + tl.dot(
+            weights.to(values.dtype), values, input_precision=DOT_PRECISION
+        )
+        running_max = new_max
+
+    has_candidate = normaliser > 0
+    readout = acc / tl.where(has_candidate, normaliser, 1.0)[:, None]
+    readout_offsets = (batch * stride_ob + offs_cv[None, :] * stride_oc + group * stride_og
+                       + rows[:, None] * stride_op)  # fmt: skip
+    tl.store(readout_ptr + readout_offsets, readout, mask=row_valid[:, None] & cv_in[None, :])
+    lse = tl.where(
+        has_candidate, running_max + tl.log(tl.where(has_candidate, normaliser, 1.0)), float("-inf")
+    )
+    lse_ptrs = lse_ptr + batch * stride_lb + group * stride_lg + rows * stride_lp
+    tl.store(lse_ptrs, lse, mask=row_valid & (pid_cv == 0))
+
+
+@triton.jit
+def _gather_read_grouped_bwd_kernel(
+    query_ptr, memory_key_ptr, memory_value_ptr, index_ptr, grad_readout_ptr, lse_ptr, delta_ptr,
+    query_grad_ptr, probs_ptr, logits_grad_ptr,
+    scale, groups, group_size, candidates, key_channels, value_channels,
+    stride_qb, stride_qc, stride_qg, stride_qp,
+    stride_kb, stride_kn, stride_kc,
+    stride_vb, stride_vn, stride_vc,
+    stride_ib, stride_ig, stride_ik,
+    stride_ob, stride_oc, stride_og, stride_op,
+    stride_lb, stride_lg, stride_lp,
+    L2: tl.constexpr, DOT_PRECISION: tl.constexpr, QK_FP32: tl.constexpr, DOT_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_CK: tl.constexpr, BLOCK_CV: tl.constexpr,
+):  # fmt: skip
+    """The grouped read's query-side backward: dP = dO Vᵀ, dS = P ⊙ (dP − D), dq = dS K as
+    matrix products per block of shared candidates; P and dS stored for the memory side."""
+    group = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    rows = tl.arange(0, BLOCK_M)
+    row_valid = rows < group_size
+    offs_ck = tl.arange(0, BLOCK_CK)
+    ck_in = offs_ck < key_channels
+
+    query_offsets = (batch * stride_qb + offs_ck[None, :] * stride_qc + group * stride_qg
+                     + rows[:, None] * stride_qp)  # fmt: skip
+    query_mask = row_valid[:, None] & ck_in[None, :]
+    query = tl.load(query_ptr + query_offsets, mask=query_mask, other=0.0)
+    query = _qk_operand(query, memory_key_ptr, QK_FP32)
+    row_offsets = batch * stride_lb + group * stride_lg + rows * stride_lp
+    lse = tl.load(lse_ptr + row_offsets, mask=row_valid, other=0.0)
+    lse = tl.where(lse == float("-inf"), 0.0, lse)  # rows with no candidate: every P is 0
+    delta = tl.load(delta_ptr + row_offsets, mask=row_valid, other=0.0)
+    key_base = memory_key_ptr + batch * stride_kb
+    value_base = memory_value_ptr + batch * stride_vb
+    index_base = index_ptr + batch * stride_ib
+    grad_base = grad_readout_ptr + batch * stride_ob + group * stride_og
+
+    query_grad = tl.zeros([BLOCK_M, BLOCK_CK], tl.float32)
+    for k_start in range(0, candidates, BLOCK_K):
+        candidate, valid, offs_k = _shared_candidates(
+            index_base, group, candidates, k_start, stride_ig, stride_ik, BLOCK_K
+        )
+        keys = _candidate_rows(key_base, candidate, valid, offs_ck, ck_in, stride_kn, stride_kc)
+        keys = _qk_operand(keys, memory_key_ptr, QK_FP32)
+        logits = _group_logits(query, keys, valid, scale, L2, DOT_PRECISION)
+        weights = tl.where(row_valid[:, None], tl.exp(logits - lse[:, None]), 0.0)
+
+        weights_grad = tl.zeros([BLOCK_M, BLOCK_K], tl.float32)
+        for cv_start in range(0, value_channels, BLOCK_CV):
+            offs_cv = cv_start + tl.arange(0, BLOCK_CV)
+            cv_in = offs_cv < value_channels
+            grad_readout = tl.load(
+                grad_base + offs_cv[None, :] * stride_oc + rows[:, None] * stride_op,
+                mask=row_valid[:, None] & cv_in[None, :],
+                other=0.0,
+            )
+            values = _candidate_rows(value_base, candidate, valid, offs_cv, cv_in, stride_vn,
+                                     stride_vc)  # fmt: skip
+            values = _qk_operand(values, memory_value_ptr, DOT_FP32)
+            # dP = dO Vᵀ
+            weights_grad += tl.dot(
+                grad_readout.to(values.dtype), tl.trans(values), input_precision=DOT_PRECISION
+            )
+
+        # dS = P ⊙ (dP − D), times the logit scale; dq = Σ_k dS k (×2 for l2)
+        logits_grad = weights * (weights_grad - delta[:, None]) * scale
+        step = tl.dot(logits_grad.to(keys.dtype), keys, input_precision=DOT_PRECISION)
+        if L2:
+            step = 2.0 * step
+        query_grad += step
+        pair_offsets = ((batch * groups + group) * group_size + rows[:, None]) * candidates \
+            + offs_k[None, :]  # fmt: skip
         pair_mask = row_valid[:, None] & (offs_k < candidates)[None, :]
         tl.store(probs_ptr + pair_offsets, weights, mask=pair_mask)
         tl.store(logits_grad_ptr + pair_offsets, logits_grad, mask=pair_mask)
@@ -418,14 +639,14 @@ _fwd_plain = triton.autotune(
     _configs(plain=True, backward=False), key=_AUTOTUNE_KEY, prune_configs_by=_PRUNE
 )(_gather_read_fwd_kernel)
 _fwd_grouped = triton.autotune(
-    _configs(plain=False, backward=False), key=_AUTOTUNE_KEY, prune_configs_by=_PRUNE
-)(_gather_read_fwd_kernel)
+    _configs(plain=False, backward=False), key=_GROUPED_AUTOTUNE_KEY, prune_configs_by=_PRUNE
+)(_gather_read_grouped_fwd_kernel)
 _bwd_plain = triton.autotune(
     _configs(plain=True, backward=True), key=_AUTOTUNE_KEY, prune_configs_by=_PRUNE
 )(_gather_read_bwd_kernel)
 _bwd_grouped = triton.autotune(
-    _configs(plain=False, backward=True), key=_AUTOTUNE_KEY, prune_configs_by=_PRUNE
-)(_gather_read_bwd_kernel)
+    _configs(plain=False, backward=True), key=_GROUPED_AUTOTUNE_KEY, prune_configs_by=_PRUNE
+)(_gather_read_grouped_bwd_kernel)
 
 
 def _memory_configs() -> list[triton.Config]:
@@ -473,6 +694,39 @@ def pairs_by_memory_pixel(index: Tensor, memory_pixels: int) -> tuple[Tensor, Te
     return order.contiguous(), segments.contiguous()
 
 
+def launch_constants(
+    grouped: bool,
+    dtypes: tuple[torch.dtype, torch.dtype, torch.dtype],
+    key_channels: int,
+    group_size: int,
+    device: torch.device,
+    tf32: bool | None = None,
+) -> dict:
+    """Compile-time constants of a forward or query-side backward launch. Grouped: the group's
+    pixels padded to 16 rows at least and Ck to 16 channels at least (tl.dot's smallest tile),
+    fp32 dots on TF32 tensor cores when PyTorch allows it (``tf32=None`` asks it), S's
+    operands in fp32 when the query's and keys' dtypes differ (mixed inputs are not rounded
+    down), and every operand in fp32 for bf16 under the interpreter, whose bf16 dot products
+    are wrong."""
+    query_dtype, key_dtype, value_dtype = dtypes
+    block_ck = triton.next_power_of_2(key_channels)
+    if not grouped:
+        return {"BLOCK_CK": block_ck}
+    dot_fp32 = _INTERPRETING and torch.bfloat16 in (query_dtype, key_dtype, value_dtype)
+    return {
+        "BLOCK_CK": max(16, block_ck),
+        "BLOCK_M": max(16, triton.next_power_of_2(group_size)),
+        "DOT_PRECISION": dot_precision(torch.float32, device, tf32),
+        "QK_FP32": query_dtype != key_dtype or dot_fp32,
+        "DOT_FP32": dot_fp32,
+    }
+
+
+def _launch_constants(grouped: bool, queries: Tensor, key_rows: Tensor, value_rows: Tensor):
+    dtypes = (queries.dtype, key_rows.dtype, value_rows.dtype)
+    return launch_constants(grouped, dtypes, key_rows.shape[2], queries.shape[3], queries.device)
+
+
 def _grid(batch: int, groups: int, value_channels: int, grouped: bool, backward: bool):
     """(row programs, batch, value-channel splits): rows first, the axis with the big limit."""
 
@@ -514,15 +768,14 @@ class _GatherRead(torch.autograd.Function):
         l2 = similarity == "l2"
         if readout.numel() > 0:
             kernel = _fwd_grouped if grouped else _fwd_plain
-            blocks = {"BLOCK_M": triton.next_power_of_2(group_size)} if grouped else {}
+            constants = _launch_constants(grouped, queries, key_rows, value_rows)
             with torch.cuda.device(queries.device) if queries.is_cuda else nullcontext():
                 kernel[_grid(batch, groups, value_channels, grouped, backward=False)](
                     queries, key_rows, value_rows, index, readout, lse,
                     scale, groups, group_size, index.shape[2], key_channels, value_channels,
                     *queries.stride(), *key_rows.stride(), *value_rows.stride(),
                     *index.stride(), *readout.stride(), *lse.stride(),
-                    L2=l2, GROUPED=grouped,
-                    BLOCK_CK=triton.next_power_of_2(key_channels), **blocks,
+                    L2=l2, **constants,
                 )  # fmt: skip
         # the caller's memory tensors, not the pixel-major copies: the backward redoes the cheap
         # transpose rather than keeping a second copy of the memory alive
@@ -556,7 +809,7 @@ class _GatherRead(torch.autograd.Function):
             probs = torch.empty(pair_shape, device=device, dtype=torch.float32)
             logits_grad = torch.empty(pair_shape, device=device, dtype=torch.float32)
             kernel = _bwd_grouped if grouped else _bwd_plain
-            blocks = {"BLOCK_M": triton.next_power_of_2(group_size)} if grouped else {}
+            constants = _launch_constants(grouped, queries, key_rows, value_rows)
             order, segments = pairs_by_memory_pixel(index, memory_pixels)
             with torch.cuda.device(device) if queries.is_cuda else nullcontext():
                 kernel[_grid(batch, groups, value_channels, grouped, backward=True)](
@@ -565,8 +818,7 @@ class _GatherRead(torch.autograd.Function):
                     ctx.scale, groups, group_size, candidates, key_channels, value_channels,
                     *queries.stride(), *key_rows.stride(), *value_rows.stride(),
                     *index.stride(), *grad_readout.stride(), *lse.stride(),
-                    L2=ctx.l2, GROUPED=grouped,
-                    BLOCK_CK=triton.next_power_of_2(key_channels), **blocks,
+                    L2=ctx.l2, **constants,
                 )  # fmt: skip
                 for compute_dk, channels in ((True, key_channels), (False, value_channels)):
                     _bwd_memory[_memory_grid(batch, memory_pixels, channels)](

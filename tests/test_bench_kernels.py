@@ -85,10 +85,12 @@ def test_every_kernel_of_vos_kernels_is_a_case():
         "_window_read_bwd_memory_kernel",
         "_gather_read_fwd_kernel",
         "_gather_read_bwd_kernel",
+        "_gather_read_grouped_fwd_kernel",
+        "_gather_read_grouped_bwd_kernel",
         "_gather_read_bwd_memory_kernel",
     }
     assert autotuned == covered
-    assert len(kernels.CASES) == 19
+    assert len(kernels.CASES) == 21
 
 
 def _bench(run_python_m, *args: str) -> list[dict]:
@@ -149,6 +151,28 @@ def test_window_read_compiles_for_sm90_pipelined_without_spills(run_python_m):
         assert record["spill_store_bytes"] == 0, record
         # pixel-major rows, loops that name their stages: asynchronous copies
         assert record["cp_async"] > 0, record
+
+
+def test_grouped_gather_read_compiles_to_tensor_core_products(run_python_m):
+    # HMMN's res2 read (4×4 pixels share 128 candidates), forward and query-side backward,
+    # first config, fp16 and TF32 on sm_90 (all configs on both targets: the slow test below)
+    records = _bench(
+        run_python_m,
+        "--kernels", "gather_read.fwd/grouped16", "gather_read.bwd/grouped16",
+        "--target", "sm_90", "--dtypes", "fp16", "fp32-tf32", "--max-configs", "1",
+    )  # fmt: skip
+    assert len(records) == 4
+    for record in records:
+        assert record["status"] == "ok", record
+        assert record["setting"]["group"] == 16
+        assert record["spill_store_bytes"] == 0, record
+        # S = Q Kᵀ and P V (backward: dP = dO Vᵀ and dS K) on the tensor cores
+        assert record["dots"] == (2 if record["name"].startswith("gather_read.fwd") else 3)
+        assert record["mma"] + record["wgmma"] > 0, record
+        # the gathered candidate rows are loaded asynchronously (a pipelined dot loop)
+        assert record["cp_async"] > 0, record
+        if record["setting"]["dtype"] == "fp32-tf32":
+            assert record["tf32_dots"] == record["dots"]
 
 
 def test_an_unknown_target_is_one_line(run_command):
@@ -224,7 +248,8 @@ def test_window_read_configs_the_tuner_may_pick_do_not_spill(run_python_m):
 @pytest.mark.slow
 def test_gather_read_configs_the_tuner_may_pick_do_not_spill(run_python_m):
     """Every gather_read kernel × config kept at HMMN's sizes, fp32 and fp16, on both targets:
-    no register spills (the configs that spilled are left out of the tuner's list)."""
+    no register spills (the configs that spilled are left out of the tuner's list), and the
+    grouped kernels' fp16 products on the tensor cores (IEEE fp32 ones run on the FMA units)."""
     records = _bench(
         run_python_m, "--kernels", "gather_read", "--target", "sm_80", "sm_90",
         "--dtypes", "fp32", "fp16",
@@ -233,3 +258,8 @@ def test_gather_read_configs_the_tuner_may_pick_do_not_spill(run_python_m):
     for record in records:
         assert record["status"] == "ok", record
         assert record["spill_store_bytes"] == 0, record
+        name = record["name"]
+        if name.startswith(("gather_read.fwd/grouped", "gather_read.bwd/grouped")):
+            assert record["dots"] > 0, record
+            if record["setting"]["dtype"] == "fp16":
+                assert record["mma"] + record["wgmma"] > 0, record

@@ -183,6 +183,39 @@ def test_kernel_matches_reference(grouped, similarity, dtype):
             assert kernel_error <= 2 * reference_error + 1e-6, (name, kernel_error, reference_error)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+@pytest.mark.parametrize("group_size", [4, 16])
+def test_grouped_kernel_across_blocks(group_size, similarity, dtype):
+    """The grouped kernel's matrix products with every tile boundary crossed: 40 candidates
+    (three blocks of 16 under the interpreter, −1s in two), Ck = 20 and Cv = 40 (masked
+    channels, three value blocks), HMMN's res3 (g = 4: 12 of 16 rows padding) and res2
+    (g = 16) groups."""
+    g = torch.Generator().manual_seed(11)
+    groups, candidates, ck, cv, n = 3, 40, 20, 40, 50
+    query = torch.randn(B, ck, groups, group_size, generator=g, dtype=torch.float64)
+    memory_key = torch.randn(B, ck, n, generator=g, dtype=torch.float64)
+    memory_value = torch.randn(B, cv, n, generator=g, dtype=torch.float64)
+    index = torch.randint(0, n, (B, groups, candidates), generator=g)
+    index[0, 1, 17:35] = -1  # a whole block and parts of two
+    index[1, 2, ::5] = -1
+    inputs = [x.to(dtype) for x in (query, memory_key, memory_value)]
+
+    def read(backend):
+        return lambda q, k, v: gather_read(q, k, v, index, similarity=similarity, backend=backend)
+
+    kernel = grads(read("triton"), inputs)
+    reference = grads(read("torch"), inputs)
+    if dtype == torch.float32:
+        for k, r in zip(kernel, reference):
+            torch.testing.assert_close(k, r, atol=1e-4, rtol=1e-4)
+        return
+    exact = grads(read("torch"), [x.double() for x in inputs])
+    for name, k, r, e in zip(("readout", "dq", "dk", "dv"), kernel, reference, exact):
+        kernel_error, reference_error = max_error([k], [e]), max_error([r], [e])
+        assert kernel_error <= 2 * reference_error + 1e-6, (name, kernel_error, reference_error)
+
+
 @pytest.mark.parametrize("grouped", [False, True])
 def test_kernel_mixed_dtypes(grouped):
     """fp16 queries against an fp32 memory (autocast-style): each tensor read in its dtype."""
@@ -322,8 +355,37 @@ def test_autotune_pruning_keeps_register_sized_tiles():
     )
     # grouped: BLOCK_M is the group's; nothing fits a 64-pixel group, the smallest tile stays
     grouped = [triton.Config({"BLOCK_K": k, "BLOCK_CV": 64}, num_warps=4) for k in (16, 32)]
-    kept = prune_configs(grouped, {"value_channels": 512}, BLOCK_CK=256, BLOCK_M=64)
+    forward = {"value_channels": 512, "memory_key_ptr": torch.empty(0, dtype=torch.float16)}
+    kept = prune_configs(grouped, forward, BLOCK_CK=256, BLOCK_M=64, DOT_PRECISION="ieee")
     assert [c.kwargs["BLOCK_K"] for c in kept] == [16]
+
+
+def test_grouped_configs_that_spilled_are_dropped_for_their_kind_of_product():
+    triton = pytest.importorskip("triton")
+    from vos.kernels.gather_read import _SPILLED, product_kind, prune_configs
+
+    configs = [
+        triton.Config({"BLOCK_K": k, "BLOCK_CV": cv}, num_warps=w)
+        for k in (16, 32, 64)
+        for cv in (64, 128)
+        for w in (4, 8)
+    ]
+    for dtype, precision, kind in [
+        (torch.float32, "ieee", "ieee"),
+        (torch.float32, "tf32", "tf32"),
+        (torch.float16, "ieee", "half"),
+        (torch.bfloat16, "tf32", "half"),
+    ]:
+        assert product_kind(dtype, {"DOT_PRECISION": precision}) == kind
+        backward = {"value_channels": 128, "memory_key_ptr": torch.empty(0, dtype=dtype),
+                    "delta_ptr": None}  # fmt: skip
+        kept = prune_configs(configs, backward, BLOCK_CK=64, BLOCK_M=16, DOT_PRECISION=precision)
+        shapes = {(c.kwargs["BLOCK_K"], c.kwargs["BLOCK_CV"], c.num_warps) for c in kept}
+        assert shapes and not shapes & _SPILLED[("bwd", kind)], kind
+    # bf16 under the interpreter computes in fp32 (DOT_FP32): its products are fp32 ones
+    assert product_kind(torch.bfloat16, {"DOT_PRECISION": "ieee", "DOT_FP32": True}) == "ieee"
+    # (64, 64, 8) spilled in the fp16 backward, not in the TF32 one
+    assert (64, 64, 8) in _SPILLED[("bwd", "half")] - _SPILLED[("bwd", "tf32")]
 
 
 def test_cost_counts_candidates_once_per_group():

@@ -139,7 +139,6 @@ def _window_read(setting: dict, dtype, tf32: bool):
 
     from vos.kernels import window_read as kernels
 
-    del tf32  # no tl.dot
     height, width = setting["grid"]
     ck, cv = setting["Ck"], setting["Cv"]
     top_k = setting.get("top_k", 0)
@@ -165,7 +164,6 @@ def _gather_read(setting: dict, dtype, tf32: bool):
 
     from vos.kernels import gather_read as kernels
 
-    del tf32  # no tl.dot
     height, width = setting["grid"]
     pixels = height * width
     memories = setting["T"] * pixels
@@ -180,10 +178,11 @@ def _gather_read(setting: dict, dtype, tf32: bool):
     readout = _meta(1, cv, groups, group)  # fp32
     lse = _meta(1, groups, group)
     sizes = [ck**-0.5, groups, group, candidates, ck, cv]
-    kwargs = {"L2": setting["similarity"] == "l2", "GROUPED": grouped,
-              "BLOCK_CK": triton.next_power_of_2(ck)}  # fmt: skip
-    if grouped:
-        kwargs["BLOCK_M"] = triton.next_power_of_2(group)
+    # the grouped kernels' tl.dot: TF32 for fp32 when `tf32`, as PyTorch's switch would say
+    constants = kernels.launch_constants(
+        grouped, (dtype, dtype, dtype), ck, group, torch.device("cuda"), tf32=tf32
+    )
+    kwargs = {"L2": setting["similarity"] == "l2", **constants}
     part = setting["part"]
     if part in ("bwd_dk", "bwd_dv"):
         # the memory-side pass: dk or dv per memory pixel from the sorted (row, candidate) pairs
@@ -236,13 +235,21 @@ def _cases() -> list[Case]:
             for part in ("fwd", "bwd_dq", "bwd_dk")
         ),
         # HMMN's res3 read: k = 32 res4 candidates × 4 cells, shared by a res4 cell's 2×2
-        # pixels; and the plain form at res2
+        # pixels; its res2 read: k/4 = 8 candidates × 16 cells, shared by 4×4 pixels; and
+        # the plain form at res2
         *(
             Case(f"gather_read.{part}/grouped",
                  {"grid": RES3, "T": 2, "Ck": 128, "Cv": 256, "K": 128, "group": 4,
                   "similarity": "dot", "part": part},
                  _gather_read)
             for part in ("fwd", "bwd", "bwd_dk", "bwd_dv")
+        ),
+        *(
+            Case(f"gather_read.{part}/grouped16",
+                 {"grid": RES2, "T": 2, "Ck": 64, "Cv": 128, "K": 128, "group": 16,
+                  "similarity": "dot", "part": part},
+                 _gather_read)
+            for part in ("fwd", "bwd")
         ),
         *(
             Case(f"gather_read.{part}",
