@@ -22,7 +22,9 @@ Cases (the comparisons issue figures are read from):
 - ``memory_read/global`` vs ``memory_read/box20``: T = 1, 5, 10 res4 memory frames; boxes of
   20% of the frame area on memory and query (RMNet's measured mean);
 - ``window_read/res2`` (r = 2) vs one dense res2 affinity: peak memory growth;
-- ``gather_read/res2`` (K = 128, first + previous frame) vs ``memory_read/res2_dense``;
+- ``gather_read/res2`` (K = 128, first + previous frame) vs ``memory_read/res2_dense``, plain
+  (a candidate list per pixel) and grouped as HMMN reads it (g = 16: a res4 cell's 4×4 pixels
+  share one list);
 - ``gather_read/res3_grouped`` (g = 4, K = 128) vs ``memory_read/res3_dense``;
 - every case with several backends: ``speedup/<case>/<fast>_vs_<slow>`` for triton vs torch,
   triton vs flex and flex vs torch.
@@ -213,6 +215,13 @@ def cases(args) -> list[Case]:
         )
         out.append(
             Case(
+                "gather_read/res2_grouped_g16_K128",
+                "gather_read",
+                {"grid": RES2, "T": 2, "Ck": 64, "Cv": 128, "K": 128, "group": 16},
+            )
+        )
+        out.append(
+            Case(
                 "memory_read/res3_dense",
                 "memory_read",
                 {"grid": RES3, "T": 2, "Ck": 128, "Cv": 256},
@@ -321,6 +330,7 @@ def _comparisons(records: list[Record], ceiling: float, dtype_name: str = "fp32"
                 )
     pairs = [(f"memory_read/global_T{t}", f"memory_read/box20_T{t}") for t in (1, 5, 10)] + [
         ("memory_read/res2_dense", "gather_read/res2_K128"),
+        ("memory_read/res2_dense", "gather_read/res2_grouped_g16_K128"),
         ("memory_read/res3_dense", "gather_read/res3_grouped_g4_K128"),
     ]
     for backend in {r.setting["backend"] for r in records}:
