@@ -39,9 +39,12 @@ from vos.model.official.convert import MODES, convert_file
 from vos.model.padding import unpad
 
 
-def feed_official(engine, official_probs: np.ndarray, frame_diffs: list[float]):
+def feed_official(
+    engine, official_probs: np.ndarray, frame_diffs: list[float], own: dict | None = None
+):
     """Make ``engine`` memorise ``official_probs[t]`` at each frame ``t`` > 0 (in place, so
-    the reader's state sees them too), after noting how far its own were from them. Returns
+    the reader's state sees them too), after noting how far its own were from them (and
+    keeping its own object probabilities ``[1, O, H, W]`` in ``own[t]`` when given). Returns
     the call that undoes it."""
     current = {"t": 0}
     encode_frame, memorise = engine.network.encode_frame, engine._memorise
@@ -57,6 +60,8 @@ def feed_official(engine, official_probs: np.ndarray, frame_diffs: list[float]):
             inside = unpad(object_probs, h, w)
             theirs = torch.from_numpy(official_probs[t, 1:]).to(inside)[None]
             frame_diffs.append(float((inside - theirs).abs().max()))
+            if own is not None:
+                own[t] = inside.clone()
             inside.copy_(theirs)
         return memorise(memory, frame, object_probs, what)
 
