@@ -432,3 +432,27 @@ def test_reader_inside_the_network_reads_the_given_regions():
     assert readout.abs().sum(dim=2)[moved].gt(0).all()
     logits.logsumexp(dim=1).mean().backward()
     assert query.keys["res4"].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("semantics", ["paper", "official"])
+def test_read_decides_its_masks_without_reading_the_device(semantics, monkeypatch):
+    """No `bool(mask.all())` in the reader: whether a mask can be dropped is known on the host
+    (memory validity) or the mask is passed (regions), so a read costs no device sync of its
+    own (the CPU reference's crop-then-read reads its masks back; a kernel does not)."""
+    import sys
+
+    reader = RMNetReader(8, 4, padding=1, query_region_mode="previous", region_semantics=semantics)
+    memory, query = random_memory(reader)
+    state = ReaderState(previous_probs=square_probs(2, 2, (64, 80), [(16, 16, 48, 48)] * 2))
+    callers = []
+    for name in ("__bool__", "item", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def recording(self, *args, _original=original, **kwargs):
+            callers.append(sys._getframe(1).f_code.co_filename)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, recording)
+    reader.read(query, memory, state)
+    monkeypatch.undo()
+    assert not [f for f in callers if f.endswith("readers/rmnet.py")]

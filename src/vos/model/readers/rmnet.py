@@ -346,6 +346,8 @@ class RMNetReader(MemoryReader):
         pixel_valid = valid[..., None, None].expand(-1, -1, -1, height, width)
         query_key = query.keys["res4"].unsqueeze(1)  # [B, 1, Ck, h, w]
         object_key = memory_key.unsqueeze(1)  # [B, 1, Ck, T, h, w]
+        # masks are passed whenever they can exclude a pixel, decided on the host: no device
+        # read-back per frame (the regions are device tensors, so their masks always go)
         if self.region_semantics == "paper":
             memory_mask = pixel_valid & memory_regions
             query_mask = query_regions
@@ -354,21 +356,18 @@ class RMNetReader(MemoryReader):
             folded_value = memory_value
         else:
             # the released code: A·k and A·v, softmax over every memory pixel (zeros included)
-            memory_mask = pixel_valid
+            memory_mask = None if memory.all_valid() else pixel_valid
             query_mask = None
             folded_query_key = query_key * query_regions.unsqueeze(2)
             folded_memory_key = object_key * memory_regions.unsqueeze(2)
             folded_value = memory_value * memory_regions.unsqueeze(2)
-        memory_mask = memory_mask.flatten(0, 1).flatten(1)  # [B·O, N]
         read = ops.memory_read(
             folded_query_key.flatten(0, 1).flatten(2),  # [B·O, Ck, M]
             folded_memory_key.flatten(0, 1).flatten(2),  # [B·O, Ck, N]
             folded_value.flatten(0, 1).flatten(2),  # [B·O, Cv, N]
             similarity=self.similarity,
-            memory_mask=None if bool(memory_mask.all()) else memory_mask,
-            query_mask=None
-            if query_mask is None or bool(query_mask.all())
-            else query_mask.flatten(0, 1).flatten(1),
+            memory_mask=None if memory_mask is None else memory_mask.flatten(0, 1).flatten(1),
+            query_mask=None if query_mask is None else query_mask.flatten(0, 1).flatten(1),
         )
         read = read.view(batch, objects, channels, height, width)
         query_value = query.query_value.unsqueeze(1).expand(-1, objects, -1, -1, -1)
