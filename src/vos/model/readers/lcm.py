@@ -179,6 +179,8 @@ class LCMReader(MemoryReader):
         memory is empty, or some object is held by none of its frames (it joins now)."""
         if len(memory) == 0:
             return True
+        if memory.all_valid():  # known on the host: every held object is in every frame
+            return memory.num_objects < objects
         known = memory.object_valid().any(dim=2)  # [B, O_memory]
         return known.shape[1] < objects or not bool(known.all())
 
