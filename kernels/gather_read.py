@@ -225,6 +225,56 @@ def _load_candidate_tile(base, candidate, valid, offs_c, c_in, stride_n, stride_
 
 
 @triton.jit
+def _online_softmax_step(logits, running_max, normaliser):
+    """One block of the online softmax over candidates: the new running max m, the factor
+    exp(m_old − m_new) that rescales what was accumulated, the block's weights exp(S − m_new)
+    and the updated normaliser l = Σ exp(S − m)."""
+    new_max = tl.maximum(running_max, tl.max(logits, axis=1))
+    shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # no candidate seen yet
+    rescale = tl.exp(running_max - shift)
+    weights = tl.exp(logits - shift[:, None])
+    return new_max, rescale, weights, normaliser * rescale + tl.sum(weights, axis=1)
+
+
+@triton.jit
+def _store_readout_and_lse(
+    readout_ptrs, readout_mask, lse_ptrs, lse_mask, acc, normaliser, running_max
+):
+    """readout = acc / l (a row with no candidate reads 0) and the log-sum-exp the backward
+    recomputes P from (−inf for a row with no candidate)."""
+    has_candidate = normaliser > 0
+    readout = acc / tl.where(has_candidate, normaliser, 1.0)[:, None]
+    tl.store(readout_ptrs, readout, mask=readout_mask)
+    lse = tl.where(
+        has_candidate, running_max + tl.log(tl.where(has_candidate, normaliser, 1.0)), float("-inf")
+    )
+    tl.store(lse_ptrs, lse, mask=lse_mask)
+
+
+@triton.jit
+def _row_statistics(lse_ptr, delta_ptr, row_offsets, row_valid):
+    """The backward's per-row lse (0 for a row with no candidate: every P is 0) and D."""
+    lse = tl.load(lse_ptr + row_offsets, mask=row_valid, other=0.0)
+    lse = tl.where(lse == float("-inf"), 0.0, lse)
+    delta = tl.load(delta_ptr + row_offsets, mask=row_valid, other=0.0)
+    return lse, delta
+
+
+@triton.jit
+def _store_pairs(
+    probs_ptr, logits_grad_ptr, batch, groups, group_size, candidates, row_group, row_pixel,
+    row_valid, offs_k, weights, logits_grad,
+):  # fmt: skip
+    """P and dS per (row, candidate) into the contiguous [B, G, g, K] buffers the memory-side
+    pass sums per memory pixel."""
+    pair_offsets = ((batch * groups + row_group[:, None]) * group_size
+                    + row_pixel[:, None]) * candidates + offs_k[None, :]  # fmt: skip
+    pair_mask = row_valid[:, None] & (offs_k < candidates)[None, :]
+    tl.store(probs_ptr + pair_offsets, weights, mask=pair_mask)
+    tl.store(logits_grad_ptr + pair_offsets, logits_grad, mask=pair_mask)
+
+
+@triton.jit
 def _gather_read_fwd_kernel(
     query_ptr, memory_key_ptr, memory_value_ptr, index_ptr, readout_ptr, lse_ptr,
     scale, groups, group_size, candidates, key_channels, value_channels,
@@ -270,11 +320,9 @@ def _gather_read_fwd_kernel(
         logits = _logits(query, keys, valid, scale, L2)
 
         # w = softmax_k(S), accumulated block by block with rescaling by exp(m_old − m_new)
-        new_max = tl.maximum(running_max, tl.max(logits, axis=1))
-        shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # no candidate seen yet
-        rescale = tl.exp(running_max - shift)
-        weights = tl.exp(logits - shift[:, None])
-        normaliser = normaliser * rescale + tl.sum(weights, axis=1)
+        new_max, rescale, weights, normaliser = _online_softmax_step(
+            logits, running_max, normaliser
+        )
 
         # readout += Σ_k w_k v_k
         values = _load_candidate_tile(
@@ -283,19 +331,15 @@ def _gather_read_fwd_kernel(
         acc = acc * rescale[:, None] + tl.sum(weights[:, :, None] * values, axis=1)
         running_max = new_max
 
-    # readout = acc / l; a row with no candidate reads 0
-    has_candidate = normaliser > 0
-    readout = acc / tl.where(has_candidate, normaliser, 1.0)[:, None]
     readout_offsets = _row_offsets(
         batch, offs_cv, row_group, row_pixel, stride_ob, stride_oc, stride_og, stride_op
     )
-    tl.store(readout_ptr + readout_offsets, readout, mask=row_valid[:, None] & cv_in[None, :])
-    # log-sum-exp for the backward (−inf for a row with no candidate); one split writes it
-    lse = tl.where(
-        has_candidate, running_max + tl.log(tl.where(has_candidate, normaliser, 1.0)), float("-inf")
-    )
     lse_ptrs = lse_ptr + batch * stride_lb + row_group * stride_lg + row_pixel * stride_lp
-    tl.store(lse_ptrs, lse, mask=row_valid & (pid_cv == 0))
+    # one value-channel split writes the log-sum-exp
+    _store_readout_and_lse(
+        readout_ptr + readout_offsets, row_valid[:, None] & cv_in[None, :],
+        lse_ptrs, row_valid & (pid_cv == 0), acc, normaliser, running_max,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -327,9 +371,7 @@ def _gather_read_bwd_kernel(
     query_mask = row_valid[:, None] & ck_in[None, :]
     query = tl.load(query_ptr + query_offsets, mask=query_mask, other=0.0).to(tl.float32)
     row_offsets = batch * stride_lb + row_group * stride_lg + row_pixel * stride_lp
-    lse = tl.load(lse_ptr + row_offsets, mask=row_valid, other=0.0)
-    lse = tl.where(lse == float("-inf"), 0.0, lse)  # rows with no candidate: every P is 0
-    delta = tl.load(delta_ptr + row_offsets, mask=row_valid, other=0.0)
+    lse, delta = _row_statistics(lse_ptr, delta_ptr, row_offsets, row_valid)
     key_base = memory_key_ptr + batch * stride_kb
     value_base = memory_value_ptr + batch * stride_vb
     index_base = index_ptr + batch * stride_ib
@@ -374,11 +416,8 @@ def _gather_read_bwd_kernel(
             # S = q·k·scale: dq = Σ_k dS k
             query_grad += tl.sum(logits_grad[:, :, None] * keys, axis=1)
         # P and dS per (row, candidate), for the memory-side pass (dk, dv)
-        pair_offsets = ((batch * groups + row_group[:, None]) * group_size
-                        + row_pixel[:, None]) * candidates + offs_k[None, :]  # fmt: skip
-        pair_mask = row_valid[:, None] & (offs_k < candidates)[None, :]
-        tl.store(probs_ptr + pair_offsets, weights, mask=pair_mask)
-        tl.store(logits_grad_ptr + pair_offsets, logits_grad, mask=pair_mask)
+        _store_pairs(probs_ptr, logits_grad_ptr, batch, groups, group_size, candidates,
+                     row_group, row_pixel, row_valid, offs_k, weights, logits_grad)  # fmt: skip
 
     tl.store(query_grad_ptr + query_offsets, query_grad, mask=query_mask)
 
@@ -464,11 +503,9 @@ def _gather_read_grouped_fwd_kernel(
         keys = _candidate_rows(key_base, candidate, valid, offs_ck, ck_in, stride_kn, stride_kc)
         keys = _qk_operand(keys, memory_key_ptr, QK_FP32)
         logits = _group_logits(query, keys, valid, scale, L2, DOT_PRECISION)
-        new_max = tl.maximum(running_max, tl.max(logits, axis=1))
-        shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # no candidate seen yet
-        rescale = tl.exp(running_max - shift)
-        weights = tl.exp(logits - shift[:, None])
-        normaliser = normaliser * rescale + tl.sum(weights, axis=1)
+        new_max, rescale, weights, normaliser = _online_softmax_step(
+            logits, running_max, normaliser
+        )
         values = _candidate_rows(value_base, candidate, valid, offs_cv, cv_in, stride_vn,
                                  stride_vc)  # fmt: skip
         values = _qk_operand(values, memory_value_ptr, DOT_FP32)
@@ -478,16 +515,13 @@ def _gather_read_grouped_fwd_kernel(
         )
         running_max = new_max
 
-    has_candidate = normaliser > 0
-    readout = acc / tl.where(has_candidate, normaliser, 1.0)[:, None]
     readout_offsets = (batch * stride_ob + offs_cv[None, :] * stride_oc + group * stride_og
                        + rows[:, None] * stride_op)  # fmt: skip
-    tl.store(readout_ptr + readout_offsets, readout, mask=row_valid[:, None] & cv_in[None, :])
-    lse = tl.where(
-        has_candidate, running_max + tl.log(tl.where(has_candidate, normaliser, 1.0)), float("-inf")
-    )
     lse_ptrs = lse_ptr + batch * stride_lb + group * stride_lg + rows * stride_lp
-    tl.store(lse_ptrs, lse, mask=row_valid & (pid_cv == 0))
+    _store_readout_and_lse(
+        readout_ptr + readout_offsets, row_valid[:, None] & cv_in[None, :],
+        lse_ptrs, row_valid & (pid_cv == 0), acc, normaliser, running_max,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -511,6 +545,7 @@ def _gather_read_grouped_bwd_kernel(
     batch = tl.program_id(1).to(tl.int64)
     rows = tl.arange(0, BLOCK_M)
     row_valid = rows < group_size
+    row_group = tl.zeros([BLOCK_M], tl.int32) + group  # every row is this group's
     offs_ck = tl.arange(0, BLOCK_CK)
     ck_in = offs_ck < key_channels
 
@@ -520,9 +555,7 @@ def _gather_read_grouped_bwd_kernel(
     query = tl.load(query_ptr + query_offsets, mask=query_mask, other=0.0)
     query = _qk_operand(query, memory_key_ptr, QK_FP32)
     row_offsets = batch * stride_lb + group * stride_lg + rows * stride_lp
-    lse = tl.load(lse_ptr + row_offsets, mask=row_valid, other=0.0)
-    lse = tl.where(lse == float("-inf"), 0.0, lse)  # rows with no candidate: every P is 0
-    delta = tl.load(delta_ptr + row_offsets, mask=row_valid, other=0.0)
+    lse, delta = _row_statistics(lse_ptr, delta_ptr, row_offsets, row_valid)
     key_base = memory_key_ptr + batch * stride_kb
     value_base = memory_value_ptr + batch * stride_vb
     index_base = index_ptr + batch * stride_ib
@@ -561,11 +594,8 @@ def _gather_read_grouped_bwd_kernel(
         if L2:
             step = 2.0 * step
         query_grad += step
-        pair_offsets = ((batch * groups + group) * group_size + rows[:, None]) * candidates \
-            + offs_k[None, :]  # fmt: skip
-        pair_mask = row_valid[:, None] & (offs_k < candidates)[None, :]
-        tl.store(probs_ptr + pair_offsets, weights, mask=pair_mask)
-        tl.store(logits_grad_ptr + pair_offsets, logits_grad, mask=pair_mask)
+        _store_pairs(probs_ptr, logits_grad_ptr, batch, groups, group_size, candidates,
+                     row_group, rows, row_valid, offs_k, weights, logits_grad)  # fmt: skip
 
     tl.store(query_grad_ptr + query_offsets, query_grad, mask=query_mask)
 
