@@ -8,6 +8,7 @@ from vos.model.encoders import ResNetTrunk, build_resnet
 from vos.model.memory import MemoryBank
 from vos.model.network import VOSNetwork
 from vos.model.readers import ReaderState, STMReader
+from vos.model.readers.base import FrameFeatures
 
 
 def tiny_network(**kwargs) -> VOSNetwork:
@@ -77,6 +78,17 @@ def test_add_objects_pads_with_invalid_values():
     assert bank.object_valid().tolist() == [[[True], [True], [False]]]
 
 
+def small_query(index: int, generator: torch.Generator, dtype=torch.float32) -> FrameFeatures:
+    """A query frame for the 4-key, 3-value STM readers below: a 2×3 res4 grid."""
+    return FrameFeatures(
+        index=index,
+        frames=torch.zeros(1, 3, 32, 48),
+        features={},
+        keys={"res4": torch.randn(1, 4, 2, 3, generator=generator, dtype=dtype)},
+        query_value=torch.randn(1, 3, 2, 3, generator=generator, dtype=dtype),
+    )
+
+
 def test_stm_reader_late_object_path_matches_shared_path():
     """With every object valid, the per-object masked read equals the shared-affinity read."""
     reader = STMReader(key_channels=4, value_channels=3).eval()
@@ -88,15 +100,7 @@ def test_stm_reader_late_object_path_matches_shared_path():
             {"res4": torch.randn(1, 4, 2, 3, generator=g)},
             {"res4": torch.randn(1, 2, 3, 2, 3, generator=g)},
         )
-    from vos.model.readers.base import FrameFeatures
-
-    query = FrameFeatures(
-        index=3,
-        frames=torch.zeros(1, 3, 32, 48),
-        features={},
-        keys={"res4": torch.randn(1, 4, 2, 3, generator=g)},
-        query_value=torch.randn(1, 3, 2, 3, generator=g),
-    )
+    query = small_query(3, g)
     shared = reader.read(query, bank, ReaderState()).features["res4"]
     assert shared.shape == (1, 2, 6, 2, 3)
     # force the per-object path with an object that joined at the last frame
@@ -121,15 +125,7 @@ def test_memory_knows_on_the_host_whether_every_object_holds_a_value(monkeypatch
     for t in range(2):
         bank.add(t, {"res4": torch.randn(1, 4, 2, 3, generator=g)},
                  {"res4": torch.randn(1, 2, 3, 2, 3, generator=g)})  # fmt: skip
-    from vos.model.readers.base import FrameFeatures
-
-    query = FrameFeatures(
-        index=2,
-        frames=torch.zeros(1, 3, 32, 48),
-        features={},
-        keys={"res4": torch.randn(1, 4, 2, 3, generator=g)},
-        query_value=torch.randn(1, 3, 2, 3, generator=g),
-    )
+    query = small_query(2, g)
 
     def no_read_back(self, *args, **kwargs):
         raise AssertionError("Tensor.all read back")
@@ -184,8 +180,6 @@ def test_stm_reader_is_the_softmax_over_memory_of_scaled_dot_products():
     """STM's read written out (float64): for each object, W = softmax over the T·H·W memory
     pixels of k_n·q_m/√Ck, readout v·W, then the query's own value; an object that joined at
     the last frame reads that frame alone."""
-    from vos.model.readers.base import FrameFeatures
-
     reader = STMReader(key_channels=4, value_channels=3).eval()
     g = torch.Generator().manual_seed(1)
     bank = MemoryBank()
@@ -197,13 +191,7 @@ def test_stm_reader_is_the_softmax_over_memory_of_scaled_dot_products():
             {"res4": torch.randn(1, 2, 3, 2, 3, generator=g, dtype=torch.float64)},
             valid,
         )
-    query = FrameFeatures(
-        index=3,
-        frames=torch.zeros(1, 3, 32, 48),
-        features={},
-        keys={"res4": torch.randn(1, 4, 2, 3, generator=g, dtype=torch.float64)},
-        query_value=torch.randn(1, 3, 2, 3, generator=g, dtype=torch.float64),
-    )
+    query = small_query(3, g, torch.float64)
     out = reader.read(query, bank, ReaderState()).features["res4"]
     assert out.shape == (1, 2, 6, 2, 3)
     keys = torch.stack([e.keys["res4"][0] for e in bank.entries], 1).flatten(1)  # [Ck, N]
