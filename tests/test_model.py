@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from torch import Tensor
 
 from vos.model.aggregation import soft_aggregate
 from vos.model.encoders import ResNetTrunk, build_resnet
@@ -76,6 +77,79 @@ def test_add_objects_pads_with_invalid_values():
     assert bank.values().shape == (1, 3, 3, 1, 2, 2)
     assert torch.all(bank.values()[:, 2] == 0)
     assert bank.object_valid().tolist() == [[[True], [True], [False]]]
+
+
+def _stacked_reference(bank: MemoryBank, per_object_keys: bool = False) -> dict[str, Tensor]:
+    """The whole memory stacked anew from its entries, as reads were made before stacks were kept."""
+    entries = bank.entries + ([bank.temporary] if bank.temporary is not None else [])
+    return {
+        "keys": torch.stack([e.keys["res4"] for e in entries], dim=3 if per_object_keys else 2),
+        "values": torch.stack([e.values["res4"] for e in entries], dim=3),
+        "valid": torch.stack([e.object_valid for e in entries], dim=2),
+    }
+
+
+@pytest.mark.parametrize("per_object_keys", [False, True])
+def test_memory_reads_are_kept_between_frames_and_equal_a_fresh_stack(per_object_keys):
+    """Without autograd a read of the whole memory is a view of stacks kept between frames:
+    through memorised frames, replaced temporary frames, dropped frames and joining objects,
+    it equals stacking every entry anew, and a frame that only replaces the temporary frame
+    reuses the same storage."""
+    g = torch.Generator().manual_seed(0)
+
+    def frame(objects: int) -> tuple[dict, dict]:
+        key_shape = (1, objects, 4, 2, 3) if per_object_keys else (1, 4, 2, 3)
+        return (
+            {"res4": torch.randn(*key_shape, generator=g)},
+            {"res4": torch.randn(1, objects, 3, 2, 3, generator=g)},
+        )
+
+    def read(bank: MemoryBank) -> dict[str, Tensor]:
+        if per_object_keys:  # such a bank is read folded; unfold to compare with the entries
+            folded = bank.folded()
+            objects = bank.num_objects
+            keys = folded.keys().unflatten(0, (1, objects))
+            values = folded.values()[:, 0].unflatten(0, (1, objects))
+            valid = folded.object_valid()[:, 0].unflatten(0, (1, objects))
+            return {"keys": keys, "values": values, "valid": valid}
+        return {"keys": bank.keys(), "values": bank.values(), "valid": bank.object_valid()}
+
+    bank = MemoryBank(max_frames=3)
+    objects = 2
+    pointers = []
+    with torch.inference_mode():
+        for t in range(12):
+            if t == 7:  # an object joins: every stored frame changes shape
+                bank.add_objects(1)
+                objects = 3
+            if t % 3 == 0:
+                bank.add(t, *frame(objects), permanent=t == 0)
+            else:
+                bank.set_temporary(t, *frame(objects))
+            if t == 10:  # a stored frame's validity replaced: same shapes, new contents
+                bank.entries[0].object_valid = torch.tensor([[True, False, True]])
+            got = read(bank)
+            want = _stacked_reference(bank, per_object_keys)
+            for name in want:
+                torch.testing.assert_close(got[name], want[name], rtol=0, atol=0)
+            pointers.append((t, got["values"].data_ptr()))
+    # frames 1 → 2, 4 → 5, 10 → 11 only replace the temporary frame: the same storage
+    same = {t for (t, ptr), (_, before) in zip(pointers[1:], pointers) if ptr == before}
+    assert {2, 5, 11} <= same
+
+
+def test_memory_reads_with_autograd_are_fresh_stacks():
+    """Training reads with autograd: a frame memorised after a read must not disturb the graph
+    of that read (a kept stack written in place would fail the backward)."""
+    g = torch.Generator().manual_seed(0)
+    value = torch.randn(1, 2, 3, 2, 3, generator=g, requires_grad=True)
+    bank = MemoryBank(max_frames=3)
+    bank.add(0, {"res4": torch.randn(1, 4, 2, 3, generator=g)}, {"res4": value}, permanent=True)
+    first = bank.values().square().sum()
+    bank.set_temporary(1, {"res4": torch.randn(1, 4, 2, 3, generator=g)}, {"res4": value * 2})
+    second = bank.values().sum()
+    (first + second).backward()
+    torch.testing.assert_close(value.grad, 2 * value.detach() + 3)
 
 
 def small_query(index: int, generator: torch.Generator, dtype=torch.float32) -> FrameFeatures:

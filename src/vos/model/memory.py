@@ -16,15 +16,27 @@ Policy (shared by training, validation, `vos.eval` and `vos.bench`):
 Objects may join after frame 0: memory frames from before an object joined hold no value for
 it; ``object_valid`` ``[B, O, T]`` says which (object, frame) pairs hold a value, and readers
 exclude the others from that object's softmax.
+
+Reads without autograd (inference) come from stacks kept between frames (`_FrameStack`): a
+frame is copied into its stack once, when it is first read, and the temporary frame's slot is
+overwritten in place, so a read of the whole memory is a view and not a re-stack of every
+frame. Such a view is valid until the bank changes; readers use it within one frame's read.
+With autograd on (training), reads stack the frames anew, since writing into a tensor that a
+graph saved would break its backward.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+_SERIALS = itertools.count()
+# fields whose replacement changes what a stacked read of this entry holds
+_STACKED_FIELDS = ("keys", "values", "object_valid", "extras")
 
 
 @dataclass
@@ -38,11 +50,16 @@ class MemoryEntry:
     # object_valid.all(), kept on the host (None: not known yet) so that readers choose their
     # shared-affinity path without reading object_valid back from the device at every read
     _all_valid: bool | None = field(default=None, repr=False, compare=False)
+    # (serial, version): which frame, as of which change, a stack slot holds (`_FrameStack`)
+    _serial: int = field(default_factory=lambda: next(_SERIALS), repr=False, compare=False)
+    _version: int = field(default=0, repr=False, compare=False)
 
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
         if name == "object_valid":
             super().__setattr__("_all_valid", None)  # a new validity: ask it again
+        if name in _STACKED_FIELDS:
+            super().__setattr__("_version", getattr(self, "_version", 0) + 1)
 
     @property
     def all_valid(self) -> bool:
@@ -50,6 +67,76 @@ class MemoryEntry:
         if self._all_valid is None:
             super().__setattr__("_all_valid", bool(self.object_valid.all()))
         return self._all_valid
+
+    @property
+    def stamp(self) -> tuple[int, int]:
+        return self._serial, self._version
+
+
+class _FrameStack:
+    """One stacked read (e.g. the res4 keys) kept between frames: slot t of ``buffer`` along
+    ``axis`` holds the t-th entry read, stamped by `MemoryEntry.stamp`. A read copies only the
+    entries whose slot holds something else (the new frame, the replaced temporary frame, the
+    frames after a dropped one), and returns a view of the filled slots."""
+
+    def __init__(self, tensor_of: Callable[[MemoryEntry], Tensor], capacity: int | None):
+        self.tensor_of = tensor_of
+        self.capacity = capacity  # slots to allocate (the bank's cap + its temporary frame)
+        self.buffer: Tensor | None = None
+        self.stamps: list[tuple[int, int]] = []
+
+    def read(self, entries: Sequence[MemoryEntry]) -> Tensor:
+        first = self.tensor_of(entries[0])
+        axis = _stack_axis(first)
+        slot_shape = first.shape
+        buffer = self.buffer
+        reusable = (
+            buffer is not None
+            and buffer.shape[axis] >= len(entries)
+            and buffer.shape[:axis] + buffer.shape[axis + 1 :] == slot_shape
+            and buffer.dtype == first.dtype
+            and buffer.device == first.device
+            # an inference tensor can only be written in inference mode, and vice versa
+            and buffer.is_inference() == torch.is_inference_mode_enabled()
+        )
+        if not reusable:
+            full = buffer is not None and buffer.shape[axis] < len(entries)
+            grown = 2 * buffer.shape[axis] if full else 0  # an unbounded bank outgrew it
+            slots = max(len(entries), self.capacity or 0, grown)
+            shape = (*slot_shape[:axis], slots, *slot_shape[axis:])
+            self.buffer = buffer = first.new_empty(shape)
+            self.stamps = []
+        for t, entry in enumerate(entries):
+            if t < len(self.stamps) and self.stamps[t] == entry.stamp:
+                continue
+            tensor = self.tensor_of(entry)
+            if tensor.shape != slot_shape:
+                raise ValueError(
+                    f"memory frame {entry.frame_index} holds a tensor of shape "
+                    f"{tuple(tensor.shape)} where the other frames hold {tuple(slot_shape)}"
+                )
+            buffer.select(axis, t).copy_(tensor)
+            if t < len(self.stamps):
+                self.stamps[t] = entry.stamp
+            else:
+                self.stamps.append(entry.stamp)
+        del self.stamps[len(entries) :]
+        return buffer.narrow(axis, 0, len(entries))
+
+
+def _stack_axis(tensor: Tensor) -> int:
+    """Where frames stack: before the spatial dims of a map, after the objects of a validity."""
+    return tensor.dim() - 2 if tensor.dim() >= 4 else tensor.dim()
+
+
+def _field(entry: MemoryEntry, kind: str, name: str) -> Tensor:
+    if kind == "object_valid":
+        return entry.object_valid
+    return getattr(entry, kind)[name]
+
+
+def _stack(tensors: Sequence[Tensor]) -> Tensor:
+    return torch.stack(list(tensors), dim=_stack_axis(tensors[0]))
 
 
 class MemoryBank:
@@ -59,6 +146,9 @@ class MemoryBank:
         self.max_frames = max_frames
         self.entries: list[MemoryEntry] = []
         self.temporary: MemoryEntry | None = None
+        self._stacks: dict[tuple[str, str], _FrameStack] = {}
+        # a folded bank reads the whole memory from its source's stacks (views where they can be)
+        self._fold_source: MemoryBank | None = None
 
     # -- writing -------------------------------------------------------------------------
     def add(
@@ -182,21 +272,48 @@ class MemoryBank:
         bank = MemoryBank(self.max_frames)
         bank.entries = [fold(entry) for entry in self.entries]
         bank.temporary = None if self.temporary is None else fold(self.temporary)
+        bank._fold_source = self
         return bank
 
     def keys(self, scale: str = "res4", positions: Sequence[int] | None = None) -> Tensor:
         """``[B, Ck, T, H, W]`` (T = the selected frames)."""
         if self.keys_per_object:
             raise ValueError("this memory holds a key per object: read it through folded()")
-        return torch.stack([e.keys[scale] for e in self._select(positions)], dim=2)
+        return self._read("keys", scale, positions)
 
     def values(self, scale: str = "res4", positions: Sequence[int] | None = None) -> Tensor:
         """``[B, O, Cv, T, H, W]``."""
-        return torch.stack([e.values[scale] for e in self._select(positions)], dim=3)
+        return self._read("values", scale, positions)
 
     def object_valid(self, positions: Sequence[int] | None = None) -> Tensor:
         """``[B, O, T]`` bool."""
-        return torch.stack([e.object_valid for e in self._select(positions)], dim=2)
+        return self._read("object_valid", "", positions)
+
+    def _read(self, kind: str, name: str, positions: Sequence[int] | None) -> Tensor:
+        entries = self._all_entries()
+        selected = self.resolve_positions(positions)
+        if len(selected) == len(entries) and not torch.is_grad_enabled():
+            return self._whole(kind, name)
+        return _stack([_field(entries[p], kind, name) for p in selected])
+
+    def _whole(self, kind: str, name: str) -> Tensor:
+        """Every frame, in read order, from the stacks kept between frames (no autograd)."""
+        source = self._fold_source
+        if source is not None and len(source) == len(self):
+            whole = source._whole(kind, name)
+            if kind == "keys":  # as `folded` makes each entry's keys
+                return (
+                    whole.flatten(0, 1)
+                    if whole.dim() == 6
+                    else whole.repeat_interleave(self.num_objects, dim=0)
+                )
+            return whole.flatten(0, 1).unsqueeze(1)
+        stack = self._stacks.get((kind, name))
+        if stack is None:
+            capacity = None if self.max_frames is None else self.max_frames + 1
+            stack = _FrameStack(lambda entry: _field(entry, kind, name), capacity)
+            self._stacks[(kind, name)] = stack
+        return stack.read(self._all_entries())
 
     def all_valid(self, positions: Sequence[int] | None = None) -> bool:
         """Whether every object holds a value in every selected frame (``object_valid(...)
