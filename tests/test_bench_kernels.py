@@ -263,3 +263,21 @@ def test_gather_read_configs_the_tuner_may_pick_do_not_spill(run_python_m):
             assert record["dots"] > 0, record
             if record["setting"]["dtype"] == "fp16":
                 assert record["mma"] + record["wgmma"] > 0, record
+
+
+@pytest.mark.slow
+def test_memory_top_configs_the_tuner_may_pick_do_not_spill(run_python_m):
+    """LMRC's global top-25 kernel at its size, every dtype, both targets: no register spills
+    in the configs kept (IEEE fp32 leaves out the two that spilled), asynchronous copies, and
+    tensor cores for fp16, bf16 and TF32."""
+    records = _bench(
+        run_python_m, "--kernels", "memory_top", "--target", "sm_80", "sm_90",
+        "--dtypes", "fp32", "fp32-tf32", "fp16", "bf16",
+    )  # fmt: skip
+    assert len(records) == 2 * (2 + 4 * 3)  # targets × (IEEE configs + 4 configs × 3 dtypes)
+    for record in records:
+        assert record["status"] == "ok", record
+        assert record["spill_store_bytes"] == 0, record
+        assert record["cp_async"] > 0, record
+        tensor_cores = record["mma"] + record["wgmma"]
+        assert (tensor_cores > 0) == (record["setting"]["dtype"] != "fp32"), record

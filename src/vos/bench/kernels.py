@@ -133,6 +133,26 @@ def _memory_read(setting: dict, dtype, tf32: bool):
     return kernels._memory_read_backward_memory_kernel, args, kwargs
 
 
+def _memory_top(setting: dict, dtype, tf32: bool):
+    """`vos.kernels.memory_top`: ``memory_top_triton``'s launch (keys only, no autograd)."""
+    import torch
+
+    from vos.kernels import memory_read, memory_top
+
+    height, width = setting["grid"]
+    queries, memories = height * width, setting["T"] * height * width
+    ck, k = setting["Ck"], setting["k"]
+    query_key, memory_key = _meta(1, ck, queries, dtype=dtype), _meta(1, ck, memories, dtype=dtype)
+    launch = memory_read._Launch(query_key, memory_key, memory_key, None, None, None, None, None,
+                                 setting["similarity"], ck**-0.5, tf32=tf32)  # fmt: skip
+    tensors = [query_key, memory_key, launch.query_mask, launch.memory_mask, launch.centers,
+               launch.sigma, _meta(1), _meta(1, dtype=torch.int64)]  # fmt: skip
+    sizes = launch.sizes()  # (scale, CK, CV, N, M, GRID_W, N_BUCKET, M_BUCKET, B_BUCKET)
+    args = [*map(_pointer, tensors), *sizes[:2], *sizes[3:6], k, *sizes[6:]]
+    kwargs = {"BLOCK_TOP": memory_top.block_top(k), **launch.constants}
+    return memory_top._memory_top_kernel, args, kwargs
+
+
 def _window_read(setting: dict, dtype, tf32: bool):
     """`vos.kernels.window_read`: ``WindowReadFunction``'s four launches (pixel-major tensors)."""
     import torch
@@ -225,6 +245,9 @@ def _cases() -> list[Case]:
              _memory_read),
         Case("memory_read.fwd/l2-top20",
              {**memory, "Ck": 64, "similarity": "l2", "top_k": 20, "part": "fwd"}, _memory_read),
+        # LMRC's global top-25 (its comparator's global side) over 5 global frames
+        Case("memory_top/l2-top25",
+             {**memory, "Ck": 64, "similarity": "l2", "k": 25}, _memory_top),
         # LMRC's local read at res4 (radius 2), and with its comparator's top-5
         *(
             Case(f"window_read.{part}", {**window, "part": part}, _window_read)

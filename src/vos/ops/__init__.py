@@ -15,6 +15,7 @@ from vos.ops.memory_read import (
     affinity_logits,
     gaussian_log_bias,
     memory_read,
+    memory_top,
     query_grid_positions,
 )
 from vos.ops.window_read import WindowTop, window_read
@@ -28,6 +29,7 @@ __all__ = [
     "gather_read",
     "gaussian_log_bias",
     "memory_read",
+    "memory_top",
     "query_grid_positions",
     "sine_positional_encoding",
     "warp_backward",

@@ -55,6 +55,8 @@ Backend = Literal["auto", "torch", "triton", "flex"]
 DEFAULT_CHUNK_ELEMENTS = 1 << 24
 # The Triton kernel keeps a [BLOCK, Ck] key tile in registers.
 KERNEL_MAX_KEY_CHANNELS = 256
+# `vos.kernels.memory_top.MAX_RETURN_TOP` (the kernel module needs Triton, which is optional)
+MAX_KERNEL_RETURN_TOP = 64
 
 
 def _at_least_fp32(x: Tensor) -> Tensor:
@@ -231,8 +233,8 @@ def _kernel_unsupported_reason(
     """Why the Triton kernel cannot run this call, or None when it can."""
     if bias is not None:
         return "a dense bias [B, N, M] is reference-only (the Gaussian bias is fused)"
-    if return_top is not None:
-        return "return_top is reference-only"
+    if return_top is not None and return_top > MAX_KERNEL_RETURN_TOP:
+        return f"return_top={return_top} > {MAX_KERNEL_RETURN_TOP}, the kernel's running top list"
     dtypes = {query_key.dtype, memory_key.dtype, memory_value.dtype}
     if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float16, torch.bfloat16}:
         return f"the kernel needs one dtype among fp32/fp16/bf16, got {sorted(map(str, dtypes))}"
@@ -350,10 +352,7 @@ def memory_read(
         # the kernel computes near the regions' area; unmasked reads go straight to the kernel
         from vos.kernels.region_pack import packed_memory_read_triton
 
-        return packed_memory_read_triton(
-            query_key,
-            memory_key,
-            memory_value,
+        masks_and_bias = dict(
             similarity=similarity,
             scale=scale,
             query_mask=query_mask,
@@ -361,8 +360,16 @@ def memory_read(
             gaussian_centers=gaussian_centers,
             gaussian_sigma=gaussian_sigma,
             query_hw=query_hw,
-            top_k=top_k,
         )
+        readout = packed_memory_read_triton(
+            query_key, memory_key, memory_value, top_k=top_k, **masks_and_bias
+        )
+        if return_top is None:
+            return readout
+        top_values, top_indices = memory_top(
+            query_key, memory_key, return_top, backend="triton", **masks_and_bias
+        )
+        return readout, top_values, top_indices
     # autocast off: the softmax over N memory pixels needs fp32 logits (Cutie does the same)
     with torch.autocast(device_type=query_key.device.type, enabled=False):
         return _reference_read(
@@ -381,6 +388,164 @@ def memory_read(
             return_top=return_top,
             chunk_elements=chunk_elements,
         )
+
+
+def memory_top(
+    query_key: Tensor,
+    memory_key: Tensor,
+    k: int,
+    *,
+    similarity: Similarity = "dot",
+    scale: float | None = None,
+    query_mask: Tensor | None = None,
+    memory_mask: Tensor | None = None,
+    gaussian_centers: Tensor | None = None,
+    gaussian_sigma: Tensor | None = None,
+    query_hw: tuple[int, int] | None = None,
+    backend: Backend = "auto",
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest logits of every query pixel over the memory, best first, and the
+    memory pixels that hold them: ``(values [B, M, k], indices [B, M, k])``, the logits
+    `memory_read` softmaxes (same similarity, scale, masks and Gaussian; LMRC's global top-k).
+
+    Slots beyond the valid memory pixels (``k`` may exceed N) and masked-out query pixels
+    hold ``-inf`` and index ``-1``. Values are fp32 (fp64 for fp64) and carry autograd to both
+    keys; the kernel (`vos.kernels.memory_top`) finds the indices and the k logits are then
+    recomputed from them when a key needs a gradient.
+    """
+    _check_inputs(
+        query_key,
+        memory_key,
+        memory_key,  # stands in for the values: only the keys are read
+        similarity=similarity,
+        query_mask=query_mask,
+        memory_mask=memory_mask,
+        bias=None,
+        gaussian_centers=gaussian_centers,
+        gaussian_sigma=gaussian_sigma,
+        query_hw=query_hw,
+        top_k=None,
+        return_top=None,
+    )
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"memory_top: k must be a positive int, got {k!r}")
+    scale = query_key.shape[1] ** -0.5 if scale is None else float(scale)  # memory_read's
+    unsupported = None
+    dtypes = {query_key.dtype, memory_key.dtype}
+    if k > MAX_KERNEL_RETURN_TOP:
+        unsupported = f"k={k} > {MAX_KERNEL_RETURN_TOP}, the kernel's running top list"
+    elif len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float16, torch.bfloat16}:
+        unsupported = (
+            f"the kernel needs one dtype among fp32/fp16/bf16, got {sorted(map(str, dtypes))}"
+        )
+    elif query_key.shape[1] > KERNEL_MAX_KEY_CHANNELS:
+        unsupported = f"Ck={query_key.shape[1]} > {KERNEL_MAX_KEY_CHANNELS} key channels"
+    chosen = resolve_backend("memory_top", backend, [query_key, memory_key], unsupported)
+    options = dict(
+        similarity=similarity,
+        scale=scale,
+        query_mask=query_mask,
+        memory_mask=memory_mask,
+        gaussian_centers=gaussian_centers,
+        gaussian_sigma=gaussian_sigma,
+        query_hw=query_hw,
+    )
+    if chosen == "triton":
+        from vos.kernels.memory_top import memory_top_triton  # lazy: Triton is optional
+
+        values, indices = memory_top_triton(query_key, memory_key, k, **options)
+        if torch.is_grad_enabled() and (query_key.requires_grad or memory_key.requires_grad):
+            values = _pair_logits(query_key, memory_key, indices, **options)
+        return values, indices
+    with torch.autocast(device_type=query_key.device.type, enabled=False):
+        return _reference_top(query_key, memory_key, k, chunk_elements=chunk_elements, **options)
+
+
+def _reference_top(
+    query_key: Tensor,
+    memory_key: Tensor,
+    k: int,
+    *,
+    similarity: str,
+    scale: float,
+    query_mask: Tensor | None,
+    memory_mask: Tensor | None,
+    gaussian_centers: Tensor | None,
+    gaussian_sigma: Tensor | None,
+    query_hw: tuple[int, int] | None,
+    chunk_elements: int,
+) -> tuple[Tensor, Tensor]:
+    """`memory_top` a chunk of query pixels at a time (no [B, N, M] logits beyond a chunk)."""
+    batch, _, queries = query_key.shape
+    memories = memory_key.shape[2]
+    kept = min(k, memories)
+    query_yx = None
+    if gaussian_centers is not None:
+        query_yx = query_grid_positions(query_hw, query_key.device).unsqueeze(0)
+    chunk = max(1, chunk_elements // max(1, batch * memories))
+    values, indices = [], []
+    for start in range(0, queries, chunk):
+        columns = slice(start, start + chunk)
+        logits = affinity_logits(
+            query_key[:, :, columns], memory_key, similarity=similarity, scale=scale
+        )  # [B, N, chunk]
+        if gaussian_centers is not None:
+            logits = logits + gaussian_log_bias(
+                gaussian_centers.to(logits.dtype),
+                gaussian_sigma.to(logits.dtype),
+                query_yx[:, columns].to(logits.dtype),
+            )
+        if memory_mask is not None:
+            logits = logits.masked_fill(~memory_mask[:, :, None], float("-inf"))
+        best = logits.topk(kept, dim=1)
+        values.append(best.values.transpose(1, 2))
+        indices.append(best.indices.transpose(1, 2))
+    values = F.pad(torch.cat(values, dim=1), (0, k - kept), value=float("-inf"))
+    indices = F.pad(torch.cat(indices, dim=1), (0, k - kept), value=-1)
+    empty = values == float("-inf")  # no valid memory pixel in this slot
+    if query_mask is not None:
+        empty = empty | ~query_mask[:, :, None]
+        values = values.masked_fill(~query_mask[:, :, None], float("-inf"))
+    return values, indices.masked_fill(empty, -1)
+
+
+def _pair_logits(
+    query_key: Tensor,
+    memory_key: Tensor,
+    indices: Tensor,
+    *,
+    similarity: str,
+    scale: float,
+    gaussian_centers: Tensor | None,
+    gaussian_sigma: Tensor | None,
+    query_hw: tuple[int, int] | None,
+    **_masks,
+) -> Tensor:
+    """The logits of the (query pixel, memory pixel) pairs ``indices [B, M, k]`` names, as
+    `affinity_logits` (+ the Gaussian) computes them, ``-inf`` where the index is -1."""
+    batch, channels, queries = query_key.shape
+    k = indices.shape[2]
+    held = indices >= 0
+    flat = indices.clamp(min=0).flatten(1)  # [B, M·k]
+    keys = _at_least_fp32(memory_key).transpose(1, 2)  # [B, N, Ck]
+    paired = keys.gather(1, flat[:, :, None].expand(-1, -1, channels)).view(
+        batch, queries, k, channels
+    )
+    query = _at_least_fp32(query_key).transpose(1, 2).unsqueeze(2)  # [B, M, 1, Ck]
+    dot = (paired * query).sum(dim=3)
+    logits = dot * scale if similarity == "dot" else (2 * dot - paired.pow(2).sum(dim=3)) * scale
+    if gaussian_centers is not None:
+        centers = (
+            gaussian_centers.to(logits.dtype)
+            .gather(1, flat[:, :, None].expand(-1, -1, 2))
+            .view(batch, queries, k, 2)
+        )
+        sigma = gaussian_sigma.to(logits.dtype).gather(1, flat).view(batch, queries, k)
+        query_yx = query_grid_positions(query_hw, query_key.device, logits.dtype)  # [M, 2]
+        distance = (query_yx[None, :, None, :] - centers).pow(2).sum(dim=3)
+        logits = logits - distance / (2 * sigma * sigma)
+    return logits.masked_fill(~held, float("-inf"))
 
 
 def _safe_softmax(logits: Tensor, dim: int) -> Tensor:
