@@ -82,9 +82,6 @@ LOCAL_ONLY = ("res3", "res2")  # scales only the local memory (the most recent f
 FINER = {"res4": "res3", "res3": "res2"}
 COARSER = {"res3": "res4", "res2": "res3"}
 
-# Largest [B, N, chunk] logits block the global top-k builds at once (fp32: 64 MiB).
-GLOBAL_TOPK_CHUNK_ELEMENTS = 1 << 24
-
 
 def memory_split(memory: MemoryBank) -> tuple[list[int], int]:
     """Read-order positions of the global memory and of the local memory (the most recent
@@ -255,25 +252,15 @@ class LMRCReader(MemoryReader):
 
     # -- pieces ----------------------------------------------------------------------------
     def global_top(self, query_key: Tensor, memory: MemoryBank, positions: list[int]) -> Tensor:
-        """The k best global similarities per res4 query pixel, best first, ``[B, k, h, w]``,
-        built a block of query pixels at a time (no [N, H·W] map beyond the block)."""
+        """The k best global similarities −‖q−k‖²/√Ck per res4 query pixel, best first,
+        ``[B, k, h, w]``; ``-inf`` in the ranks beyond the global memory's pixels. Found by
+        `ops.memory_top` (a kernel on CUDA, query blocks on the CPU: never the [N, H·W] map)."""
         memory_key = memory.keys("res4", positions).flatten(2)  # [B, Ck, N]
         batch, channels, height, width = query_key.shape
         query = query_key.flatten(2)
-        count = memory_key.shape[2]
-        chunk = max(1, min(height * width, GLOBAL_TOPK_CHUNK_ELEMENTS // max(batch * count, 1)))
-        k = min(self.top_k, count)
-        tops = []
-        for start in range(0, height * width, chunk):
-            block = query[:, :, start : start + chunk]
-            logits = ops.affinity_logits(block, memory_key, similarity="l2")  # [B, N, m]
-            tops.append(logits.topk(k, dim=1).values)
-        top = torch.cat(tops, dim=2)
-        top = top - query.pow(2).sum(dim=1, keepdim=True) / channels**0.5  # the full −‖q−k‖²
-        if k < self.top_k:  # fewer global pixels than k: the missing ranks never win
-            pad = top.new_full((batch, self.top_k - k, top.shape[2]), float("-inf"))
-            top = torch.cat([top, pad], dim=1)
-        return top.view(batch, self.top_k, height, width)
+        top, _ = ops.memory_top(query, memory_key, self.top_k, similarity="l2")  # [B, M, k]
+        top = top.transpose(1, 2) - query.pow(2).sum(dim=1, keepdim=True) / channels**0.5
+        return top.reshape(batch, self.top_k, height, width)
 
     def local_read(
         self,
