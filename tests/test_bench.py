@@ -234,6 +234,22 @@ def test_roofline_of_a_small_read_by_hand():
     assert math.isclose(fp32["ideal_us_a100_sxm"], 3_359_232_000 / 19.5e12 * 1e6)
 
 
+def test_roofline_of_a_small_memory_top_by_hand():
+    """B=1, Ck=4, a 2×3 query grid (M=6), T=2 (N=12), k=3 in fp32: 2·12·6·4 = 576 FLOPs; the
+    kernel reads the keys (4·18 elements, 288 bytes) and writes 6·3 fp32 values and int64
+    indices (216 bytes); the reference adds its fp32 logits 12×6 written and read once by
+    topk (576 bytes)."""
+    from vos.bench.ops import Case, _cost, _roofline
+
+    case = Case("memory_top/hand", "memory_top", {"grid": (2, 3), "T": 2, "Ck": 4, "Cv": 0, "k": 3})
+    cost = _cost(case, 4)
+    assert cost == {"flops": 576.0, "bytes": 288.0 + 216.0}
+    fused = _roofline(case, "triton", cost, "fp32", None, None)
+    reference = _roofline(case, "torch", cost, "fp32", None, None)
+    assert fused["model_mbytes"] * 2**20 == 504
+    assert reference["model_mbytes"] * 2**20 == 504 + 576
+
+
 def test_gpu_names_map_to_their_data_sheet_entry():
     from vos.bench.roofline import gpu_key
 

@@ -57,7 +57,7 @@ BACKEND_PAIRS = [("triton", "torch"), ("triton", "flex"), ("flex", "torch")]
 @dataclass(frozen=True)
 class Case:
     name: str
-    op: str  # memory_read | window_read | gather_read
+    op: str  # memory_read | memory_top | window_read | gather_read
     setting: dict
 
 
@@ -92,6 +92,10 @@ def _inputs(case: Case, device: torch.device, dtype: torch.dtype):
             kwargs["memory_mask"] = _box_mask(frames, hw, s["box_area"], device)
             kwargs["query_mask"] = _box_mask(1, hw, s["box_area"], device)
         return args, kwargs
+    if case.op == "memory_top":
+        hw, frames = tuple(s["grid"]), s["T"]
+        m, n = hw[0] * hw[1], frames * hw[0] * hw[1]
+        return (randn(1, s["Ck"], m), randn(1, s["Ck"], n), s["k"]), {"similarity": "l2"}
     if case.op == "window_read":
         hw = tuple(s["grid"])
         args = (randn(1, s["Ck"], *hw), randn(1, s["Ck"], *hw), randn(1, s["Cv"], *hw))
@@ -107,7 +111,7 @@ def _inputs(case: Case, device: torch.device, dtype: torch.dtype):
 
 def _cost(case: Case, dtype_bytes: int) -> dict:
     from vos.ops.gather_read import gather_read_cost
-    from vos.ops.memory_read import memory_read_cost
+    from vos.ops.memory_read import memory_read_cost, memory_top_cost
     from vos.ops.window_read import window_read_cost
 
     s = case.setting
@@ -119,6 +123,8 @@ def _cost(case: Case, dtype_bytes: int) -> dict:
             bh, bw = _box_size(hw, s["box_area"])
             fraction = bh * bw / m  # the box's true share of the grid
         return memory_read_cost(1, s["Ck"], s["Cv"], s["T"] * m, m, dtype_bytes, fraction, fraction)
+    if case.op == "memory_top":
+        return memory_top_cost(1, s["Ck"], s["T"] * m, m, s["k"], dtype_bytes)
     if case.op == "window_read":
         return window_read_cost(1, s["Ck"], s["Cv"], hw[0], hw[1], s["radius"], dtype_bytes)
     return gather_read_cost(1, s["Ck"], s["Cv"], m, s["K"], s.get("group", 1), dtype_bytes)
@@ -194,6 +200,14 @@ def cases(args) -> list[Case]:
             )
         )
     if not args.quick:
+        # LMRC's global top-25 over 5 global frames (Cv 0: keys only)
+        out.append(
+            Case(
+                "memory_top/global_T5_k25",
+                "memory_top",
+                {"grid": RES4, "T": 5, "Ck": 64, "Cv": 0, "k": 25},
+            )
+        )
         out.append(
             Case(
                 "window_read/res2_r2",

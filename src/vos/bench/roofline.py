@@ -4,7 +4,8 @@ ideal time on a few data-centre GPUs, so that a measured time reads as a fractio
 Ideal time = max(FLOPs / peak FLOP rate for the dtype, bytes / peak memory bandwidth).
 
 FLOPs are the two matrix products of every computed (query, memory) pair, 2·Ck + 2·Cv per
-pair (`vos.ops.memory_read.memory_read_cost`, `window_read_cost`, `gather_read_cost`); the
+pair (`vos.ops.memory_read.memory_read_cost`, `window_read_cost`, `gather_read_cost`; 2·Ck
+for `memory_top_cost`, which has no values); the
 softmax's O(1)-per-pair work is not counted, as in flash-attention's convention.
 
 Bytes, by the implementation's data flow:
@@ -16,7 +17,8 @@ Bytes, by the implementation's data flow:
 - ``materialised`` (the PyTorch references): the same, plus the intermediates they write to
   memory and read back, at their least: memory_read's fp32 affinity ``[B, n, m]`` is written by
   the logits product, read and written by the softmax and read by the weighted sum (4 passes
-  of 4 bytes per pair); window_read's unfolded keys and values ``[B, C, (2r+1)², M]`` are
+  of 4 bytes per pair), memory_top's the same logits written and read once by ``topk``
+  (2 passes); window_read's unfolded keys and values ``[B, C, (2r+1)², M]`` are
   written and read once (2 passes), and its fp32 window logits take 4 passes; gather_read's
   gathered candidate keys and values are written and read once more (2 passes over the
   candidate bytes), and its fp32 logits ``[B, M, K]`` take 4 passes. The references make more
@@ -92,12 +94,14 @@ def ideal_seconds(flops: float, bytes_moved: float, gpu: GpuPeaks, dtype: str) -
 def materialised_extra_bytes(op: str, setting: dict, pairs: float) -> float:
     """Bytes the PyTorch reference of ``op`` moves beyond the fused model (module docstring).
 
-    ``pairs``: the (query, memory) pairs it computes (B·n·m for memory_read, the in-frame
+    ``pairs``: the (query, memory) pairs it computes (B·n·m for memory_read and memory_top, the in-frame
     window pairs for window_read, B·M·K for gather_read); ``setting`` the case's sizes, with
     ``dtype_bytes``."""
     affinity = MATERIALISED_AFFINITY_PASSES * AFFINITY_BYTES * pairs
     if op == "memory_read":
         return affinity
+    if op == "memory_top":  # the fp32 logits written by the product, read once by topk
+        return 2 * AFFINITY_BYTES * pairs
     channels = setting["Ck"] + setting["Cv"]
     if op == "window_read":
         height, width = setting["grid"]

@@ -143,6 +143,15 @@ def memory_read_cost(
     return {"flops": flops, "bytes": float(bytes_moved)}
 
 
+def memory_top_cost(B: int, Ck: int, N: int, M: int, k: int, dtype_bytes: int) -> dict[str, float]:
+    """Analytic cost of one `memory_top`: the logits' product, 2·N·M·Ck FLOPs (the running
+    top list's comparisons are not counted), and the compulsory bytes: the query and memory
+    keys read once, the k fp32 values and int64 indices of every query pixel written once."""
+    flops = 2.0 * B * N * M * Ck
+    bytes_moved = dtype_bytes * B * Ck * (M + N) + B * M * k * (4 + 8)
+    return {"flops": flops, "bytes": float(bytes_moved)}
+
+
 def _check_inputs(
     query_key: Tensor,
     memory_key: Tensor,
@@ -484,23 +493,25 @@ def _reference_top(
     if gaussian_centers is not None:
         query_yx = query_grid_positions(query_hw, query_key.device).unsqueeze(0)
     chunk = max(1, chunk_elements // max(1, batch * memories))
+    keys = _at_least_fp32(memory_key)
+    key_norm = keys.pow(2).sum(dim=1).unsqueeze(1)  # [B, 1, N], for l2
     values, indices = [], []
     for start in range(0, queries, chunk):
         columns = slice(start, start + chunk)
-        logits = affinity_logits(
-            query_key[:, :, columns], memory_key, similarity=similarity, scale=scale
-        )  # [B, N, chunk]
+        # [B, chunk, N]: each query pixel's logits contiguous, so topk runs along rows
+        dot = torch.bmm(_at_least_fp32(query_key[:, :, columns]).transpose(1, 2), keys)
+        logits = dot * scale if similarity == "dot" else (2 * dot - key_norm) * scale
         if gaussian_centers is not None:
             logits = logits + gaussian_log_bias(
                 gaussian_centers.to(logits.dtype),
                 gaussian_sigma.to(logits.dtype),
                 query_yx[:, columns].to(logits.dtype),
-            )
+            ).transpose(1, 2)
         if memory_mask is not None:
-            logits = logits.masked_fill(~memory_mask[:, :, None], float("-inf"))
-        best = logits.topk(kept, dim=1)
-        values.append(best.values.transpose(1, 2))
-        indices.append(best.indices.transpose(1, 2))
+            logits = logits.masked_fill(~memory_mask[:, None, :], float("-inf"))
+        best = logits.topk(kept, dim=2)
+        values.append(best.values)
+        indices.append(best.indices)
     values = F.pad(torch.cat(values, dim=1), (0, k - kept), value=float("-inf"))
     indices = F.pad(torch.cat(indices, dim=1), (0, k - kept), value=-1)
     empty = values == float("-inf")  # no valid memory pixel in this slot
