@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from vos.ops.geometry import boxes_from_masks, expand_index, sine_positional_encoding, warp_backward
+from vos.ops.geometry import (
+    boxes_from_masks,
+    expand_index,
+    mask_boxes,
+    sine_positional_encoding,
+    warp_backward,
+)
 
 
 def _mask(height, width, y0, x0, y1, x1):
@@ -28,6 +34,9 @@ def test_too_few_pixels_fall_back_to_full_frame_or_nothing():
     tiny = _mask(8, 8, 3, 3, 5, 5)  # 4 pixels
     boxes, maps = boxes_from_masks(tiny, min_pixels=10)
     assert boxes.tolist() == [[[0, 0, 8, 8]]] and maps.all()
+    # η counts pixels exactly: 4 pixels are enough for η = 4, not for η = 5
+    assert mask_boxes(tiny, min_pixels=4).tolist() == [[[3, 3, 5, 5]]]
+    assert mask_boxes(tiny, min_pixels=5).tolist() == [[[0, 0, 8, 8]]]
     boxes, maps = boxes_from_masks(torch.zeros(1, 1, 8, 8), fallback="empty")
     assert boxes.tolist() == [[[0, 0, 0, 0]]] and not maps.any()
     with pytest.raises(ValueError, match="fallback"):

@@ -10,7 +10,13 @@ never picks (see `vos.ops.dispatch`).
 
 from vos.ops.dispatch import BackendError
 from vos.ops.gather_read import gather_read
-from vos.ops.geometry import boxes_from_masks, expand_index, sine_positional_encoding, warp_backward
+from vos.ops.geometry import (
+    boxes_from_masks,
+    expand_index,
+    mask_boxes,
+    sine_positional_encoding,
+    warp_backward,
+)
 from vos.ops.memory_read import (
     affinity_logits,
     gaussian_log_bias,
@@ -27,6 +33,7 @@ __all__ = [
     "boxes_from_masks",
     "expand_index",
     "gather_read",
+    "mask_boxes",
     "gaussian_log_bias",
     "memory_read",
     "memory_top",

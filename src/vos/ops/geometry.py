@@ -10,15 +10,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def boxes_from_masks(
+def mask_boxes(
     probs: Tensor,
     *,
     threshold: float = 0.5,
     padding: int = 0,
     min_pixels: int = 1,
     fallback: str = "full",
-) -> tuple[Tensor, Tensor]:
-    """RMNet's regional attention map (Eq. 1–2): a padded box around each soft mask.
+) -> Tensor:
+    """RMNet's regional attention box (Eq. 1–2): a padded box around each soft mask.
 
     Args:
         probs: ``[B, O, H, W]`` soft masks.
@@ -30,16 +30,19 @@ def boxes_from_masks(
             no pixel at all (a memory frame where the object is absent contributes nothing).
 
     Returns:
-        ``boxes [B, O, 4]`` int64 as (y0, x0, y1, x1), end-exclusive, and
-        ``maps [B, O, H, W]`` bool, True inside the box.
+        ``boxes [B, O, 4]`` int64 as (y0, x0, y1, x1), end-exclusive. Two reductions of the
+        thresholded mask (its rows' pixel counts, its columns' any) serve the box and the count.
     """
     if probs.ndim != 4:
-        raise ValueError(f"boxes_from_masks: probs must be [B, O, H, W], got {tuple(probs.shape)}")
+        raise ValueError(f"mask_boxes: probs must be [B, O, H, W], got {tuple(probs.shape)}")
     if padding < 0 or min_pixels < 0:
-        raise ValueError("boxes_from_masks: padding and min_pixels must be >= 0")
+        raise ValueError("mask_boxes: padding and min_pixels must be >= 0")
+    if fallback not in ("full", "empty"):
+        raise ValueError(f"mask_boxes: fallback must be 'full' or 'empty', got {fallback!r}")
     height, width = probs.shape[-2:]
     inside = probs >= threshold
-    rows = inside.any(dim=3)  # [B, O, H]
+    row_pixels = inside.sum(dim=3)  # [B, O, H]
+    rows = row_pixels > 0
     cols = inside.any(dim=2)  # [B, O, W]
     ys = torch.arange(height, device=probs.device)
     xs = torch.arange(width, device=probs.device)
@@ -52,18 +55,33 @@ def boxes_from_masks(
     x0 = (x0 - padding).clamp(0, width)
     y1 = (y1 + padding).clamp(0, height)
     x1 = (x1 + padding).clamp(0, width)
-    if fallback not in ("full", "empty"):
-        raise ValueError(f"boxes_from_masks: fallback must be 'full' or 'empty', got {fallback!r}")
-    too_small = inside.flatten(2).sum(dim=2) < min_pixels
+    too_small = row_pixels.sum(dim=2) < min_pixels
     full = torch.tensor(
         [0, 0, height, width] if fallback == "full" else [0, 0, 0, 0], device=probs.device
     )
     boxes = torch.stack([y0, x0, y1, x1], dim=2)
-    boxes = torch.where(too_small.unsqueeze(2), full, boxes)
+    return torch.where(too_small.unsqueeze(2), full, boxes)
+
+
+def boxes_from_masks(
+    probs: Tensor,
+    *,
+    threshold: float = 0.5,
+    padding: int = 0,
+    min_pixels: int = 1,
+    fallback: str = "full",
+) -> tuple[Tensor, Tensor]:
+    """`mask_boxes` and the boxes as maps: ``(boxes [B, O, 4], maps [B, O, H, W] bool)``,
+    True inside each box."""
+    boxes = mask_boxes(
+        probs, threshold=threshold, padding=padding, min_pixels=min_pixels, fallback=fallback
+    )
+    height, width = probs.shape[-2:]
+    ys = torch.arange(height, device=probs.device)
+    xs = torch.arange(width, device=probs.device)
     in_y = (ys.view(1, 1, height) >= boxes[..., 0:1]) & (ys.view(1, 1, height) < boxes[..., 2:3])
     in_x = (xs.view(1, 1, width) >= boxes[..., 1:2]) & (xs.view(1, 1, width) < boxes[..., 3:4])
-    maps = in_y.unsqueeze(3) & in_x.unsqueeze(2)
-    return boxes, maps
+    return boxes, in_y.unsqueeze(3) & in_x.unsqueeze(2)
 
 
 def warp_backward(source: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:

@@ -185,7 +185,7 @@ class RMNetReader(MemoryReader):
         """Padded boxes around soft masks ``[B, O, H, W]`` as res4 cell maps ``[B, O, h, w]``;
         ``offset`` (y, x) places boxes found on a crop of the grid's canvas."""
         stride = probs.shape[-1] // grid_hw[1] if stride is None else stride
-        boxes, _ = ops.boxes_from_masks(
+        boxes = ops.mask_boxes(
             probs,
             threshold=self.threshold,
             padding=self.padding * stride,
