@@ -487,8 +487,10 @@ def test_top_k_keeps_ties_and_falls_back_to_the_reference():
     if limit + 1 < SHAPE["memories"]:
         with pytest.raises(BackendError, match=f"top_k={limit + 1} > {limit}"):
             memory_read(query_key, memory_key, memory_value, top_k=limit + 1, backend="triton")
-    with pytest.raises(BackendError, match="return_top"):
-        memory_read(query_key, memory_key, memory_value, return_top=3, backend="triton")
+    # return_top runs on the kernel (`vos.kernels.memory_top`) up to its running list's size
+    with pytest.raises(BackendError, match="return_top=65 > 64"):
+        many = make_inputs(**{**SHAPE, "memories": 70}, seed=15)
+        memory_read(*many, return_top=65, backend="triton")
     with pytest.raises(BackendError, match="bias"):
         bias = torch.zeros(SHAPE["batch"], SHAPE["memories"], SHAPE["queries"])
         memory_read(query_key, memory_key, memory_value, bias=bias, backend="triton")
