@@ -307,3 +307,34 @@ def test_recipe_stages_chain_checkpoints(static, main, recipe_roots, tmp_path):
     key = "network.decoder.pred.weight"
     change = (weights[main][key] - weights[static][key]).abs().max()
     assert float(change) < 0.01, float(change)
+
+
+def test_compare_evals_pairs_two_eval_folders_by_video(tmp_path, capsys):
+    """`experiments/compare_evals.py`: per video the mean of its objects' (J + F)/2, videos
+    weighted by their objects (DAVIS's mean over objects), and the difference to the first
+    folder paired by video."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "experiments" / "compare_evals.py"
+    spec = importlib.util.spec_from_file_location("compare_evals", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = {  # video v0 has two objects, v1 one; "b" is "a" + 0.1 on every object
+        "a": [("v0_1", 0.5, 0.7), ("v0_2", 0.1, 0.3), ("v1_1", 0.8, 0.8)],
+        "b": [("v0_1", 0.6, 0.8), ("v0_2", 0.2, 0.4), ("v1_1", 0.9, 0.9)],
+    }
+    for name, objects in rows.items():
+        (tmp_path / name).mkdir()
+        lines = ["Sequence,J-Mean,F-Mean"] + [f"{s},{j},{f}" for s, j, f in objects]
+        (tmp_path / name / "per-sequence_results.csv").write_text("\n".join(lines) + "\n")
+    names, scores, objects = module.video_scores(tmp_path / "a")
+    assert names == ["v0", "v1"] and objects.tolist() == [2.0, 1.0]
+    assert scores == pytest.approx([0.4, 0.8])
+    module.main([str(tmp_path / "a"), str(tmp_path / "b")])
+    out = capsys.readouterr().out
+    # J&F over the three objects: (0.6 + 0.2 + 0.8) / 3 = 0.533; b is a + 0.1 everywhere, so
+    # every resample of the paired difference is +0.100 (distinguishable: no "≈")
+    assert "| a | 0.533 |" in out and "| b | 0.633 |" in out
+    assert "| +0.100 [+0.100, +0.100] |" in out
+    with pytest.raises(SystemExit, match="per-sequence_results.csv does not exist"):
+        module.video_scores(tmp_path)
