@@ -68,6 +68,8 @@ def test_memory_unbounded_and_invalid_cap():
     assert len(bank) == 20
     with pytest.raises(ValueError, match="max_memory_frames"):
         MemoryBank(max_frames=0)
+    with pytest.raises(ValueError, match="holds no frame"), torch.inference_mode():
+        MemoryBank().values()
 
 
 def test_add_objects_pads_with_invalid_values():

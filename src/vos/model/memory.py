@@ -291,6 +291,8 @@ class MemoryBank:
 
     def _read(self, kind: str, name: str, positions: Sequence[int] | None) -> Tensor:
         entries = self._all_entries()
+        if not entries:
+            raise ValueError("the memory holds no frame: memorise one before reading it")
         selected = self.resolve_positions(positions)
         if len(selected) == len(entries) and not torch.is_grad_enabled():
             return self._whole(kind, name)

@@ -228,6 +228,18 @@ def _check_inputs(
         raise ValueError(f"return_top must be in [1, N={memories}], got {return_top}")
 
 
+def _kernel_inputs_reason(tensors: list[Tensor]) -> str | None:
+    """What the Triton kernels of `memory_read` and `memory_top` need of their inputs
+    (``tensors[0]`` is the query key): one dtype among fp32/fp16/bf16, at most
+    `KERNEL_MAX_KEY_CHANNELS` key channels. None when the inputs fit."""
+    dtypes = {tensor.dtype for tensor in tensors}
+    if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float16, torch.bfloat16}:
+        return f"the kernel needs one dtype among fp32/fp16/bf16, got {sorted(map(str, dtypes))}"
+    if tensors[0].shape[1] > KERNEL_MAX_KEY_CHANNELS:
+        return f"Ck={tensors[0].shape[1]} > {KERNEL_MAX_KEY_CHANNELS} key channels"
+    return None
+
+
 def _kernel_unsupported_reason(
     query_key: Tensor,
     memory_key: Tensor,
@@ -244,17 +256,15 @@ def _kernel_unsupported_reason(
         return "a dense bias [B, N, M] is reference-only (the Gaussian bias is fused)"
     if return_top is not None and return_top > MAX_KERNEL_RETURN_TOP:
         return f"return_top={return_top} > {MAX_KERNEL_RETURN_TOP}, the kernel's running top list"
-    dtypes = {query_key.dtype, memory_key.dtype, memory_value.dtype}
-    if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float16, torch.bfloat16}:
-        return f"the kernel needs one dtype among fp32/fp16/bf16, got {sorted(map(str, dtypes))}"
+    shared = _kernel_inputs_reason([query_key, memory_key, memory_value])
+    if shared is not None:
+        return shared
     if top_k is not None and top_k < memory_key.shape[2] and triton_available():
         from vos.kernels.memory_read import max_top_k  # lazy: Triton is optional
 
         limit = max_top_k(query_key.dtype, query_key.device)
         if top_k > limit:
             return f"top_k={top_k} > {limit}, the kernel's running top-k (one memory block)"
-    if query_key.shape[1] > KERNEL_MAX_KEY_CHANNELS:
-        return f"Ck={query_key.shape[1]} > {KERNEL_MAX_KEY_CHANNELS} key channels"
     if gaussian_centers is not None and (
         gaussian_centers.requires_grad or gaussian_sigma.requires_grad
     ):
@@ -440,16 +450,9 @@ def memory_top(
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"memory_top: k must be a positive int, got {k!r}")
     scale = query_key.shape[1] ** -0.5 if scale is None else float(scale)  # memory_read's
-    unsupported = None
-    dtypes = {query_key.dtype, memory_key.dtype}
+    unsupported = _kernel_inputs_reason([query_key, memory_key])
     if k > MAX_KERNEL_RETURN_TOP:
         unsupported = f"k={k} > {MAX_KERNEL_RETURN_TOP}, the kernel's running top list"
-    elif len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float16, torch.bfloat16}:
-        unsupported = (
-            f"the kernel needs one dtype among fp32/fp16/bf16, got {sorted(map(str, dtypes))}"
-        )
-    elif query_key.shape[1] > KERNEL_MAX_KEY_CHANNELS:
-        unsupported = f"Ck={query_key.shape[1]} > {KERNEL_MAX_KEY_CHANNELS} key channels"
     chosen = resolve_backend("memory_top", backend, [query_key, memory_key], unsupported)
     options = dict(
         similarity=similarity,
@@ -547,15 +550,16 @@ def _pair_logits(
     dot = (paired * query).sum(dim=3)
     logits = dot * scale if similarity == "dot" else (2 * dot - paired.pow(2).sum(dim=3)) * scale
     if gaussian_centers is not None:
-        centers = (
-            gaussian_centers.to(logits.dtype)
-            .gather(1, flat[:, :, None].expand(-1, -1, 2))
-            .view(batch, queries, k, 2)
-        )
-        sigma = gaussian_sigma.to(logits.dtype).gather(1, flat).view(batch, queries, k)
+        # each query pixel as its own batch element with its k memory pixels: [B·M, k, 1]
+        centers = gaussian_centers.to(logits.dtype).gather(1, flat[:, :, None].expand(-1, -1, 2))
+        sigma = gaussian_sigma.to(logits.dtype).gather(1, flat)
         query_yx = query_grid_positions(query_hw, query_key.device, logits.dtype)  # [M, 2]
-        distance = (query_yx[None, :, None, :] - centers).pow(2).sum(dim=3)
-        logits = logits - distance / (2 * sigma * sigma)
+        log_kernel = gaussian_log_bias(
+            centers.view(batch * queries, k, 2),
+            sigma.view(batch * queries, k),
+            query_yx.repeat(batch, 1).unsqueeze(1),
+        )
+        logits = logits + log_kernel.view(batch, queries, k)
     return logits.masked_fill(~held, float("-inf"))
 
 
