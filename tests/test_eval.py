@@ -1,4 +1,5 @@
 import csv
+import json
 import re
 
 import numpy as np
@@ -66,12 +67,15 @@ def test_eval_writes_palette_pngs_and_matches_evaluate(checkpoint, davis_root, t
         )
         np.testing.assert_array_equal(first, gt)  # the given mask comes back unchanged
     eval_global = _read_csv(out / "global_results.csv")[0]
-    # the prediction folder holds the videos and the two CSVs, nothing else (ready to upload)
+    # the prediction folder holds the videos, the two CSVs and the videos' factors, nothing
+    # else (ready to upload)
     assert {p.name for p in out.iterdir()} == {
         *videos,
         "global_results.csv",
         "per-sequence_results.csv",
+        "factors.json",
     }
+    assert set(json.loads((out / "factors.json").read_text())) == set(videos)
 
     scored = tmp_path / "scored"
     result = _run(

@@ -1,6 +1,7 @@
 """Every experiment= config composes, and each row of its sweep runs a training step."""
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,16 @@ def test_compare_evals_pairs_two_eval_folders_by_video(tmp_path, capsys):
     assert "| +0.100 [+0.100, +0.100] |" in out
     with pytest.raises(SystemExit, match="per-sequence_results.csv does not exist"):
         module.video_scores(tmp_path)
+    # --factor: only the videos with it (no_<factor>: without), from the first folder's factors
+    with pytest.raises(SystemExit, match="factors.json does not exist"):
+        module.main([str(tmp_path / "a"), "--factor", "distractors"])
+    factors = {"v0": {"distractors": True}, "v1": {"distractors": False}}
+    (tmp_path / "a" / "factors.json").write_text(json.dumps(factors))
+    module.main([str(tmp_path / "a"), str(tmp_path / "b"), "--factor", "distractors"])
+    out = capsys.readouterr().out
+    assert "| a | 0.400 |" in out and "| b | 0.500 |" in out and "| 1 | 2 |" in out
+    module.main([str(tmp_path / "a"), str(tmp_path / "b"), "--factor", "no_distractors"])
+    out = capsys.readouterr().out
+    assert "| a | 0.800 |" in out and "| b | 0.900 |" in out and "| 1 | 1 |" in out
+    with pytest.raises(SystemExit, match=r"knows the factors \['distractors'\]"):
+        module.main([str(tmp_path / "a"), "--factor", "occlusion"])

@@ -359,6 +359,29 @@ def test_write_and_format_results(tmp_path):
     assert "J&F-Mean" in text and "beta_1" in text
 
 
+def test_write_factors_keeps_each_videos_known_factors(tmp_path):
+    """``factors.json`` beside the CSVs: per scored video the factors it was scored with, in
+    a DAVIS-layout root's format; a factor nobody stated is left out, not written false."""
+    import json
+
+    from vos.metrics import write_factors
+
+    metric = JAndF(factors=("distractors", "occlusion", "late_objects"))
+    metric.update("alpha", *_video(2), factors={"distractors": True})
+    metric.update(
+        "beta", *_video(1, perfect=False), factors={"distractors": False, "occlusion": True}
+    )
+    path = write_factors(tmp_path, metric)
+    assert json.loads(path.read_text()) == {
+        "alpha": {"distractors": True, "late_objects": False},
+        "beta": {"distractors": False, "occlusion": True, "late_objects": False},
+    }
+    empty = JAndF(factors=("distractors",))
+    empty.update("alpha", *_video(2))
+    assert write_factors(tmp_path / "none", empty) is None
+    assert not (tmp_path / "none").exists()
+
+
 def test_objects_with_no_frame_to_score_are_named_not_dropped_silently():
     """A one-frame video (and an object given in one of the last two frames) has nothing DAVIS
     scores; it is left out of the means, and the formatted results say which."""

@@ -12,7 +12,8 @@ function as ``python -m vos.evaluate`` (read back from disk), so both report ide
 ``precision=32|16-mixed|bf16-mixed`` (Lightning's names; default 32, whatever the checkpoint was
 trained with) runs the network under autocast for the mixed modes; memory reads stay fp32. The
 precision is printed before segmenting and in the results' title; the result folder keeps
-DAVIS's layout (predictions and its two CSVs), so the printed log is the record of it.
+DAVIS's layout (predictions and its two CSVs, plus ``factors.json``: each video's known
+factors, for ``experiments/compare_evals.py --factor``), so the printed log is the record of it.
 
 Splits without ground truth for every frame are not scored. Those an evaluation server
 scores (YouTube-VOS valid/test, DAVIS test-dev: `VideoSource.submission_folder`) are written
@@ -40,7 +41,7 @@ from vos.inference.predictions import (
     segment_split,
     write_submission_zip,
 )
-from vos.metrics import format_results, write_results
+from vos.metrics import format_results, write_factors, write_results
 from vos.metrics.scoring import score_predictions
 
 
@@ -98,6 +99,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
         if score:
             metric = score_predictions(source, prediction_folder(source, staging), videos)
             write_results(staging, metric)
+            write_factors(staging, metric)
     print(f"wrote predictions for {len(videos)} videos to {prediction_folder(source, output_dir)}")
     if source.submission_folder is not None:
         print(f"wrote {output_dir / 'submission.zip'} (ready to upload)")

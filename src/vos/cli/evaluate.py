@@ -5,7 +5,8 @@
 Predictions are ``<pred_root>/<video>/<frame>.png`` (palette or grayscale PNGs whose values
 are object ids), named like the frames in ``JPEGImages``. The scores (see `vos.metrics`) are
 printed and written to ``global_results.csv`` and ``per-sequence_results.csv`` in
-``output_dir`` (default: ``pred_root``). Unlike the DAVIS script, existing CSVs are never
+``output_dir`` (default: ``pred_root``), with ``factors.json`` (each video's known factors).
+Unlike the DAVIS script, existing CSVs are never
 reused: every run recomputes.
 """
 
@@ -17,7 +18,7 @@ from omegaconf import DictConfig
 from vos.cli.errors import hydra_command, reported_as_one_line
 from vos.config import CONFIG_DIR
 from vos.files import check_output_folder
-from vos.metrics.files import format_results, write_results
+from vos.metrics.files import format_results, write_factors, write_results
 from vos.metrics.scoring import evaluate_folders
 
 
@@ -32,6 +33,7 @@ def _main(cfg: DictConfig) -> None:
             cfg.gt_root, cfg.pred_root, str(cfg.split), str(cfg.resolution), str(cfg.year)
         )
         global_path, sequence_path = write_results(output_dir, metric)
+        write_factors(output_dir, metric)
     print(format_results(metric, title=str(cfg.split)))
     print(f"\nwrote {global_path} and {sequence_path}")
 

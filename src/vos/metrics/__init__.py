@@ -27,6 +27,7 @@ from vos.metrics.files import (
     PER_SEQUENCE_RESULTS_FILE,
     ResultTables,
     format_results,
+    write_factors,
     write_results,
 )
 from vos.metrics.metric import DEFAULT_FACTORS, JAndF, video_key
@@ -50,5 +51,6 @@ __all__ = [
     "format_results",
     "seg2bmap",
     "video_key",
+    "write_factors",
     "write_results",
 ]

@@ -6,6 +6,7 @@ pair (global results, per-sequence rows), `ResultTables`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ GLOBAL_COLUMNS: tuple[str, ...] = (
 PER_SEQUENCE_COLUMNS: tuple[str, ...] = ("Sequence", "J-Mean", "F-Mean")
 GLOBAL_RESULTS_FILE = "global_results.csv"
 PER_SEQUENCE_RESULTS_FILE = "per-sequence_results.csv"
+FACTORS_FILE = "factors.json"
 
 ResultTables = tuple[Mapping[str, float], Sequence[Mapping[str, object]]]
 
@@ -72,6 +74,22 @@ def write_results(output_dir: str | Path, results: JAndF | ResultTables) -> tupl
     write_text_atomic(global_path, "\n".join(global_lines) + "\n")
     write_text_atomic(sequence_path, "\n".join(sequence_lines) + "\n")
     return global_path, sequence_path
+
+
+def write_factors(output_dir: str | Path, metric: JAndF) -> Path | None:
+    """Write ``factors.json``, each scored video's known factors (``{video: {factor: bool}}``,
+    the format a DAVIS-layout root's ``factors.json`` has), beside the CSVs, atomically; so
+    that a folder's per-sequence scores can be split by factor later
+    (``experiments/compare_evals.py --factor``). Nothing is written, and None returned, when
+    no video has a known factor."""
+    factors = {
+        str(row["video"]): {name: row[name] for name in metric.factors if row.get(name) is not None}
+        for row in metric.per_video()
+    }
+    if not any(factors.values()):
+        return None
+    path = Path(output_dir) / FACTORS_FILE
+    return write_text_atomic(path, json.dumps(factors, indent=1, sort_keys=True) + "\n")
 
 
 def _format_table(
