@@ -55,6 +55,41 @@ def test_warp_moves_a_square_by_the_flow():
     assert valid[0, 0, :7, 3:].all()
 
 
+def _bilinear_by_hand(source, flow):
+    """Each pixel p = (i, j) samples source at (j + u, i + v) by its four corners' weights;
+    corners outside the frame add nothing; valid where they add up to ≥ 0.9999."""
+    _, channels, height, width = source.shape
+    warped = torch.zeros_like(source)
+    valid = torch.zeros(1, 1, height, width, dtype=source.dtype)
+    for i in range(height):
+        for j in range(width):
+            x, y = j + float(flow[0, 0, i, j]), i + float(flow[0, 1, i, j])
+            x0, y0 = math.floor(x), math.floor(y)
+            total = 0.0
+            for cy, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+                for cx, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+                    if 0 <= cy < height and 0 <= cx < width:
+                        warped[0, :, i, j] += wy * wx * source[0, :, cy, cx]
+                        total += wy * wx
+            valid[0, 0, i, j] = float(total >= 0.9999)
+    return warped * valid, valid
+
+
+def test_warp_is_bilinear_sampling_at_the_flow_with_its_validity():
+    """Fractional flow, several channels, samples half outside the frame: against the
+    sampling written out per pixel (catches a swapped u/v, a wrong normalisation, a validity
+    from the wrong channel)."""
+    generator = torch.Generator().manual_seed(0)
+    source = torch.rand(1, 3, 6, 9, generator=generator, dtype=torch.float64)
+    flow = torch.randn(1, 2, 6, 9, generator=generator, dtype=torch.float64) * 2.5
+    flow[0, 0, 0, 0], flow[0, 1, 0, 0] = -0.5, 0.0  # half the footprint outside: invalid
+    warped, valid = warp_backward(source, flow)
+    expected, expected_valid = _bilinear_by_hand(source, flow)
+    torch.testing.assert_close(valid, expected_valid)
+    torch.testing.assert_close(warped, expected)
+    assert valid[0, 0, 0, 0] == 0 and 0 < valid.mean() < 1
+
+
 def test_sine_positional_encoding_is_distinct_per_position():
     code = sine_positional_encoding(16, 5, 7)
     assert code.shape == (16, 5, 7)

@@ -97,21 +97,30 @@ def warp_backward(source: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
             f"warp_backward: flow must be [B, 2, H, W] matching source {tuple(source.shape)}, "
             f"got {tuple(flow.shape)}"
         )
-    batch, _, height, width = source.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(height, device=flow.device, dtype=flow.dtype),
-        torch.arange(width, device=flow.device, dtype=flow.dtype),
-        indexing="ij",
+    batch, channels, height, width = source.shape
+    # grid_sample's normalised coordinates 2(p + flow)/(size − 1) − 1, one fused add per axis
+    # (on the CPU the per-pixel arithmetic cost more than the sampling)
+    scale_x, scale_y = 2 / max(width - 1, 1), 2 / max(height - 1, 1)
+    xs = torch.arange(width, device=flow.device, dtype=flow.dtype) * scale_x - 1
+    ys = torch.arange(height, device=flow.device, dtype=flow.dtype) * scale_y - 1
+    grid = torch.stack(
+        [
+            torch.add(xs, flow[:, 0], alpha=scale_x),
+            torch.add(ys[:, None], flow[:, 1], alpha=scale_y),
+        ],
+        dim=-1,
     )
-    x = xs + flow[:, 0]
-    y = ys + flow[:, 1]
-    grid = torch.stack([2 * x / max(width - 1, 1) - 1, 2 * y / max(height - 1, 1) - 1], dim=-1).to(
-        source.dtype
+    # the validity is a channel of ones sampled with the source: one sampling, same weights
+    ones = source.new_ones(batch, 1, height, width)
+    sampled = F.grid_sample(
+        torch.cat([source, ones], dim=1),
+        grid.to(source.dtype),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=True,
     )
-    warped = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    ones = torch.ones(batch, 1, height, width, device=source.device, dtype=source.dtype)
-    valid = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    valid = (valid >= 0.9999).to(source.dtype)
+    valid = (sampled[:, channels:] >= 0.9999).to(source.dtype)
+    warped = sampled[:, :channels]
     return warped * valid, valid
 
 
