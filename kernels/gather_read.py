@@ -779,6 +779,14 @@ def _memory_grid(batch: int, memory_pixels: int, channels: int):
     return grid
 
 
+def _pixel_rows(memory: Tensor) -> Tensor:
+    """``[B, C, N]`` memory as ``[B, N, C]`` rows. The forward kernels take any batch and pixel
+    strides and need only each row's channels contiguous, so memory already laid out pixel
+    by pixel (`MemoryBank.keys(..., pixel_major=True)`) is read in place, not copied."""
+    rows = memory.transpose(1, 2)
+    return rows if rows.stride(2) == 1 or rows.shape[2] == 1 else rows.contiguous()
+
+
 class _GatherRead(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query_key, memory_key, memory_value, index, similarity, scale):
@@ -787,8 +795,8 @@ class _GatherRead(torch.autograd.Function):
         batch, key_channels, groups, group_size = queries.shape
         value_channels = memory_value.shape[1]
         # pixel-major memory: a candidate's channels are one contiguous row
-        key_rows = memory_key.transpose(1, 2).contiguous()  # [B, N, Ck]
-        value_rows = memory_value.transpose(1, 2).contiguous()  # [B, N, Cv]
+        key_rows = _pixel_rows(memory_key)  # [B, N, Ck]
+        value_rows = _pixel_rows(memory_value)  # [B, N, Cv]
         index = index.contiguous()
         # every element of both is written by the kernel (zeros/−inf for rows with no candidate)
         readout = torch.empty(

@@ -183,6 +183,34 @@ def test_kernel_matches_reference(grouped, similarity, dtype):
             assert kernel_error <= 2 * reference_error + 1e-6, (name, kernel_error, reference_error)
 
 
+def test_kernel_reads_pixel_major_memory_in_place():
+    """Memory laid out pixel by pixel (`MemoryBank.keys(..., pixel_major=True)`; here with
+    spare rows between the batch elements, as a kept stack has) is read where it lies, not
+    copied, and reads and differentiates as the same memory channel-major."""
+    from vos.kernels.gather_read import _pixel_rows
+
+    query, key, value, index = make_inputs(grouped=True, seed=5, dtype=torch.float32)
+
+    def pixel_major(memory):
+        store = torch.zeros(B, N + 4, memory.shape[1], dtype=memory.dtype)
+        store[:, :N] = memory.transpose(1, 2)
+        return store.requires_grad_()[:, :N].transpose(1, 2)  # [B, C, N], channel stride 1
+
+    query.requires_grad_()
+    laid_out = [pixel_major(key), pixel_major(value)]
+    for memory in laid_out:
+        assert _pixel_rows(memory).data_ptr() == memory.data_ptr()
+    assert _pixel_rows(key).data_ptr() != key.data_ptr()  # channel-major: the rows are a copy
+    kernel_readout = gather_read(query, *laid_out, index, backend="triton")
+    reference_readout = gather_read(query, key.requires_grad_(), value.requires_grad_(), index)
+    torch.testing.assert_close(kernel_readout, reference_readout, atol=1e-4, rtol=1e-4)
+    weight = torch.randn(kernel_readout.shape, generator=torch.Generator().manual_seed(1))
+    kernel = torch.autograd.grad(kernel_readout, [query, *laid_out], weight)
+    reference = torch.autograd.grad(reference_readout, [query, key, value], weight)
+    for k, r in zip(kernel, reference):
+        torch.testing.assert_close(k, r, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("similarity", ["dot", "l2"])
 @pytest.mark.parametrize("group_size", [4, 16])

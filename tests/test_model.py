@@ -154,6 +154,36 @@ def test_memory_reads_with_autograd_are_fresh_stacks():
     torch.testing.assert_close(value.grad, 2 * value.detach() + 3)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_pixel_major_memory_reads_are_the_same_tensors_laid_out_as_pixel_rows(grad):
+    """``pixel_major=True`` reads equal the default ones, and their flattened memory is
+    ``[B, N, C]`` rows with each row's channels contiguous (what `gather_read` takes without
+    a copy): keys along Ck, values along O·Cv, for kept stacks (batch 2, a capped bank with
+    spare slots), subsets and fresh stacks under autograd."""
+    g = torch.Generator().manual_seed(0)
+    bank = MemoryBank(max_frames=3)
+    with torch.set_grad_enabled(grad):
+        for t in range(6):
+            keys = {"res2": torch.randn(2, 4, 5, 6, generator=g)}
+            values = {"res2": torch.randn(2, 3, 7, 5, 6, generator=g)}
+            if t % 2 == 0:
+                bank.add(t, keys, values, permanent=t == 0)
+            else:
+                bank.set_temporary(t, keys, values)
+            for positions in (None, [0, -1]):
+                key = bank.keys("res2", positions, pixel_major=True)
+                value = bank.values("res2", positions, pixel_major=True)
+                assert torch.equal(key, bank.keys("res2", positions))
+                assert torch.equal(value, bank.values("res2", positions))
+                key_rows = key.flatten(2).transpose(1, 2)  # [B, N, Ck]
+                value_rows = value.flatten(1, 2).flatten(2).transpose(1, 2)  # [B, N, O·Cv]
+                assert key_rows.stride(2) == 1 and key_rows.stride(1) == 4
+                assert value_rows.stride(2) == 1 and value_rows.stride(1) == 3 * 7
+                # flattening made no copy
+                assert value_rows.data_ptr() == value.data_ptr()
+                assert key_rows.data_ptr() == key.data_ptr()
+
+
 def small_query(index: int, generator: torch.Generator, dtype=torch.float32) -> FrameFeatures:
     """A query frame for the 4-key, 3-value STM readers below: a 2×3 res4 grid."""
     return FrameFeatures(

@@ -23,6 +23,11 @@ overwritten in place, so a read of the whole memory is a view and not a re-stack
 frame. Such a view is valid until the bank changes; readers use it within one frame's read.
 With autograd on (training), reads stack the frames anew, since writing into a tensor that a
 graph saved would break its backward.
+
+``keys(..., pixel_major=True)`` / ``values(..., pixel_major=True)`` return the same shapes laid
+out with the channels innermost (keys: stride 1 along Ck; values: along O·Cv), so that
+``flatten(2)`` of them transposed is already the ``[B, N, C]`` rows a gathering read wants
+(`vos.ops.gather_read`), with no copy of the memory at every read.
 """
 
 from __future__ import annotations
@@ -79,9 +84,15 @@ class _FrameStack:
     entries whose slot holds something else (the new frame, the replaced temporary frame, the
     frames after a dropped one), and returns a view of the filled slots."""
 
-    def __init__(self, tensor_of: Callable[[MemoryEntry], Tensor], capacity: int | None):
+    def __init__(
+        self,
+        tensor_of: Callable[[MemoryEntry], Tensor],
+        capacity: int | None,
+        pixel_major: bool = False,
+    ):
         self.tensor_of = tensor_of
         self.capacity = capacity  # slots to allocate (the bank's cap + its temporary frame)
+        self.pixel_major = pixel_major
         self.buffer: Tensor | None = None
         self.stamps: list[tuple[int, int]] = []
 
@@ -104,7 +115,7 @@ class _FrameStack:
             grown = 2 * buffer.shape[axis] if full else 0  # an unbounded bank outgrew it
             slots = max(len(entries), self.capacity or 0, grown)
             shape = (*slot_shape[:axis], slots, *slot_shape[axis:])
-            self.buffer = buffer = first.new_empty(shape)
+            self.buffer = buffer = _new_stack(first, shape, axis, self.pixel_major)
             self.stamps = []
         for t, entry in enumerate(entries):
             if t < len(self.stamps) and self.stamps[t] == entry.stamp:
@@ -135,8 +146,30 @@ def _field(entry: MemoryEntry, kind: str, name: str) -> Tensor:
     return getattr(entry, kind)[name]
 
 
-def _stack(tensors: Sequence[Tensor]) -> Tensor:
-    return torch.stack(list(tensors), dim=_stack_axis(tensors[0]))
+def _pixel_major_orders(dims: int, axis: int) -> tuple[list[int], list[int]]:
+    """For a stack of ``dims`` dimensions with frames at ``axis`` ([B, *channels, T,
+    *spatial]): the order that puts the channels last ([B, T, *spatial, *channels]) and its
+    inverse."""
+    channels, spatial = list(range(1, axis)), list(range(axis, dims))
+    order = [0, *spatial, *channels]
+    return order, [order.index(d) for d in range(dims)]
+
+
+def _new_stack(like: Tensor, shape: tuple[int, ...], axis: int, pixel_major: bool) -> Tensor:
+    if not pixel_major or like.dim() < 4:
+        return like.new_empty(shape)
+    order, inverse = _pixel_major_orders(len(shape), axis)
+    return like.new_empty([shape[d] for d in order]).permute(inverse)
+
+
+def _stack(tensors: Sequence[Tensor], pixel_major: bool = False) -> Tensor:
+    axis = _stack_axis(tensors[0])
+    if not pixel_major or tensors[0].dim() < 4:
+        return torch.stack(list(tensors), dim=axis)
+    order, inverse = _pixel_major_orders(tensors[0].dim() + 1, axis)
+    entry_order = [d if d < axis else d - 1 for d in order if d != axis]  # without T
+    stacked = torch.stack([t.permute(entry_order) for t in tensors], dim=1)
+    return stacked.permute(inverse)
 
 
 class MemoryBank:
@@ -146,7 +179,7 @@ class MemoryBank:
         self.max_frames = max_frames
         self.entries: list[MemoryEntry] = []
         self.temporary: MemoryEntry | None = None
-        self._stacks: dict[tuple[str, str], _FrameStack] = {}
+        self._stacks: dict[tuple[str, str, bool], _FrameStack] = {}
         # a folded bank reads the whole memory from its source's stacks (views where they can be)
         self._fold_source: MemoryBank | None = None
 
@@ -275,34 +308,48 @@ class MemoryBank:
         bank._fold_source = self
         return bank
 
-    def keys(self, scale: str = "res4", positions: Sequence[int] | None = None) -> Tensor:
-        """``[B, Ck, T, H, W]`` (T = the selected frames)."""
+    def keys(
+        self,
+        scale: str = "res4",
+        positions: Sequence[int] | None = None,
+        *,
+        pixel_major: bool = False,
+    ) -> Tensor:
+        """``[B, Ck, T, H, W]`` (T = the selected frames); ``pixel_major``: Ck innermost."""
         if self.keys_per_object:
             raise ValueError("this memory holds a key per object: read it through folded()")
-        return self._read("keys", scale, positions)
+        return self._read("keys", scale, positions, pixel_major)
 
-    def values(self, scale: str = "res4", positions: Sequence[int] | None = None) -> Tensor:
-        """``[B, O, Cv, T, H, W]``."""
-        return self._read("values", scale, positions)
+    def values(
+        self,
+        scale: str = "res4",
+        positions: Sequence[int] | None = None,
+        *,
+        pixel_major: bool = False,
+    ) -> Tensor:
+        """``[B, O, Cv, T, H, W]``; ``pixel_major``: O·Cv innermost."""
+        return self._read("values", scale, positions, pixel_major)
 
     def object_valid(self, positions: Sequence[int] | None = None) -> Tensor:
         """``[B, O, T]`` bool."""
         return self._read("object_valid", "", positions)
 
-    def _read(self, kind: str, name: str, positions: Sequence[int] | None) -> Tensor:
+    def _read(
+        self, kind: str, name: str, positions: Sequence[int] | None, pixel_major: bool = False
+    ) -> Tensor:
         entries = self._all_entries()
         if not entries:
             raise ValueError("the memory holds no frame: memorise one before reading it")
         selected = self.resolve_positions(positions)
         if len(selected) == len(entries) and not torch.is_grad_enabled():
-            return self._whole(kind, name)
-        return _stack([_field(entries[p], kind, name) for p in selected])
+            return self._whole(kind, name, pixel_major)
+        return _stack([_field(entries[p], kind, name) for p in selected], pixel_major)
 
-    def _whole(self, kind: str, name: str) -> Tensor:
+    def _whole(self, kind: str, name: str, pixel_major: bool = False) -> Tensor:
         """Every frame, in read order, from the stacks kept between frames (no autograd)."""
         source = self._fold_source
         if source is not None and len(source) == len(self):
-            whole = source._whole(kind, name)
+            whole = source._whole(kind, name, pixel_major)
             if kind == "keys":  # as `folded` makes each entry's keys
                 return (
                     whole.flatten(0, 1)
@@ -310,11 +357,11 @@ class MemoryBank:
                     else whole.repeat_interleave(self.num_objects, dim=0)
                 )
             return whole.flatten(0, 1).unsqueeze(1)
-        stack = self._stacks.get((kind, name))
+        stack = self._stacks.get((kind, name, pixel_major))
         if stack is None:
             capacity = None if self.max_frames is None else self.max_frames + 1
-            stack = _FrameStack(lambda entry: _field(entry, kind, name), capacity)
-            self._stacks[(kind, name)] = stack
+            stack = _FrameStack(lambda entry: _field(entry, kind, name), capacity, pixel_major)
+            self._stacks[(kind, name, pixel_major)] = stack
         return stack.read(self._all_entries())
 
     def all_valid(self, positions: Sequence[int] | None = None) -> bool:

@@ -461,10 +461,12 @@ class HMMNReader(MemoryReader):
         """The fine readout ``[B, O, Cv_s, f·h, f·w]`` at ``scale``."""
         factor = FINE_FACTORS[scale]
         positions = self._fine_positions(memory)
-        memory_key = memory.keys(scale, positions)  # [B, Ck, F, fh, fw]
-        memory_value = memory.values(scale, positions)  # [B, O, Cv, F, fh, fw]
         valid = memory.object_valid(positions)  # [B, O, F]
         all_valid = memory.all_valid(positions)
+        # the gathering read takes the memory as pixel rows [B, N, C]: read it laid out so
+        pixel_major = candidates is not None and all_valid
+        memory_key = memory.keys(scale, positions, pixel_major=pixel_major)  # [B, Ck, F, fh, fw]
+        memory_value = memory.values(scale, positions, pixel_major=pixel_major)  # [B, O, Cv, F, ·]
         batch, objects, channels, frames, fine_h, fine_w = memory_value.shape
         query_key = query.keys[scale]
         if candidates is None:  # k = ∞: the dense fine-scale read
