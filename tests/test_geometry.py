@@ -75,15 +75,20 @@ def _bilinear_by_hand(source, flow):
     return warped * valid, valid
 
 
-def test_warp_is_bilinear_sampling_at_the_flow_with_its_validity():
+@pytest.mark.parametrize("flow_grad", [False, True])
+def test_warp_is_bilinear_sampling_at_the_flow_with_its_validity(flow_grad):
     """Fractional flow, several channels, samples half outside the frame: against the
     sampling written out per pixel (catches a swapped u/v, a wrong normalisation, a validity
-    from the wrong channel)."""
+    from the wrong channel), with the flow differentiable or not (two ways to build the
+    grid)."""
     generator = torch.Generator().manual_seed(0)
     source = torch.rand(1, 3, 6, 9, generator=generator, dtype=torch.float64)
     flow = torch.randn(1, 2, 6, 9, generator=generator, dtype=torch.float64) * 2.5
     flow[0, 0, 0, 0], flow[0, 1, 0, 0] = -0.5, 0.0  # half the footprint outside: invalid
-    warped, valid = warp_backward(source, flow)
+    warped, valid = warp_backward(source, flow.clone().requires_grad_(flow_grad))
+    if flow_grad:
+        assert warped.requires_grad
+        warped = warped.detach()
     expected, expected_valid = _bilinear_by_hand(source, flow)
     torch.testing.assert_close(valid, expected_valid)
     torch.testing.assert_close(warped, expected)

@@ -372,6 +372,11 @@ class MemoryBank:
     def extras(self, name: str) -> list[Tensor]:
         return [e.extras[name] for e in self._all_entries()]
 
+    def frame_values(self, scale: str = "res4", position: int = 0) -> Tensor:
+        """One frame's values ``[B, O, Cv, H, W]`` as stored (no stacking: for its shape)."""
+        (entry,) = self._select([position])
+        return entry.values[scale]
+
     @property
     def num_objects(self) -> int:
         entries = self._all_entries()

@@ -103,13 +103,18 @@ def warp_backward(source: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
     scale_x, scale_y = 2 / max(width - 1, 1), 2 / max(height - 1, 1)
     xs = torch.arange(width, device=flow.device, dtype=flow.dtype) * scale_x - 1
     ys = torch.arange(height, device=flow.device, dtype=flow.dtype) * scale_y - 1
-    grid = torch.stack(
-        [
-            torch.add(xs, flow[:, 0], alpha=scale_x),
-            torch.add(ys[:, None], flow[:, 1], alpha=scale_y),
-        ],
-        dim=-1,
-    )
+    if torch.is_grad_enabled() and flow.requires_grad:
+        grid = torch.stack(
+            [
+                torch.add(xs, flow[:, 0], alpha=scale_x),
+                torch.add(ys[:, None], flow[:, 1], alpha=scale_y),
+            ],
+            dim=-1,
+        )
+    else:  # written in place, without the stack's copy (out= has no autograd)
+        grid = flow.new_empty(batch, height, width, 2)
+        torch.add(xs, flow[:, 0], alpha=scale_x, out=grid[..., 0])
+        torch.add(ys[:, None], flow[:, 1], alpha=scale_y, out=grid[..., 1])
     # the validity is a channel of ones sampled with the source: one sampling, same weights
     ones = source.new_ones(batch, 1, height, width)
     sampled = F.grid_sample(

@@ -121,8 +121,8 @@ def cells_in_boxes(
 def _maps_like(memory: MemoryBank) -> Tensor:
     """An empty ``[B, O, T, h, w]`` tensor shaped like the memory's res4 maps (one frame's
     value is looked at; stacking every frame's only to read a shape cost a copy per read)."""
-    one = memory.values("res4", positions=[0])  # [B, O, Cv, 1, h, w]
-    batch, objects, _, _, height, width = one.shape
+    one = memory.frame_values("res4")  # [B, O, Cv, h, w]
+    batch, objects, _, height, width = one.shape
     return one.new_empty(batch, objects, len(memory), height, width)
 
 
