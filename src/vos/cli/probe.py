@@ -18,12 +18,19 @@ def main(argv: list[str] | None = None) -> None:
     lcm.add_argument(
         "--ckpt", required=True, help="a checkpoint of `python -m vos.train model=lcm`"
     )
-    lcm.add_argument("--videos", type=int, default=4, help="first N videos of the val split")
+    lcm.add_argument(
+        "--videos",
+        type=int,
+        default=4,
+        help="how many of the split's videos are probed, from the first (default 4, whatever "
+        "the overrides make the split hold)",
+    )
     lcm.add_argument("--json", action="store_true", help="print one JSON object")
     lcm.add_argument(
         "overrides",
         nargs="*",
-        help="eval-config dataset overrides, e.g. dataset.eval.num_videos=96",
+        help="eval-config dataset overrides choosing the split, e.g. dataset/scene=realistic "
+        "(its size does not set how many videos are probed: --videos does)",
     )
     args = parser.parse_args(argv)
     with reported_as_one_line("vos.probe lcm"):
