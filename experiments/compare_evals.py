@@ -56,7 +56,12 @@ def factor_videos(path: Path, factor: str) -> set[str]:
             f"{path} does not exist: --factor needs the factors vos.eval writes (rerun it) "
             "or --factors FILE"
         )
-    factors = json.loads(path.read_text())
+    try:
+        factors = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SystemExit(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(factors, dict) or not all(isinstance(v, dict) for v in factors.values()):
+        raise SystemExit(f"{path} must map each video to {{factor: true/false}}")
     wanted = not factor.startswith("no_")
     name = factor.removeprefix("no_")
     known = {factor_name for video_factors in factors.values() for factor_name in video_factors}

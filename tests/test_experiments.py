@@ -352,3 +352,8 @@ def test_compare_evals_pairs_two_eval_folders_by_video(tmp_path, capsys):
     assert "| a | 0.800 |" in out and "| b | 0.900 |" in out and "| 1 | 1 |" in out
     with pytest.raises(SystemExit, match=r"knows the factors \['distractors'\]"):
         module.main([str(tmp_path / "a"), "--factor", "occlusion"])
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="broken.json is not valid JSON"):
+        module.main(
+            [str(tmp_path / "a"), "--factor", "x", "--factors", str(tmp_path / "broken.json")]
+        )
