@@ -69,8 +69,11 @@ def affinity_logits(
     *,
     similarity: Similarity = "dot",
     scale: float | None = None,
+    query_major: bool = False,
 ) -> Tensor:
-    """Similarity logits ``[B, N, M]`` between memory keys ``[B, Ck, N]`` and query keys ``[B, Ck, M]``."""
+    """Similarity logits ``[B, N, M]`` between memory keys ``[B, Ck, N]`` and query keys
+    ``[B, Ck, M]``; ``query_major``: the same logits laid out ``[B, M, N]``, so that a softmax
+    over memory runs along contiguous rows."""
     if query_key.shape[:2] != memory_key.shape[:2]:
         raise ValueError(
             f"query_key {tuple(query_key.shape)} and memory_key {tuple(memory_key.shape)} "
@@ -80,12 +83,19 @@ def affinity_logits(
     scale = 1.0 / math.sqrt(channels) if scale is None else scale
     qk = _at_least_fp32(query_key)
     mk = _at_least_fp32(memory_key)
-    dot = torch.bmm(mk.transpose(1, 2), qk)  # [B, N, M]
+    # the scale rides on the [Ck, M] query operand or the matmul's alpha, not on a pass over
+    # the [N, M] logits
     if similarity == "dot":
-        return dot * scale
+        qk = qk * scale
+        return (
+            torch.bmm(qk.transpose(1, 2), mk) if query_major else torch.bmm(mk.transpose(1, 2), qk)
+        )
+    left, right = (qk, mk) if query_major else (mk, qk)
     if similarity == "l2":
-        memory_norm = mk.pow(2).sum(dim=1).unsqueeze(2)  # [B, N, 1]
-        return (2 * dot - memory_norm) * scale
+        memory_norm = mk.pow(2).sum(dim=1)  # [B, N]
+        memory_norm = memory_norm.unsqueeze(1 if query_major else 2)
+        # (2 q·k − ‖k‖²)·scale in one fused matmul
+        return torch.baddbmm(memory_norm * -scale, left.transpose(1, 2), right, alpha=2 * scale)
     raise ValueError(f"unknown similarity {similarity!r}; expected 'dot' or 'l2'")
 
 
@@ -596,31 +606,43 @@ def _dense_read(
     memories = memory_key.shape[2]
     values = _at_least_fp32(memory_value)
     chunk = max(1, chunk_elements // max(1, batch * memories))
+    # logits with no truncation, bias or Gaussian are finite: one fused softmax, no guard for
+    # rows that are all −∞
+    softmax = (
+        _safe_softmax
+        if bias is not None or gaussian_centers is not None or top_k is not None
+        else torch.softmax
+    )
     readouts, top_values, top_indices = [], [], []
     for start in range(0, max(queries, 1), chunk):
         columns = slice(start, start + chunk)
+        # query-major [B, chunk, N]: the softmax over memory runs along contiguous rows
         logits = affinity_logits(
-            query_key[:, :, columns], memory_key, similarity=similarity, scale=scale
-        )  # [B, N, chunk]
+            query_key[:, :, columns],
+            memory_key,
+            similarity=similarity,
+            scale=scale,
+            query_major=True,
+        )
         if bias is not None:
-            logits = logits + bias[:, :, columns].to(logits.dtype)
+            logits = logits + bias[:, :, columns].transpose(1, 2).to(logits.dtype)
         if gaussian_centers is not None:
             logits = logits + gaussian_log_bias(
                 gaussian_centers.to(logits.dtype),
                 gaussian_sigma.to(logits.dtype),
                 query_yx[:, columns].to(logits.dtype),
-            )
+            ).transpose(1, 2)
         if return_top is not None:
-            best = logits.topk(min(return_top, memories), dim=1)
-            top_values.append(best.values.transpose(1, 2))
-            top_indices.append(best.indices.transpose(1, 2))
+            best = logits.topk(min(return_top, memories), dim=2)
+            top_values.append(best.values)
+            top_indices.append(best.indices)
         if top_k is not None and top_k < memories:
             # STCN's truncation; every logit tied with the k-th is kept
-            kth = logits.topk(top_k, dim=1).values[:, -1:, :]  # [B, 1, chunk]
+            kth = logits.topk(top_k, dim=2).values[:, :, -1:]  # [B, chunk, 1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-        weights = _safe_softmax(logits, dim=1)
-        readouts.append(torch.bmm(values.to(weights.dtype), weights))
-    readout = torch.cat(readouts, dim=2)
+        weights = softmax(logits, dim=2)
+        readouts.append(torch.bmm(values.to(weights.dtype), weights.transpose(1, 2)))
+    readout = readouts[0] if len(readouts) == 1 else torch.cat(readouts, dim=2)
     if return_top is None:
         return readout, None, None
     return readout, torch.cat(top_values, dim=1), torch.cat(top_indices, dim=1)
