@@ -456,3 +456,38 @@ def test_read_decides_its_masks_without_reading_the_device(semantics, monkeypatc
     reader.read(query, memory, state)
     monkeypatch.undo()
     assert not [f for f in callers if f.endswith("readers/rmnet.py")]
+
+
+@pytest.mark.parametrize(
+    ("memory_region", "query_region", "masks"),
+    [(False, False, (False, False)), (True, False, (True, False)), (False, True, (False, True))],
+)
+def test_a_side_read_globally_passes_no_mask(memory_region, query_region, masks, monkeypatch):
+    """Table 5's global side reads the memory (or query) in place: no mask, so the CPU
+    reference does not crop the whole memory as a box; the regional side keeps its mask."""
+    import vos.model.readers.rmnet as rmnet
+
+    reader = RMNetReader(8, 4, padding=1, memory_region=memory_region, query_region_mode="previous")
+    reader.query_region = query_region
+    generator = torch.Generator().manual_seed(3)
+    memory = MemoryBank()
+    probs = square_probs(1, 2, (64, 80), [(16, 16, 32, 32), (20, 40, 36, 56)])
+    for t in range(2):
+        keys = torch.randn(1, 8, 4, 5, generator=generator)
+        remember(reader, memory, keys, torch.randn(1, 2, 4, 4, 5, generator=generator), probs, t)
+    query = make_frame(torch.randn(1, 8, 4, 5, generator=generator), 2)
+    state = ReaderState(previous_probs=probs)
+    seen = []
+    original = rmnet.ops.memory_read
+
+    def recording(*args, memory_mask=None, query_mask=None, **kwargs):
+        seen.append((memory_mask is not None, query_mask is not None))
+        return original(*args, memory_mask=memory_mask, query_mask=query_mask, **kwargs)
+
+    monkeypatch.setattr(rmnet.ops, "memory_read", recording)
+    ours = reader.read(query, memory, state).features["res4"]
+    monkeypatch.undo()
+    assert seen == [masks]
+    if not memory_region and not query_region:  # and the global read is STM's
+        theirs = STMReader(8, 4).read(query, memory, state).features["res4"]
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)

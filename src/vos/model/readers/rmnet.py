@@ -349,8 +349,12 @@ class RMNetReader(MemoryReader):
         # masks are passed whenever they can exclude a pixel, decided on the host: no device
         # read-back per frame (the regions are device tensors, so their masks always go)
         if self.region_semantics == "paper":
-            memory_mask = pixel_valid & memory_regions
-            query_mask = query_regions
+            # a read that is global on a side, known on the host, passes no mask there: the
+            # global baseline reads the memory in place instead of cropping it whole
+            global_memory = not self.memory_region and memory.all_valid()
+            global_query = not self.query_region or self.query_region_mode == "none"
+            memory_mask = None if global_memory else pixel_valid & memory_regions
+            query_mask = None if global_query else query_regions
             folded_query_key = query_key.expand(-1, objects, -1, -1, -1)
             folded_memory_key = object_key.expand(-1, objects, -1, -1, -1, -1)
             folded_value = memory_value
