@@ -31,7 +31,7 @@ element it gathers the valid memory and query pixels, reads densely, and scatter
 back (crop-then-read), so a read restricted to 20%-area boxes costs ~4% of the global read. A
 mask that is a box in each frame (RMNet's regions) is cropped and scattered by strided slices,
 any other mask by index; both give the same pixels in the same (raster) order. It
-also bounds memory by processing the query pixels in chunks whose ``[B, N, chunk]`` logits
+also bounds memory by processing the query pixels in chunks whose ``[B, chunk, N]`` logits
 stay under ``chunk_elements`` (under autograd the saved softmax weights still total N×M; the
 Triton kernel, flash-attention style, never materialises them).
 """
@@ -51,7 +51,7 @@ from vos.ops.flex_read import flex_unsupported_reason, memory_read_flex
 Similarity = Literal["dot", "l2"]
 Backend = Literal["auto", "torch", "triton", "flex"]
 
-# Largest [B, N, chunk] logits tensor the reference builds at once (fp32: 64 MiB).
+# Largest [B, chunk, N] logits tensor the reference builds at once (fp32: 64 MiB).
 DEFAULT_CHUNK_ELEMENTS = 1 << 24
 # The Triton kernel keeps a [BLOCK, Ck] key tile in registers.
 KERNEL_MAX_KEY_CHANNELS = 256
@@ -325,7 +325,7 @@ def memory_read(
         backend: ``"auto"`` (kernel on CUDA when it supports the call), ``"torch"``,
             ``"triton"`` or ``"flex"`` (flex_attention, `vos.ops.flex_read`; see
             ``vos.ops.dispatch``).
-        chunk_elements: the reference's largest ``[B, N, chunk]`` logits tensor.
+        chunk_elements: the reference's largest ``[B, chunk, N]`` logits tensor.
 
     Returns:
         ``readout``, or ``(readout, top_values, top_indices)`` with ``return_top``.
