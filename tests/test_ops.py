@@ -48,6 +48,20 @@ def test_l2_drops_only_the_query_norm(qkv):
     torch.testing.assert_close(difference, difference[:, :1].expand_as(difference))
 
 
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+def test_query_major_logits_are_the_same_logits_transposed(qkv, similarity):
+    """The reference's softmax runs over query-major logits: the same numbers, [B, M, N]."""
+    qk, mk, _ = qkv
+    memory_major = ops.affinity_logits(qk, mk, similarity=similarity, scale=0.3)
+    query_major = ops.affinity_logits(qk, mk, similarity=similarity, scale=0.3, query_major=True)
+    assert query_major.shape == (2, 12, 20) and query_major.is_contiguous()
+    torch.testing.assert_close(query_major, memory_major.transpose(1, 2))
+    if similarity == "l2":  # and they are −‖q−k‖²·scale up to a per-query constant
+        full = -((mk.unsqueeze(2) - qk.unsqueeze(3)) ** 2).sum(1) * 0.3
+        difference = query_major - full
+        torch.testing.assert_close(difference, difference[:, :, :1].expand_as(difference))
+
+
 def test_memory_mask_excludes_pixels(qkv):
     qk, mk, mv = qkv
     mask = torch.zeros(2, 20, dtype=torch.bool)
