@@ -62,6 +62,25 @@ def test_query_major_logits_are_the_same_logits_transposed(qkv, similarity):
         torch.testing.assert_close(difference, difference[:, :, :1].expand_as(difference))
 
 
+@pytest.mark.parametrize("top_k", [None, 3])
+def test_a_bias_that_excludes_every_memory_pixel_reads_zero(qkv, top_k):
+    """A query pixel whose bias is −∞ on every memory pixel reads 0, not NaN (the guarded
+    softmax); the other pixels read the biased softmax, with or without truncation."""
+    qk, mk, mv = qkv
+    bias = torch.zeros(2, 20, 12, dtype=qk.dtype)
+    bias[:, :, 4] = -math.inf
+    bias[:, :7, 9] = -math.inf
+    out = ops.memory_read(qk, mk, mv, bias=bias, top_k=top_k)
+    assert torch.isfinite(out).all() and torch.all(out[:, :, 4] == 0)
+    s = torch.einsum("bcn,bcm->bnm", mk, qk) / math.sqrt(qk.shape[1]) + bias
+    if top_k is not None:
+        kth = s.sort(dim=1, descending=True).values[:, top_k - 1 : top_k]
+        s = s.masked_fill(s < kth, -math.inf)
+    kept = [m for m in range(12) if m != 4]
+    expected = torch.einsum("bcn,bnm->bcm", mv, torch.softmax(s[:, :, kept], dim=1))
+    torch.testing.assert_close(out[:, :, kept], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_memory_mask_excludes_pixels(qkv):
     qk, mk, mv = qkv
     mask = torch.zeros(2, 20, dtype=torch.bool)

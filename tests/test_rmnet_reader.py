@@ -467,8 +467,14 @@ def test_a_side_read_globally_passes_no_mask(memory_region, query_region, masks,
     reference does not crop the whole memory as a box; the regional side keeps its mask."""
     import vos.model.readers.rmnet as rmnet
 
-    reader = RMNetReader(8, 4, padding=1, memory_region=memory_region, query_region_mode="previous")
-    reader.query_region = query_region
+    reader = RMNetReader(
+        8,
+        4,
+        padding=1,
+        memory_region=memory_region,
+        query_region=query_region,
+        query_region_mode="previous",
+    )
     generator = torch.Generator().manual_seed(3)
     memory = MemoryBank()
     probs = square_probs(1, 2, (64, 80), [(16, 16, 32, 32), (20, 40, 36, 56)])

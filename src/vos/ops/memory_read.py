@@ -28,7 +28,8 @@ autocast off: half-precision logits over thousands of memory pixels overflow.
 
 The reference skips masked pixels rather than computing and discarding them: for each batch
 element it gathers the valid memory and query pixels, reads densely, and scatters the result
-back (crop-then-read), so a read restricted to 20%-area boxes costs ~4% of the global read. A
+back (crop-then-read), so a read restricted to 20%-area boxes does ~4% of the global read's
+products (on the CPU it takes ~7% of its time: `vos.bench ops`, docs/benchmarks.md). A
 mask that is a box in each frame (RMNet's regions) is cropped and scattered by strided slices,
 any other mask by index; both give the same pixels in the same (raster) order. It
 also bounds memory by processing the query pixels in chunks whose ``[B, chunk, N]`` logits
