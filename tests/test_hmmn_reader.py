@@ -469,3 +469,43 @@ def test_default_inference_reads_fine_scales_from_the_kernel_weighted_top_k():
     for scale in ("res3", "res2"):
         assert torch.isfinite(features[scale]).all(), scale
         torch.testing.assert_close(features[scale], expected[scale], rtol=1e-10, atol=1e-10)
+
+
+def test_table5_row_without_kernel_or_top_k_is_stm():
+    """Table 5's first row (no K*, no K, no T) is STM: the same parameters from the same seed
+    and the same logits, in training and in inference, so HMMN's main ablation row (kernel +
+    top-k vs none) is measured as HMMN against STM trained alike (docs/benchmarks.md)."""
+    from helpers import compose_config
+
+    from vos.model.network import build_network
+
+    stm_cfg = compose_config("train", ["model=stm"]).model
+    none_cfg = compose_config(
+        "train", ["model=hmmn", "model.reader.kernel=none", "model.reader.fine_scales=[]"]
+    ).model
+    torch.manual_seed(0)
+    stm = build_network(stm_cfg)
+    torch.manual_seed(0)
+    bare = build_network(none_cfg)
+    assert stm.state_dict().keys() == bare.state_dict().keys()
+    for name, tensor in stm.state_dict().items():
+        torch.testing.assert_close(bare.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+
+    g = torch.Generator().manual_seed(3)
+    frames = [torch.rand(1, 3, 48, 64, generator=g) for _ in range(4)]
+    masks = torch.rand(1, 2, 48, 64, generator=g)
+    for training in (True, False):
+        outputs = []
+        for net in (stm, bare):
+            net.train(training)
+            bank, state = MemoryBank(), net.reader.new_state()
+            net.memorize(bank, net.encode_frame(frames[0], 0), masks, permanent=True)
+            state.previous_probs = masks
+            logits = []
+            for t in (1, 2, 3):
+                torch.manual_seed(t)  # any dropout draws the same in both networks
+                frame = net.encode_frame(frames[t], t)
+                logits.append(net.segment(frame, bank, state))
+                net.memorize(bank, frame, logits[-1].softmax(1)[:, 1:])
+            outputs.append(torch.stack(logits))
+        torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-6, atol=1e-6)
