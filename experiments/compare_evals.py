@@ -1,6 +1,11 @@
 """J&F (or J, F: ``--score``) of `vos.eval` output folders, each with its bootstrap interval, and each against the first
 with an interval paired by video: ``python experiments/compare_evals.py BASE OTHER [OTHER ...]``.
 
+A row may hold several seeds of one config, scored on the same videos: ``[NAME=]DIR,DIR,...``
+(e.g. ``stm=OUT/stm_s0,OUT/stm_s1``). Its scores are then a ``[seeds, videos]`` matrix and the
+intervals resample seeds as well as videos (`vos.results.intervals`), so they include the
+seed-to-seed spread that a single checkpoint per row cannot show.
+
 `vos.report` reads training runs (their last validation); this reads what ``python -m vos.eval
 ... output_dir=OUT`` wrote, ``OUT/per-sequence_results.csv`` (one row per object: J-Mean,
 F-Mean), for checkpoints scored on more videos than their training validated (e.g.
@@ -79,32 +84,69 @@ def select(
     return [names[i] for i in index], scores[index], objects[index]
 
 
+def parse_row(text: str) -> tuple[str, list[Path]]:
+    """``[NAME=]DIR[,DIR...]``: a row's label (NAME, or its first folder's name) and its seeds'
+    folders. An existing folder is one folder whatever its name holds (Hydra's run folders
+    may hold ``=`` and ``,``)."""
+    if Path(text).is_dir():
+        return Path(text).name, [Path(text)]
+    name, separator, folders = text.partition("=")
+    if not separator or "/" in name or "," in name:
+        name, folders = "", text
+    paths = [Path(folder) for folder in folders.split(",") if folder]
+    if not paths:
+        raise SystemExit(f"{text!r} names no folder")
+    return name or paths[0].name, paths
+
+
+def row_scores(
+    label: str, folders: list[Path], score: str, keep: set[str] | None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(video names, ``scores[seeds, videos]``, objects per video) of one row, its seeds
+    scored on the same videos with the same objects."""
+    names, scores, objects = select(*video_scores(folders[0], score), keep)
+    rows = [scores]
+    for folder in folders[1:]:
+        other_names, other, other_objects = select(*video_scores(folder, score), keep)
+        if other_names != names or not np.array_equal(other_objects, objects):
+            raise SystemExit(
+                f"row {label}: {folder} and {folders[0]} were not scored on the same videos and "
+                "objects; a row's seeds must share its val set"
+            )
+        rows.append(other)
+    return names, np.stack(rows), objects
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="vos.eval output folders")
+    parser.add_argument(
+        "rows", nargs="+", help="vos.eval output folders; [NAME=]DIR,DIR,... for a row of seeds"
+    )
     parser.add_argument("--score", choices=sorted(SCORES), default="J&F")
     parser.add_argument("--level", type=float, default=0.95)
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--factor", help="only videos with it (no_<factor>: without)")
     parser.add_argument("--factors", type=Path, help="factors file (default: FIRST/factors.json)")
     args = parser.parse_args(argv)
+    rows = [parse_row(text) for text in args.rows]
+    base_label, base_folders = rows[0]
     keep = None
     if args.factor:
-        keep = factor_videos(args.factors or args.folders[0] / "factors.json", args.factor)
-    base_names, base, _ = select(*video_scores(args.folders[0], args.score), keep)
+        keep = factor_videos(args.factors or base_folders[0] / "factors.json", args.factor)
+    base_names, base, _ = row_scores(base_label, base_folders, args.score, keep)
     if not base_names:
-        raise SystemExit(f"no video of {args.folders[0]} has --factor {args.factor}")
+        raise SystemExit(f"no video of {base_folders[0]} has --factor {args.factor}")
     percent = f"{100 * args.level:g}%"
     label = f"{args.score} ({args.factor})" if args.factor else args.score
-    print(f"| folder | {label} | {percent} CI | videos | objects | Δ vs {args.folders[0].name} |")
-    print("|---|---|---|---|---|---|")
-    for folder in args.folders:
-        names, scores, objects = select(*video_scores(folder, args.score), keep)
-        own = mean_interval(scores[None], args.level, args.resamples, objects)
+    print(f"| row | seeds | {label} | {percent} CI | videos | objects | Δ vs {base_label} |")
+    print("|---|---|---|---|---|---|---|")
+    for index, (name, folders) in enumerate(rows):
+        names, scores, objects = row_scores(name, folders, args.score, keep)
+        own = mean_interval(scores, args.level, args.resamples, objects)
         delta = "baseline"
-        if folder != args.folders[0]:
+        if index > 0:
             diff = paired_difference(
-                scores[None], base[None], names, base_names, (folder.name, args.folders[0].name),
+                scores, base, names, base_names, (name, base_label),
                 args.level, args.resamples, objects,
             )  # fmt: skip
             if diff.low is None:  # a single video: nothing to resample
@@ -114,10 +156,12 @@ def main(argv: list[str] | None = None) -> None:
                 delta = f"{mark}{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]"
         spread = "no interval" if own.low is None else f"[{own.low:.3f}, {own.high:.3f}]"
         print(
-            f"| {folder.name} | {own.value:.3f} | {spread} | "
+            f"| {name} | {len(folders)} | {own.value:.3f} | {spread} | "
             f"{len(names)} | {int(objects.sum())} | {delta} |"
         )
     print(f"\n≈: the {percent} interval of the difference includes 0 (not distinguishable).")
+    if any(len(folders) > 1 for _, folders in rows):
+        print("Rows of several seeds resample seeds and videos; one-seed rows, videos only.")
 
 
 if __name__ == "__main__":

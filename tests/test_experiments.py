@@ -335,7 +335,7 @@ def test_compare_evals_pairs_two_eval_folders_by_video(tmp_path, capsys):
     out = capsys.readouterr().out
     # J&F over the three objects: (0.6 + 0.2 + 0.8) / 3 = 0.533; b is a + 0.1 everywhere, so
     # every resample of the paired difference is +0.100 (distinguishable: no "≈")
-    assert "| a | 0.533 |" in out and "| b | 0.633 |" in out
+    assert "| a | 1 | 0.533 |" in out and "| b | 1 | 0.633 |" in out
     assert "| +0.100 [+0.100, +0.100] |" in out
     with pytest.raises(SystemExit, match="per-sequence_results.csv does not exist"):
         module.video_scores(tmp_path)
@@ -346,10 +346,10 @@ def test_compare_evals_pairs_two_eval_folders_by_video(tmp_path, capsys):
     (tmp_path / "a" / "factors.json").write_text(json.dumps(factors))
     module.main([str(tmp_path / "a"), str(tmp_path / "b"), "--factor", "distractors"])
     out = capsys.readouterr().out
-    assert "| a | 0.400 |" in out and "| b | 0.500 |" in out and "| 1 | 2 |" in out
+    assert "| a | 1 | 0.400 |" in out and "| b | 1 | 0.500 |" in out and "| 1 | 2 |" in out
     module.main([str(tmp_path / "a"), str(tmp_path / "b"), "--factor", "no_distractors"])
     out = capsys.readouterr().out
-    assert "| a | 0.800 |" in out and "| b | 0.900 |" in out and "| 1 | 1 |" in out
+    assert "| a | 1 | 0.800 |" in out and "| b | 1 | 0.900 |" in out and "| 1 | 1 |" in out
     with pytest.raises(SystemExit, match=r"knows the factors \['distractors'\]"):
         module.main([str(tmp_path / "a"), "--factor", "occlusion"])
     (tmp_path / "broken.json").write_text("{not json")
@@ -357,3 +357,38 @@ def test_compare_evals_pairs_two_eval_folders_by_video(tmp_path, capsys):
         module.main(
             [str(tmp_path / "a"), "--factor", "x", "--factors", str(tmp_path / "broken.json")]
         )
+
+
+def test_compare_evals_rows_of_seeds(tmp_path, capsys):
+    """A row of several seeds (``NAME=DIR,DIR``) averages its seeds per video and its interval
+    resamples the seeds: two seeds that disagree widen the difference's interval, which a
+    single seed per row cannot show."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "experiments" / "compare_evals.py"
+    spec = importlib.util.spec_from_file_location("compare_evals", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    videos = [f"v{i}" for i in range(6)]
+    base = [0.2, 0.4, 0.5, 0.6, 0.7, 0.3]
+    shifts = {"a0": 0.0, "b0": 0.1, "b1": 0.3, "odd": 0.0}
+    for name, shift in shifts.items():
+        (tmp_path / name).mkdir()
+        chosen = videos[:-1] if name == "odd" else videos
+        lines = ["Sequence,J-Mean,F-Mean"] + [
+            f"{v}_1,{base[i] + shift},{base[i] + shift}" for i, v in enumerate(chosen)
+        ]
+        (tmp_path / name / "per-sequence_results.csv").write_text("\n".join(lines) + "\n")
+    a, b0, b1 = (str(tmp_path / n) for n in ("a0", "b0", "b1"))
+    assert module.parse_row(f"b={b0},{b1}") == ("b", [Path(b0), Path(b1)])
+    assert module.parse_row(a) == ("a0", [Path(a)])
+    module.main([a, f"b={b0},{b1}"])
+    out = capsys.readouterr().out
+    # b's mean is a's + (0.1 + 0.3) / 2; resampling b's two seeds draws +0.1, +0.2 or +0.3
+    assert "| b | 2 | " in out and "| +0.200 [+0.100, +0.300] |" in out, out
+    module.main([a, b0])
+    assert "| +0.100 [+0.100, +0.100] |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="odd and .* were not scored on the same videos"):
+        module.main([a, f"b={b0},{tmp_path / 'odd'}"])
+    with pytest.raises(SystemExit, match="names no folder"):
+        module.main([a, "b="])
