@@ -342,7 +342,11 @@ def test_unpacked_call_computes_the_raster_block_pairs(area):
 # -- the reference's box crop ------------------------------------------------------------------
 def general_gather(monkeypatch):
     """Make the reference gather every mask by index (no mask is taken for a box)."""
-    monkeypatch.setattr(memory_read_module, "_box_runs", lambda mask, frame_pixels: None)
+    monkeypatch.setattr(
+        memory_read_module,
+        "_box_runs_per_element",
+        lambda masks, frame_pixels: [None] * masks.shape[0],
+    )
 
 
 def test_box_runs_describe_a_box_per_frame():
@@ -362,6 +366,21 @@ def test_box_runs_describe_a_box_per_frame():
     assert memory_read_module._box_runs(uneven, frame) is None
     gapped = box_mask(height, width, [(0, 2, 0, 2)]) | box_mask(height, width, [(3, 4, 0, 2)])
     assert memory_read_module._box_runs(gapped, frame) is None
+    # a batch is described at once, each element as it is alone: boxes, an empty element, a
+    # broken one (a gap, or rows of unequal lengths) beside elements that are boxes
+    elements = [
+        box_mask(height, width, [(1, 4, 2, 6), (2, 5, 0, 7)]),
+        torch.zeros(2 * frame, dtype=torch.bool),
+        torch.cat([box_mask(height, width, [(0, 2, 1, 3)]), uneven]),
+        torch.cat([gapped, box_mask(height, width, [(2, 3, 3, 5)])]),
+        box_mask(height, width, [None, (0, 5, 0, 1)]),
+        box_mask(height, width, [(1, 2, 1, 2), None]),
+    ]
+    batch = torch.stack(elements)
+    together = memory_read_module._box_runs_per_element(batch, frame)
+    assert together == [memory_read_module._box_runs(element, frame) for element in batch]
+    assert [runs is None for runs in together] == [False, True, True, True, False, False]
+    assert together[4] == [(frame, 5, 1, width)] and together[5] == [(width + 1, 1, 1, 1)]
 
 
 @pytest.mark.parametrize("similarity", ["dot", "l2"])

@@ -666,29 +666,45 @@ def _box_runs(mask: Tensor, frame_pixels: int) -> list[BoxRows] | None:
     constant stride apart, whatever the stride, and every description returned covers
     exactly the mask's True pixels, so reading by it is exact for any mask it accepts.
     """
-    pixels = mask.shape[0]
+    return _box_runs_per_element(mask.unsqueeze(0), frame_pixels)[0]
+
+
+def _box_runs_per_element(masks: Tensor, frame_pixels: int) -> list[list[BoxRows] | None]:
+    """`_box_runs` of each row of ``masks [B, P]``, found together: one read back to the host
+    for the whole batch instead of one per element."""
+    elements, pixels = masks.shape
     frames = pixels // frame_pixels if frame_pixels > 0 and pixels % frame_pixels == 0 else 1
-    grid = mask.reshape(frames, -1).to(torch.int8)
-    border = grid.new_zeros(frames, 1)
-    # +1 where a run starts, −1 just past where it ends, per frame
+    grid = masks.reshape(elements * frames, -1).to(torch.int8)  # one row per (element, frame)
+    border = grid.new_zeros(grid.shape[0], 1)
+    # +1 where a run starts, −1 just past where it ends, per row
     step = torch.diff(grid, dim=1, prepend=border, append=border)
-    run_frame, run_start = (step == 1).nonzero(as_tuple=True)
+    run_row, run_start = (step == 1).nonzero(as_tuple=True)
     run_length = (step == -1).nonzero(as_tuple=True)[1] - run_start
-    same_frame = run_frame[1:] == run_frame[:-1]
+    same_row = run_row[1:] == run_row[:-1]
     gap = run_start[1:] - run_start[:-1]
-    unequal_lengths = same_frame & (run_length[1:] != run_length[:-1])
-    unequal_gaps = same_frame[1:] & same_frame[:-1] & (gap[1:] != gap[:-1])
-    if run_frame.numel() == 0 or bool(unequal_lengths.any() | unequal_gaps.any()):
-        return None
-    rows = torch.bincount(run_frame, minlength=frames)
+    unequal_lengths = same_row & (run_length[1:] != run_length[:-1])
+    unequal_gaps = same_row[1:] & same_row[:-1] & (gap[1:] != gap[:-1])
+    # an element is not boxes when any of its rows breaks the pattern, or it has no run
+    broken = torch.zeros(elements, dtype=torch.bool, device=masks.device)
+    broken[run_row[1:][unequal_lengths] // frames] = True
+    broken[run_row[2:][unequal_gaps] // frames] = True
+    rows = torch.bincount(run_row, minlength=elements * frames)
+    broken |= rows.view(elements, frames).sum(dim=1) == 0
     present = (rows > 0).nonzero().squeeze(1)
     first_run = (rows.cumsum(0) - rows)[present]
     rows = rows[present]
     length = run_length[first_run]
     # a frame's single run has no stride: its own length makes it one contiguous span
     stride = torch.where(rows > 1, F.pad(gap, (0, 1))[first_run], length)
-    first = present * grid.shape[1] + run_start[first_run]
-    return [tuple(box) for box in torch.stack([first, rows, length, stride], dim=1).tolist()]
+    first = (present % frames) * grid.shape[1] + run_start[first_run]
+    described = torch.stack([present // frames, first, rows, length, stride], dim=1)
+    # the one read back to the host: every frame's box, then which elements are not boxes
+    flat = torch.cat([described.flatten(), broken.to(described.dtype)]).tolist()
+    boxes, broken_flags = flat[: described.numel()], flat[described.numel() :]
+    runs: list[list[BoxRows] | None] = [[] for _ in range(elements)]
+    for i in range(0, len(boxes), 5):
+        runs[boxes[i]].append(tuple(boxes[i + 1 : i + 5]))
+    return [None if is_broken else element for element, is_broken in zip(runs, broken_flags)]
 
 
 def _take_runs(tensor: Tensor, boxes: list[BoxRows]) -> Tensor:
@@ -767,10 +783,16 @@ def _reference_read(
         per_pixel_extras = (
             bias is not None or gaussian_centers is not None or return_top is not None
         )
+        # memory frames are query-sized (N = T·M); one query frame
+        no_runs = [None] * batch
+        all_memory_runs = (
+            no_runs if memory_mask is None else _box_runs_per_element(memory_mask, queries)
+        )
+        all_query_runs = (
+            no_runs if query_mask is None else _box_runs_per_element(query_mask, queries)
+        )
         for b in range(batch):
-            # memory frames are query-sized (N = T·M); one query frame
-            memory_runs = None if memory_mask is None else _box_runs(memory_mask[b], queries)
-            query_runs = None if query_mask is None else _box_runs(query_mask[b], queries)
+            memory_runs, query_runs = all_memory_runs[b], all_query_runs[b]
             memory_index = query_index = None
             if memory_mask is not None and (memory_runs is None or per_pixel_extras):
                 memory_index = memory_mask[b].nonzero().squeeze(1)
