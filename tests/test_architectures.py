@@ -237,32 +237,3 @@ def test_stcn_decoder_convolves_the_skips_once_per_frame_as_if_per_object():
         expected = F.interpolate(decoder.pred(F.relu(x)), size=(32, 48), mode="bilinear")
     torch.testing.assert_close(logits, expected[:, 0].view(2, 3, 32, 48))
     assert seen[0] == 2
-
-
-def test_stm_encoders_can_start_alike_as_from_one_imagenet_resnet():
-    """``model.arch.encoders_start_alike``: with random weights the memory encoder's trunk
-    starts as the query encoder's (its mask convs its own); off, two independent draws, and
-    the query encoder, the heads and the decoder are the same draws either way."""
-    torch.manual_seed(0)
-    alike = build_network(
-        compose_config("train", ["model=stm", "model.arch.encoders_start_alike=true"]).model
-    )
-    torch.manual_seed(0)
-    apart = build_network(compose_config("train", ["model=stm"]).model)
-    query = alike.encoders.query_encoder.state_dict()
-    memory = alike.encoders.memory_encoder.state_dict()
-    trunk = [name for name in query if name in memory]
-    assert len(trunk) == len(query) and "conv1.weight" in trunk
-    for name in trunk:
-        torch.testing.assert_close(memory[name], query[name], rtol=0, atol=0)
-    apart_memory = apart.encoders.memory_encoder.state_dict()
-    assert not torch.equal(apart_memory["conv1.weight"], query["conv1.weight"])
-    for name, tensor in apart.state_dict().items():
-        if not name.startswith("encoders.memory_encoder.") or "conv1_extra" in name:
-            torch.testing.assert_close(alike.state_dict()[name], tensor, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="only STM's network has two encoders"):
-        build_network(
-            compose_config(
-                "train", ["model=stm", "model/arch=stcn", "+model.arch.encoders_start_alike=true"]
-            ).model
-        )

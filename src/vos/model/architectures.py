@@ -43,28 +43,10 @@ class STMEncoders(nn.Module):
     keys_per_object = True
     memory_uses_features: tuple[str, ...] = ()  # the memory encoder sees the frame itself
 
-    def __init__(
-        self,
-        spec: FeatureSpec,
-        depth: int = 50,
-        weights: str | None = None,
-        start_alike: bool = False,
-        **_,
-    ):
+    def __init__(self, spec: FeatureSpec, depth: int = 50, weights: str | None = None, **_):
         super().__init__()
         self.query_encoder = ResNetTrunk(depth, weights)
         self.memory_encoder = ResNetTrunk(depth, weights, extra_inputs=MASK_INPUTS)
-        if start_alike:
-            # STM starts both encoders from the same ImageNet ResNet; without such a file, the
-            # memory encoder starts from the query encoder's random draw (its mask convs stay
-            # its own), so the two trunks begin as one network as in the paper
-            trunk = {
-                name: tensor
-                for name, tensor in self.query_encoder.state_dict().items()
-                if not name.startswith("conv1_extra.")
-            }
-            missing, unexpected = self.memory_encoder.load_state_dict(trunk, strict=False)
-            assert not unexpected and all(n.startswith("conv1_extra.") for n in missing)
         channels = self.query_encoder.channels
         self.channels = channels
         self.query_key = _heads(channels, spec.key_scales)

@@ -43,7 +43,6 @@ class VOSNetwork(nn.Module):
         freeze_batchnorm: bool = True,
         flow: nn.Module | OracleFlow | None = None,
         pad_frames_with: str = "black",
-        encoders_start_alike: bool = False,
     ):
         super().__init__()
         if pad_frames_with not in PAD_COLOURS:
@@ -56,21 +55,14 @@ class VOSNetwork(nn.Module):
                 f"model.arch.name={arch!r} is not an architecture; choose one of "
                 f"{sorted(ARCHITECTURES)}"
             )
-        if encoders_start_alike and arch != "stm":
-            raise ValueError(
-                f"model.arch.encoders_start_alike=true: only STM's network has two encoders of "
-                f"one depth to start alike, not model.arch.name={arch!r}"
-            )
         spec = reader.needs
         self.arch = arch
-        alike = {"start_alike": True} if encoders_start_alike else {}
         self.encoders = ARCHITECTURES[arch](
             spec,
             depth=key_depth,
             weights=key_weights,
             value_depth=value_depth,
             value_weights=value_weights,
-            **alike,
         )
         self.reader = reader
         self.decoder = DECODERS[arch](
@@ -320,7 +312,6 @@ def build_network(model_cfg: Mapping[str, Any] | DictConfig) -> VOSNetwork:
         freeze_batchnorm=cfg.freeze_batchnorm,
         flow=flow,
         pad_frames_with=arch.get("pad_frames_with", "black"),
-        encoders_start_alike=bool(arch.get("encoders_start_alike", False)),
     )
 
 
