@@ -172,6 +172,32 @@ def test_a_single_config_with_seeds_is_named_by_its_overrides_not_its_seeds(tmp_
     assert row_labels(runs) == ["model=stm", "model=stm"]  # runs too: the seed is no name
 
 
+def test_runs_of_the_defaults_are_named_and_pooled_by_their_config_group_choices(tmp_path):
+    """A run of the defaults (no override; Hydra records ``model: stm`` among its choices) and
+    one that names ``model=stm`` with another seed are one config, named ``model=stm`` beside
+    ``model=hmmn``, so ``--baseline model=stm`` finds it."""
+
+    def choices(folder, **groups):
+        chosen = {"experiment": None, "logger": "csv", "hydra/launcher": "basic", **groups}
+        hydra = {"hydra": {"runtime": {"choices": chosen}}}
+        (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+
+    _run(tmp_path / "defaults", [], per_video=SPREAD)
+    choices(tmp_path / "defaults", model="stm")
+    _run(tmp_path / "stm1", ["model=stm", "seed=1", "logger=csv"], per_video=SPREAD + 0.01)
+    choices(tmp_path / "stm1", model="stm")
+    _run(tmp_path / "hmmn", ["model=hmmn"], per_video=SPREAD + 0.05)
+    choices(tmp_path / "hmmn", model="hmmn")
+    groups = group_by_seed(find_runs([tmp_path]))
+    assert row_labels(groups) == ["model=stm", "model=hmmn"]
+    assert [len(group.runs) for group in groups] == [2, 1]
+    table = markdown_table(find_runs([tmp_path]), baseline="model=stm")
+    assert _column(table, "seeds") == ["2", "1"]
+    (tmp_path / "hmmn" / ".hydra" / "hydra.yaml").write_text("hydra: [unclosed")
+    with pytest.raises(ValueError, match="hydra.yaml: cannot read its config-group choices"):
+        find_runs([tmp_path])
+
+
 def _seeds(folder, model, shift, seeds=3, seed_step=0.002):
     for seed in range(seeds):
         per_video = SPREAD + shift + seed_step * (seed - 1)

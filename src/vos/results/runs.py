@@ -1,6 +1,7 @@
 """Training runs on disk: every folder holding a ``metrics.json`` (written by ``vos.train`` at
 the end of a run) is a run, described by the command-line overrides it was started with
-(``.hydra/overrides.yaml``) and its resolved training seed (``seed`` in
+(``.hydra/overrides.yaml``), the config-group options it was composed with, given or default
+(``model=stm``; ``.hydra/hydra.yaml``), and its resolved training seed (``seed`` in
 ``.hydra/config.yaml``). Runs whose overrides differ only by ``seed`` are one group: one
 config trained with several seeds, one row of a table. A group holds one run per seed: of
 runs with the same seed (the same config run twice, or ``seed=0`` beside the default seed
@@ -19,7 +20,14 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-IGNORED_OVERRIDES = ("logger", "run_name", "hydra.", "trainer.devices", "data.num_workers")
+IGNORED_OVERRIDES = (
+    "logger",
+    "run_name",
+    "hydra.",
+    "hydra/",
+    "trainer.devices",
+    "data.num_workers",
+)
 SEED = "seed"  # the training seed (conf/train.yaml); dataset.seed changes the data, not this
 SCORE = "val/J&F-Mean"
 
@@ -118,6 +126,26 @@ def _parse_overrides(lines: Iterable[str]) -> dict[str, str]:
     return parsed
 
 
+def _group_choices(folder: Path) -> dict[str, str]:
+    """The config-group options the run was composed with (``model=stm`` whether given on the
+    command line or taken by default), from ``.hydra/hydra.yaml``; none when it is missing.
+
+    With them, a run of the defaults and one that names the same options are one config, and
+    a row of defaults is named by its options (``model=stm``) beside rows that chose others."""
+    hydra_file = folder / ".hydra" / "hydra.yaml"
+    if not hydra_file.is_file():
+        return {}
+    try:
+        choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices")
+    except (OmegaConfBaseException, yaml.YAMLError) as error:
+        raise ValueError(f"{hydra_file}: cannot read its config-group choices: {error}") from error
+    if choices is None:
+        return {}
+    return _parse_overrides(
+        f"{group}={choice}" for group, choice in choices.items() if choice is not None
+    )
+
+
 def _resolved_seed(folder: Path, overrides: dict[str, str]) -> str | None:
     """The run's training seed: ``seed`` of its ``.hydra/config.yaml`` (which Hydra writes
     unresolved: an interpolation is resolved here), else its ``seed`` override."""
@@ -148,6 +176,8 @@ def find_runs(roots: Iterable[str | Path]) -> list[Run]:
             if overrides_file.is_file():
                 overrides = _parse_overrides(yaml.safe_load(overrides_file.read_text()) or [])
             folder = metrics_file.parent
+            for group, choice in _group_choices(folder).items():
+                overrides.setdefault(group, choice)
             seed = _resolved_seed(folder, overrides)
             runs.append(Run(folder, metrics, overrides, seed, metrics_file.stat().st_mtime))
     if not runs:
