@@ -1,7 +1,8 @@
 """``python -m vos.report DIR [DIR ...]``: training runs as one markdown table, a row per config.
 
 Every folder below the given ones that holds a ``metrics.json`` (written by ``vos.train`` at
-the end of a run) is a run. Runs whose command-line overrides (``.hydra/overrides.yaml``)
+the end of a run) is a run. Runs whose command-line overrides (``.hydra/overrides.yaml``,
+with the config-group options of ``.hydra/hydra.yaml``, given or default: ``model=stm``)
 differ only by ``seed`` are one row; a row is named by the overrides that differ between rows
 (never the seed), so a Hydra multirun folder reads as the table of its sweep. A row counts each
 seed once (the run's resolved ``seed``, from ``.hydra/config.yaml``): of runs of one config with
