@@ -11,10 +11,11 @@ seed-to-seed spread that a single checkpoint per row cannot show.
 F-Mean), for checkpoints scored on more videos than their training validated (e.g.
 ``dataset.eval.num_videos=96``). A video's score is the mean of its objects' (J + F) / 2 and
 weighs as many objects as it holds, so the mean is DAVIS's J&F over objects; the intervals
-resample videos (one checkpoint each: no seed-to-seed spread), as `vos.results.intervals` does.
+resample videos, and the seeds of a row that has several, as `vos.results.intervals` does (a
+row of one checkpoint shows no seed-to-seed spread).
 
 ``--factor distractors`` keeps the videos with that factor (``--factor no_distractors`` those
-without), read from the first folder's ``factors.json`` (written by `vos.eval`) or from
+without), read from the first row's first folder's ``factors.json`` (written by `vos.eval`) or from
 ``--factors FILE`` (the same ``{video: {factor: bool}}`` format, e.g. a DAVIS-layout root's);
 the means are then `vos.eval`'s ``J&F-Mean/<factor>`` rows, with intervals.
 """

@@ -670,8 +670,9 @@ def _box_runs(mask: Tensor, frame_pixels: int) -> list[BoxRows] | None:
 
 
 def _box_runs_per_element(masks: Tensor, frame_pixels: int) -> list[list[BoxRows] | None]:
-    """`_box_runs` of each row of ``masks [B, P]``, found together: one read back to the host
-    for the whole batch instead of one per element."""
+    """`_box_runs` of each row of ``masks [B, P]``, found together: the host waits on the
+    device a fixed number of times per mask (the ``nonzero`` calls and one ``tolist``), not
+    that many times per batch element."""
     elements, pixels = masks.shape
     frames = pixels // frame_pixels if frame_pixels > 0 and pixels % frame_pixels == 0 else 1
     grid = masks.reshape(elements * frames, -1).to(torch.int8)  # one row per (element, frame)
