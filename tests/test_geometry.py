@@ -9,6 +9,7 @@ from vos.ops.geometry import (
     mask_boxes,
     sine_positional_encoding,
     warp_backward,
+    warped_mask_boxes,
 )
 
 
@@ -93,6 +94,97 @@ def test_warp_is_bilinear_sampling_at_the_flow_with_its_validity(flow_grad):
     torch.testing.assert_close(valid, expected_valid)
     torch.testing.assert_close(warped, expected)
     assert valid[0, 0, 0, 0] == 0 and 0 < valid.mean() < 1
+
+
+def _soft_masks(generator, batch, objects, height, width):
+    """Rectangles of probabilities in [0.4, 1) over a soft background below 0.3; some
+    objects absent, some at the frame's edge."""
+    probs = torch.rand(batch, objects, height, width, generator=generator) * 0.3
+    for b in range(batch):
+        for o in range(objects):
+            if torch.rand(1, generator=generator) < 0.15:
+                continue
+            y0 = int(torch.randint(0, height, (1,), generator=generator))
+            x0 = int(torch.randint(0, width, (1,), generator=generator))
+            h = int(torch.randint(1, max(2, height // 3), (1,), generator=generator))
+            w = int(torch.randint(1, max(2, width // 3), (1,), generator=generator))
+            patch = probs[b, o, y0 : y0 + h, x0 : x0 + w]
+            patch.copy_(torch.rand(patch.shape, generator=generator) * 0.6 + 0.4)
+    return probs
+
+
+def _flows(generator, batch, height, width):
+    """Zero, a translation, per-pixel noise, and a large motion with noise."""
+    noise = torch.randn(batch, 2, height, width, generator=generator)
+    shift = torch.randn(batch, 2, 1, 1, generator=generator) * 3
+    large = torch.tensor([height / 3, -width / 4]).view(1, 2, 1, 1)
+    return {
+        "zero": torch.zeros(batch, 2, height, width),
+        "translation": shift.expand(batch, 2, height, width).contiguous(),
+        "noise": noise * 2,
+        "large": noise * 0.5 + large,
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_warped_mask_boxes_are_the_boxes_of_the_warped_masks(seed):
+    """The windowed warp gives exactly `mask_boxes(warp_backward(...))`: fractional and
+    integer flows, objects leaving the frame, absent objects, η's fallback."""
+    generator = torch.Generator().manual_seed(seed)
+    batch, objects = 1 + seed % 2, 1 + seed % 3
+    height = int(torch.randint(8, 48, (1,), generator=generator))
+    width = int(torch.randint(8, 64, (1,), generator=generator))
+    probs = _soft_masks(generator, batch, objects, height, width)
+    for name, flow in _flows(generator, batch, height, width).items():
+        for decimals in (0, 1, 3):
+            rounded = flow.round(decimals=decimals)
+            for threshold, padding, min_pixels, fallback in (
+                (0.5, 0, 1, "full"),
+                (0.5, 3, 10, "full"),
+                (0.7, 2, 4, "empty"),
+            ):
+                options = dict(
+                    threshold=threshold, padding=padding, min_pixels=min_pixels, fallback=fallback
+                )
+                want = mask_boxes(warp_backward(probs, rounded)[0], **options)
+                got = warped_mask_boxes(probs, rounded, **options)
+                assert torch.equal(got, want), (name, decimals, options)
+
+
+def test_warped_mask_boxes_warp_a_small_object_in_a_window(monkeypatch):
+    """A small object moving a little is boxed without warping the frame; large motion, a
+    non-finite flow or a threshold of 0 warp it whole, with the same answer as before."""
+    import vos.ops.geometry as geometry
+
+    probs = torch.zeros(1, 2, 40, 60)
+    probs[0, 0, 5:12, 7:20] = 0.9
+    probs[0, 1, 20:30, 30:50] = 0.8
+    flow = torch.full((1, 2, 40, 60), 0.75)
+    whole_warps = []
+    real_warp = geometry.warp_backward
+    monkeypatch.setattr(
+        geometry, "warp_backward", lambda *a: whole_warps.append(1) or real_warp(*a)
+    )
+    boxes = warped_mask_boxes(probs, flow, padding=2)
+    assert not whole_warps
+    # p samples p + 0.75: object 0 (rows 5..11, columns 7..19) is reached from rows 4..10
+    # and columns 6..18 (0.75 of 0.9 from the row before it, 0.25 of 0.9 < 0.5 from its last)
+    assert boxes.tolist() == [[[2, 4, 13, 21], [17, 27, 31, 51]]]
+    flow_far = flow.clone()
+    flow_far[0, :, 0, 0] = torch.tensor([50.0, -30.0])  # one far vector: windows the frame's size
+    want = mask_boxes(real_warp(probs, flow_far)[0], padding=2)
+    assert torch.equal(warped_mask_boxes(probs, flow_far, padding=2), want)
+    assert len(whole_warps) == 1
+    flow_nan = flow.clone()
+    flow_nan[0, 1, 3, 3] = float("nan")
+    want = mask_boxes(real_warp(probs, flow_nan)[0], padding=2)
+    assert torch.equal(warped_mask_boxes(probs, flow_nan, padding=2), want)
+    assert len(whole_warps) == 2
+    want = mask_boxes(real_warp(probs, flow)[0], threshold=0.0, padding=2)
+    assert torch.equal(warped_mask_boxes(probs, flow, threshold=0.0, padding=2), want)
+    assert len(whole_warps) == 3
+    with pytest.raises(ValueError, match="flow must be"):
+        warped_mask_boxes(probs, flow[..., :-1])
 
 
 def test_sine_positional_encoding_is_distinct_per_position():

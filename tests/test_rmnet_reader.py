@@ -154,10 +154,16 @@ def test_late_object_regions_are_padded():
 
 
 # -- paper vs official semantics -------------------------------------------------------------
-def hand_case(semantics):
+def hand_case(semantics, regional_query_value=True):
     """Memory 2×2 grid, one frame: the top row (2 pixels) in the region, the bottom row out."""
     reader = RMNetReader(
-        2, 1, padding=0, query_region_mode="previous", region_semantics=semantics, min_pixels=1
+        2,
+        1,
+        padding=0,
+        query_region_mode="previous",
+        region_semantics=semantics,
+        min_pixels=1,
+        regional_query_value=regional_query_value,
     )
     memory_keys = torch.tensor([[1.0, 0.5], [2.0, -1.0]]).view(1, 1, 2, 2).repeat(1, 2, 1, 1)
     memory_keys[:, 1] = torch.tensor([[0.3, -0.2], [0.7, 0.1]])
@@ -174,9 +180,16 @@ def hand_case(semantics):
     return out, memory_keys.flatten(2)[0], memory_values.flatten(), query_keys.flatten(2)[0], query
 
 
+@pytest.mark.parametrize("regional_query_value", [True, False])
+@pytest.mark.parametrize("autograd", [True, False])
 @pytest.mark.parametrize("semantics", ["paper", "official"])
-def test_paper_and_official_semantics(semantics):
-    out, memory_keys, memory_values, query_keys, query = hand_case(semantics)
+def test_paper_and_official_semantics(semantics, autograd, regional_query_value):
+    """By hand, in training (autograd) and at inference, where the readout is assembled in
+    place."""
+    with torch.inference_mode(not autograd):
+        out, memory_keys, memory_values, query_keys, query = hand_case(
+            semantics, regional_query_value
+        )
     read, query_value = out[0].flatten(), out[1].flatten()
     inside_memory = [0, 1]  # top row
     inside_query = [0, 2]  # left column in raster order
@@ -193,8 +206,9 @@ def test_paper_and_official_semantics(semantics):
         else:  # zeroed query key: uniform weights over the 4 memory pixels, 2 with value 0
             expected = in_values.sum() / 4
         torch.testing.assert_close(read[q], expected, atol=1e-6, rtol=1e-6)
-        # the regional query value A_Q · v_Q (§3.1.2) in both semantics
-        own = query.query_value.flatten()[q] if q in inside_query else torch.tensor(0.0)
+        # the regional query value A_Q · v_Q (§3.1.2) in both semantics; v_Q without it
+        inside = q in inside_query or not regional_query_value
+        own = query.query_value.flatten()[q] if inside else torch.tensor(0.0)
         torch.testing.assert_close(query_value[q], own)
 
 

@@ -16,6 +16,7 @@ from vos.ops.geometry import (
     mask_boxes,
     sine_positional_encoding,
     warp_backward,
+    warped_mask_boxes,
 )
 from vos.ops.memory_read import (
     affinity_logits,
@@ -40,5 +41,6 @@ __all__ = [
     "query_grid_positions",
     "sine_positional_encoding",
     "warp_backward",
+    "warped_mask_boxes",
     "window_read",
 ]

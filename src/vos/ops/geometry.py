@@ -35,10 +35,7 @@ def mask_boxes(
     """
     if probs.ndim != 4:
         raise ValueError(f"mask_boxes: probs must be [B, O, H, W], got {tuple(probs.shape)}")
-    if padding < 0 or min_pixels < 0:
-        raise ValueError("mask_boxes: padding and min_pixels must be >= 0")
-    if fallback not in ("full", "empty"):
-        raise ValueError(f"mask_boxes: fallback must be 'full' or 'empty', got {fallback!r}")
+    _check_box_options(padding, min_pixels, fallback, "mask_boxes")
     height, width = probs.shape[-2:]
     inside = probs >= threshold
     row_pixels = inside.sum(dim=3)  # [B, O, H]
@@ -51,16 +48,39 @@ def mask_boxes(
     y1 = torch.where(rows, ys, -1).amax(dim=2) + 1
     x0 = torch.where(cols, xs, big).amin(dim=2)
     x1 = torch.where(cols, xs, -1).amax(dim=2) + 1
+    too_small = row_pixels.sum(dim=2) < min_pixels
+    return _padded_boxes(y0, x0, y1, x1, too_small, (height, width), padding, fallback)
+
+
+def _padded_boxes(
+    y0: Tensor,
+    x0: Tensor,
+    y1: Tensor,
+    x1: Tensor,
+    too_small: Tensor,
+    frame_hw: tuple[int, int],
+    padding: int,
+    fallback: str,
+) -> Tensor:
+    """`mask_boxes`' last step: the object pixels' extent padded by ``padding`` and clamped to
+    the frame, or ``fallback`` where the mask is ``too_small``."""
+    height, width = frame_hw
     y0 = (y0 - padding).clamp(0, height)
     x0 = (x0 - padding).clamp(0, width)
     y1 = (y1 + padding).clamp(0, height)
     x1 = (x1 + padding).clamp(0, width)
-    too_small = row_pixels.sum(dim=2) < min_pixels
     full = torch.tensor(
-        [0, 0, height, width] if fallback == "full" else [0, 0, 0, 0], device=probs.device
+        [0, 0, height, width] if fallback == "full" else [0, 0, 0, 0], device=y0.device
     )
     boxes = torch.stack([y0, x0, y1, x1], dim=2)
     return torch.where(too_small.unsqueeze(2), full, boxes)
+
+
+def _check_box_options(padding: int, min_pixels: int, fallback: str, name: str) -> None:
+    if padding < 0 or min_pixels < 0:
+        raise ValueError(f"{name}: padding and min_pixels must be >= 0")
+    if fallback not in ("full", "empty"):
+        raise ValueError(f"{name}: fallback must be 'full' or 'empty', got {fallback!r}")
 
 
 def boxes_from_masks(
@@ -117,16 +137,151 @@ def warp_backward(source: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
         torch.add(ys[:, None], flow[:, 1], alpha=scale_y, out=grid[..., 1])
     # the validity is a channel of ones sampled with the source: one sampling, same weights
     ones = source.new_ones(batch, 1, height, width)
-    sampled = F.grid_sample(
-        torch.cat([source, ones], dim=1),
-        grid.to(source.dtype),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=True,
-    )
-    valid = (sampled[:, channels:] >= 0.9999).to(source.dtype)
+    sampled = _bilinear(torch.cat([source, ones], dim=1), grid.to(source.dtype))
+    valid = (sampled[:, channels:] >= _FOOTPRINT_INSIDE).to(source.dtype)
     warped = sampled[:, :channels]
     return warped * valid, valid
+
+
+# a sample is valid when its bilinear weights inside the frame add up to this (RMNet's test
+# on a warped tensor of ones)
+_FOOTPRINT_INSIDE = 0.9999
+
+
+def _bilinear(source: Tensor, grid: Tensor) -> Tensor:
+    return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def warped_mask_boxes(
+    previous: Tensor,
+    flow: Tensor,
+    *,
+    threshold: float = 0.5,
+    padding: int = 0,
+    min_pixels: int = 1,
+    fallback: str = "full",
+) -> Tensor:
+    """``mask_boxes(warp_backward(previous, flow)[0], ...)`` (RMNet's query box, §3.1.2), the
+    same boxes, with only the pixels that can reach ``threshold`` warped.
+
+    A warped value is a bilinear mix of at most four pixels of ``previous`` with weights
+    summing to at most 1 (then 0 or itself by the validity), so for ``threshold > 0`` it
+    reaches the threshold only where one of those four pixels does: inside the box of
+    ``previous``'s object pixels widened by one pixel. Pixel p samples p + flow(p), so only
+    pixels p within that box shifted by the flow's range can; each (batch, object) warps the
+    window of them (one more pixel a side against rounding), all windows in one batched
+    sampling, and boxes what it warped. When the windows together are not much smaller than
+    the frames (large motion), with a non-positive threshold or a non-finite flow, and off the
+    CPU, the frames are warped whole.
+
+    On the CPU the whole-frame warp and box were most of a regional read's fixed cost
+    (`vos.bench readers`, docs/benchmarks.md); the windows' size is read back to the host once
+    per call, which on a GPU costs more than warping the whole frame.
+    """
+    if previous.ndim != 4:
+        raise ValueError(
+            f"warped_mask_boxes: previous must be [B, O, H, W], got {tuple(previous.shape)}"
+        )
+    _check_box_options(padding, min_pixels, fallback, "warped_mask_boxes")
+    batch, objects, height, width = previous.shape
+    if flow.shape != (batch, 2, height, width):
+        raise ValueError(
+            f"warped_mask_boxes: flow must be [B, 2, H, W] matching previous "
+            f"{tuple(previous.shape)}, got {tuple(flow.shape)}"
+        )
+
+    def whole() -> Tensor:
+        warped, _ = warp_backward(previous, flow)
+        return mask_boxes(
+            warped, threshold=threshold, padding=padding, min_pixels=min_pixels, fallback=fallback
+        )
+
+    if threshold <= 0 or previous.numel() == 0 or previous.device.type != "cpu":
+        return whole()
+    with torch.no_grad():
+        return _windowed_boxes(previous, flow, threshold, padding, min_pixels, fallback, whole)
+
+
+def _windowed_boxes(previous, flow, threshold, padding, min_pixels, fallback, whole) -> Tensor:
+    batch, objects, height, width = previous.shape
+    elements = batch * objects
+    device = previous.device
+    big = max(height, width) + 1
+    ys, xs = torch.arange(height, device=device), torch.arange(width, device=device)
+    # rows / columns of previous holding a pixel >= threshold: two max reductions of the mask
+    rows = previous.amax(dim=3).flatten(0, 1) >= threshold  # [B·O, H]
+    cols = previous.amax(dim=2).flatten(0, 1) >= threshold  # [B·O, W]
+    source_y0 = torch.where(rows, ys, big).amin(dim=1)
+    source_y1 = torch.where(rows, ys, -1).amax(dim=1) + 1
+    source_x0 = torch.where(cols, xs, big).amin(dim=1)
+    source_x1 = torch.where(cols, xs, -1).amax(dim=1) + 1
+    # the flow's range per batch element (u along x, v along y), shared by its objects
+    u, v = flow[:, 0].flatten(1), flow[:, 1].flatten(1)
+    ranges = torch.stack([u.amin(1), u.amax(1), v.amin(1), v.amax(1)], dim=1).float()
+    u_min, u_max, v_min, v_max = ranges.repeat_interleave(objects, dim=0).unbind(1)
+    # p samples p + flow(p) and reaches the threshold only when floor(p + flow(p)) lies in
+    # [source_y0 - 1, source_y1 - 1]; one more pixel a side for the normalised grid's rounding
+    window_y0 = (source_y0 - 2 - v_max).floor().clamp(0, height)
+    window_y1 = (source_y1 + 1 - v_min).ceil().clamp(0, height)
+    window_x0 = (source_x0 - 2 - u_max).floor().clamp(0, width)
+    window_x1 = (source_x1 + 1 - u_min).ceil().clamp(0, width)
+    empty = ~rows.any(dim=1)
+    window_y1 = torch.where(empty | (window_y1 < window_y0), window_y0, window_y1)
+    window_x1 = torch.where(empty | (window_x1 < window_x0), window_x0, window_x1)
+    # the one read back to the host: whether the flow's range is finite, and the windows' size
+    finite = torch.isfinite(ranges).all()
+    extent = torch.stack([window_y0, window_y1, window_x0, window_x1], dim=1)
+    extent = torch.where(finite, extent, 0).long()
+    size = torch.stack([(extent[:, 1] - extent[:, 0]).amax(), (extent[:, 3] - extent[:, 2]).amax()])
+    flags = torch.cat([finite.long().view(1), size]).tolist()
+    if not flags[0]:
+        return whole()
+    # (no window at all when no object has a pixel: one empty pixel keeps the shapes)
+    box_h, box_w = max(1, flags[1]), max(1, flags[2])
+    if box_h * box_w * elements * 2 > height * width * elements:
+        return whole()  # windows over half the frame: the whole warp costs no more
+    window_y0, window_y1, window_x0, window_x1 = extent.unbind(1)
+    target_y = window_y0[:, None] + torch.arange(box_h, device=device)  # [B·O, h]
+    target_x = window_x0[:, None] + torch.arange(box_w, device=device)  # [B·O, w]
+    inside_y = target_y < window_y1[:, None]
+    inside_x = target_x < window_x1[:, None]
+    target_y, target_x = target_y.clamp(max=height - 1), target_x.clamp(max=width - 1)
+    # the windows' flow by flat index (`take`: one small gather, not a strided index)
+    element_batch = torch.arange(batch, device=device).repeat_interleave(objects)
+    pixel = (element_batch[:, None, None] * height + target_y[:, :, None]) * width
+    pixel = pixel + target_x[:, None, :]  # [B·O, h, w]
+    flow_u, flow_v = flow[:, 0].contiguous(), flow[:, 1].contiguous()
+    # warp_backward's normalised coordinates at the windows' pixels, by the same operations
+    # (the same rounding: a box must not move by an ulp)
+    scale_x, scale_y = 2 / max(width - 1, 1), 2 / max(height - 1, 1)
+    base_x = torch.arange(width, device=device, dtype=flow.dtype) * scale_x - 1
+    base_y = torch.arange(height, device=device, dtype=flow.dtype) * scale_y - 1
+    grid = torch.stack(
+        [
+            torch.add(base_x[target_x][:, None, :], flow_u.take(pixel), alpha=scale_x),
+            torch.add(base_y[target_y][:, :, None], flow_v.take(pixel), alpha=scale_y),
+        ],
+        dim=-1,
+    ).to(previous.dtype)
+    sources = previous.flatten(0, 1).unsqueeze(1)  # [B·O, 1, H, W], a view
+    warped = _bilinear(sources, grid)[:, 0]
+    # validity: a broadcast tensor of ones sampled alike (nothing frame-sized is written)
+    coverage = _bilinear(previous.new_ones(()).expand_as(sources), grid)[:, 0]
+    inside = warped * (coverage >= _FOOTPRINT_INSIDE) >= threshold
+    inside &= inside_y[:, :, None] & inside_x[:, None, :]
+    any_row, any_col = inside.any(dim=2), inside.any(dim=1)
+    y0 = torch.where(any_row, target_y, big).amin(dim=1)
+    y1 = torch.where(any_row, target_y, -1).amax(dim=1) + 1
+    x0 = torch.where(any_col, target_x, big).amin(dim=1)
+    x1 = torch.where(any_col, target_x, -1).amax(dim=1) + 1
+    too_small = inside.sum(dim=(1, 2)) < min_pixels
+    boxes = _padded_boxes(
+        *(t.view(batch, objects) for t in (y0, x0, y1, x1, too_small)),
+        (height, width),
+        padding,
+        fallback,
+    )
+    return boxes
 
 
 def sine_positional_encoding(

@@ -25,7 +25,8 @@ generator treats memory and query alike (fewer than η = 10 pixels → the whole
 
 Query side (§3.1.2, Fig. 4). The previous frame's soft mask is warped to the current frame with
 the backward flow (``vos.ops.warp_backward``; t → t−1, bilinear, samples outside the frame → 0)
-and boxed like a memory mask; with fewer than η = ``min_pixels`` pixels (counted at input
+and boxed like a memory mask (``vos.ops.warped_mask_boxes``: the same box, with only the pixels
+that can reach the threshold warped); with fewer than η = ``min_pixels`` pixels (counted at input
 resolution; paper: 10) A_Q^j = 1, a global read for that object. ``query_region_mode`` selects
 Table 6's rows:
 
@@ -169,6 +170,10 @@ class RMNetReader(MemoryReader):
         )
 
     # -- regions ---------------------------------------------------------------------------
+    def _padding_px(self, stride: int) -> int:
+        """φ at input resolution: ``padding`` res4 cells of ``stride`` pixels."""
+        return self.padding * stride
+
     def _cell_rule(self) -> str:
         return "top_left" if self.region_semantics == "official" else "any"
 
@@ -179,19 +184,22 @@ class RMNetReader(MemoryReader):
         *,
         min_pixels: int,
         fallback: str,
-        stride: int | None = None,
-        offset: tuple[int, int] = (0, 0),
     ) -> Tensor:
-        """Padded boxes around soft masks ``[B, O, H, W]`` as res4 cell maps ``[B, O, h, w]``;
-        ``offset`` (y, x) places boxes found on a crop of the grid's canvas."""
-        stride = probs.shape[-1] // grid_hw[1] if stride is None else stride
+        """Padded boxes around soft masks ``[B, O, H, W]`` as res4 cell maps ``[B, O, h, w]``."""
+        stride = probs.shape[-1] // grid_hw[1]
         boxes = ops.mask_boxes(
             probs,
             threshold=self.threshold,
-            padding=self.padding * stride,
+            padding=self._padding_px(stride),
             min_pixels=min_pixels,
             fallback=fallback,
         )
+        return self._cells(boxes, grid_hw, stride, (0, 0))
+
+    def _cells(
+        self, boxes: Tensor, grid_hw: tuple[int, int], stride: int, offset: tuple[int, int]
+    ) -> Tensor:
+        """Pixel boxes found on a crop at ``offset`` (y, x) of the canvas -> res4 cell maps."""
         boxes = boxes + boxes.new_tensor([offset[0], offset[1], offset[0], offset[1]])
         return cells_in_boxes(boxes, grid_hw, stride, self._cell_rule())
 
@@ -283,16 +291,17 @@ class RMNetReader(MemoryReader):
             previous = unpad(previous, frame_h, frame_w, stride)
             flow = None if flow is None else unpad(flow, frame_h, frame_w, stride)
             offset = (top, left)
-        if mode == "flow":
-            previous, _ = ops.warp_backward(previous, flow.to(previous.dtype))
-        regions = self._boxes_to_cells(
-            previous,
-            (height, width),
+        box_options = dict(
+            threshold=self.threshold,
+            padding=self._padding_px(stride),
             min_pixels=self.min_pixels,
             fallback="full",
-            stride=stride,
-            offset=offset,
         )
+        if mode == "flow":  # the warped previous mask's box, warping only where it can be
+            boxes = ops.warped_mask_boxes(previous, flow.to(previous.dtype), **box_options)
+        else:
+            boxes = ops.mask_boxes(previous, **box_options)
+        regions = self._cells(boxes, (height, width), stride, offset)
         # objects that joined at this frame have no previous mask: a global read for them
         if regions.shape[1] < objects:
             regions = torch.cat([regions, whole[:, regions.shape[1] :]], dim=1)
@@ -374,7 +383,19 @@ class RMNetReader(MemoryReader):
             query_mask=None if query_mask is None else query_mask.flatten(0, 1).flatten(1),
         )
         read = read.view(batch, objects, channels, height, width)
-        query_value = query.query_value.unsqueeze(1).expand(-1, objects, -1, -1, -1)
+        query_value = query.query_value.unsqueeze(1)
+        region_maps = query_regions.unsqueeze(2).to(query_value.dtype)
+        if torch.is_grad_enabled():
+            if self.regional_query_value:
+                query_value = query_value * region_maps
+            query_value = query_value.expand(-1, objects, -1, -1, -1)
+            return Readout(features={"res4": torch.cat([read, query_value], dim=2)})
+        # without autograd the regional query value is written into the readout directly,
+        # saving the concatenation a copy of it (out= has no autograd)
+        readout = read.new_empty(batch, objects, 2 * channels, height, width)
+        readout[:, :, :channels].copy_(read)
         if self.regional_query_value:
-            query_value = query_value * query_regions.unsqueeze(2).to(query_value.dtype)
-        return Readout(features={"res4": torch.cat([read, query_value], dim=2)})
+            torch.mul(query_value, region_maps, out=readout[:, :, channels:])
+        else:
+            readout[:, :, channels:].copy_(query_value.expand(-1, objects, -1, -1, -1))
+        return Readout(features={"res4": readout})
