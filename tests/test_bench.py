@@ -94,7 +94,8 @@ def test_bench_readers_draws_rmnet_boxes_with_the_phi_of_the_size_it_runs(run_py
     result = run_python_m(
         [sys.executable, "-m", "vos.bench", "readers", "--json"]
         + ["--variants", "rmnet/regional-regional", "--model-size", "paper"]
-        + ["--memory-frames", "1", "--repeats", "1", "--region-area", "0.2"],
+        + ["--memory-frames", "1", "--repeats", "1", "--region-area", "0.2"]
+        + ["--flow-range", "40"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -103,6 +104,16 @@ def test_bench_readers_draws_rmnet_boxes_with_the_phi_of_the_size_it_runs(run_py
     (record,) = json.loads(result.stdout)
     assert record["setting"]["size"] == "paper"
     assert abs(record["setting"]["padded_region_area"] - 0.2) < 0.01, record["setting"]
+    assert record["setting"]["flow_range"] == 40.0
+
+
+def test_bench_readers_flow_spreads_over_the_range_it_is_given():
+    from vos.bench.readers import _flow
+
+    flow = _flow(30, 54, 40.0, "cpu")
+    assert flow.shape == (1, 2, 30, 54)
+    assert flow.amin().item() == -20.0 and flow.amax().item() == 20.0
+    assert torch.equal(_flow(30, 54, 0.0, "cpu"), torch.zeros(1, 2, 30, 54))
 
 
 def test_bench_flow_times_both_networks(run_python_m):

@@ -108,7 +108,19 @@ def _padded_area(probs: torch.Tensor, padding_px: int) -> float:
     return sum(areas) / len(areas)
 
 
-def _frame(index: int, spec, height: int, width: int, device) -> FrameFeatures:
+def _flow(height: int, width: int, flow_range: float, device) -> torch.Tensor:
+    """Backward flow ``[1, 2, H, W]`` whose components run linearly from −range/2 at the
+    top-left to +range/2 at the bottom-right (a zoom): motion whose spread over the frame is
+    ``flow_range`` pixels, as a camera's and an object's motions together have."""
+    ramp_y = torch.linspace(-0.5, 0.5, height, device=device).view(height, 1)
+    ramp_x = torch.linspace(-0.5, 0.5, width, device=device).view(1, width)
+    field = (ramp_y + ramp_x) / 2 * flow_range  # [H, W], from -range/2 to +range/2
+    return field.expand(2, height, width).unsqueeze(0).contiguous()
+
+
+def _frame(
+    index: int, spec, height: int, width: int, device, flow_range: float = 0.0
+) -> FrameFeatures:
     """Random keys at every scale the reader reads, and the query value."""
     keys = {
         name: torch.randn(
@@ -127,7 +139,7 @@ def _frame(index: int, spec, height: int, width: int, device) -> FrameFeatures:
         features={},
         keys=keys,
         query_value=torch.randn(1, spec.value_channels, *grid, device=device),
-        flow=torch.zeros(1, 2, height, width, device=device) if spec.needs_flow else None,
+        flow=_flow(height, width, flow_range, device) if spec.needs_flow else None,
     )
 
 
@@ -172,12 +184,12 @@ def measure(variant: Variant, args, device: torch.device, config_dirs=()) -> Rec
     with torch.inference_mode():
         for t in range(total):
             if t > 0:  # the frame joining memory is read first, as in a video
-                call(_frame(t, spec, height, width, device), memory, state)
-            memorised = _frame(t, spec, height, width, device)
+                call(_frame(t, spec, height, width, device, args.flow_range), memory, state)
+            memorised = _frame(t, spec, height, width, device, args.flow_range)
             values = _values(spec, objects, height, width, device)
             extras = reader.memorize(memorised, values, memory, object_probs=probs)
             memory.add(t, memorised.keys, values, permanent=t == 0, extras=extras)
-        query = _frame(total, spec, height, width, device)
+        query = _frame(total, spec, height, width, device, args.flow_range)
         saved = copy.deepcopy(state)
         current = [state]
 
@@ -197,6 +209,7 @@ def measure(variant: Variant, args, device: torch.device, config_dirs=()) -> Rec
             "objects": objects,
             "region_area": args.region_area,
             "padded_region_area": round(_padded_area(probs, padding_px), 4),
+            **({"flow_range": args.flow_range} if spec.needs_flow else {}),
             "size": args.model_size,
             "part": variant.part or "read",
             "Ck": spec.key_scales["res4"],
@@ -252,6 +265,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--memory-frames", type=int, default=5)
     parser.add_argument("--objects", type=int, default=2)
     parser.add_argument("--region-area", type=float, default=0.2)
+    parser.add_argument(
+        "--flow-range",
+        type=float,
+        default=0.0,
+        help="for readers that warp by the flow (RMNet): the flow's spread over the frame in "
+        "pixels (0: no motion; RMNet's query box warps a window that grows with it)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--height", type=int, default=480, help="input height (480p padded)")
     parser.add_argument("--width", type=int, default=864, help="input width (854 padded to 864)")
