@@ -153,7 +153,8 @@ def test_warped_mask_boxes_are_the_boxes_of_the_warped_masks(seed):
 
 def test_warped_mask_boxes_warp_a_small_object_in_a_window(monkeypatch):
     """A small object moving a little is boxed without warping the frame; large motion, a
-    non-finite flow or a threshold of 0 warp it whole, with the same answer as before."""
+    non-finite flow, a NaN in the mask or a threshold of 0 warp it whole, with the same answer
+    as warping it whole."""
     import vos.ops.geometry as geometry
 
     probs = torch.zeros(1, 2, 40, 60)
@@ -180,9 +181,14 @@ def test_warped_mask_boxes_warp_a_small_object_in_a_window(monkeypatch):
     want = mask_boxes(real_warp(probs, flow_nan)[0], padding=2)
     assert torch.equal(warped_mask_boxes(probs, flow_nan, padding=2), want)
     assert len(whole_warps) == 2
+    probs_nan = probs.clone()
+    probs_nan[0, 0, 6, 0] = float("nan")  # row 6's max is NaN; its object pixels still count
+    want = mask_boxes(real_warp(probs_nan, flow)[0], padding=2)
+    assert torch.equal(warped_mask_boxes(probs_nan, flow, padding=2), want)
+    assert len(whole_warps) == 3
     want = mask_boxes(real_warp(probs, flow)[0], threshold=0.0, padding=2)
     assert torch.equal(warped_mask_boxes(probs, flow, threshold=0.0, padding=2), want)
-    assert len(whole_warps) == 3
+    assert len(whole_warps) == 4
     with pytest.raises(ValueError, match="flow must be"):
         warped_mask_boxes(probs, flow[..., :-1])
 

@@ -171,8 +171,8 @@ def warped_mask_boxes(
     pixels p within that box shifted by the flow's range can; each (batch, object) warps the
     window of them (one more pixel a side against rounding), all windows in one batched
     sampling, and boxes what it warped. When the windows together are not much smaller than
-    the frames (large motion), with a non-positive threshold or a non-finite flow, and off the
-    CPU, the frames are warped whole.
+    the frames (large motion), with a non-positive threshold, a non-finite flow or a NaN in
+    ``previous``, and off the CPU, the frames are warped whole.
 
     On the CPU the whole-frame warp and box were most of a regional read's fixed cost
     (`vos.bench readers`, docs/benchmarks.md); the windows' size is read back to the host once
@@ -209,8 +209,8 @@ def _windowed_boxes(previous, flow, threshold, padding, min_pixels, fallback, wh
     big = max(height, width) + 1
     ys, xs = torch.arange(height, device=device), torch.arange(width, device=device)
     # rows / columns of previous holding a pixel >= threshold: two max reductions of the mask
-    rows = previous.amax(dim=3).flatten(0, 1) >= threshold  # [B·O, H]
-    cols = previous.amax(dim=2).flatten(0, 1) >= threshold  # [B·O, W]
+    row_peaks, col_peaks = previous.amax(dim=3).flatten(0, 1), previous.amax(dim=2).flatten(0, 1)
+    rows, cols = row_peaks >= threshold, col_peaks >= threshold  # [B·O, H], [B·O, W]
     source_y0 = torch.where(rows, ys, big).amin(dim=1)
     source_y1 = torch.where(rows, ys, -1).amax(dim=1) + 1
     source_x0 = torch.where(cols, xs, big).amin(dim=1)
@@ -228,8 +228,9 @@ def _windowed_boxes(previous, flow, threshold, padding, min_pixels, fallback, wh
     empty = ~rows.any(dim=1)
     window_y1 = torch.where(empty | (window_y1 < window_y0), window_y0, window_y1)
     window_x1 = torch.where(empty | (window_x1 < window_x0), window_x0, window_x1)
-    # the one read back to the host: whether the flow's range is finite, and the windows' size
-    finite = torch.isfinite(ranges).all()
+    # the one read back to the host: whether the flow's range is finite and the mask has no NaN
+    # (a NaN row's max is NaN, which would hide its other pixels), and the windows' size
+    finite = torch.isfinite(ranges).all() & ~row_peaks.isnan().any() & ~col_peaks.isnan().any()
     extent = torch.stack([window_y0, window_y1, window_x0, window_x1], dim=1)
     extent = torch.where(finite, extent, 0).long()
     size = torch.stack([(extent[:, 1] - extent[:, 0]).amax(), (extent[:, 3] - extent[:, 2]).amax()])
