@@ -511,3 +511,17 @@ def test_a_side_read_globally_passes_no_mask(memory_region, query_region, masks,
     if not memory_region and not query_region:  # and the global read is STM's
         theirs = STMReader(8, 4).read(query, memory, state).features["res4"]
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_inference_readout_promotes_dtypes_as_the_training_one():
+    """At inference the readout is assembled in place; a query value of another precision than
+    the read gives the dtype and values the training path's concatenation gives."""
+    reader = RMNetReader(8, 4, padding=0, query_region_mode="previous")
+    memory, query = random_memory(reader, batch=1, objects=2, grid=(4, 5), frames=2)
+    query.query_value = query.query_value.double()
+    previous = torch.rand(1, 2, 64, 80, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        in_place = reader.read(query, memory, ReaderState(previous_probs=previous))
+    concatenated = reader.read(query, memory, ReaderState(previous_probs=previous))
+    assert in_place.features["res4"].dtype == concatenated.features["res4"].dtype == torch.float64
+    torch.testing.assert_close(in_place.features["res4"], concatenated.features["res4"])

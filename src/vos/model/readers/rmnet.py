@@ -392,7 +392,9 @@ class RMNetReader(MemoryReader):
             return Readout(features={"res4": torch.cat([read, query_value], dim=2)})
         # without autograd the regional query value is written into the readout directly,
         # saving the concatenation a copy of it (out= has no autograd)
-        readout = read.new_empty(batch, objects, 2 * channels, height, width)
+        # (the dtype the concatenation would promote to, e.g. under autocast)
+        dtype = torch.promote_types(read.dtype, query_value.dtype)
+        readout = read.new_empty(batch, objects, 2 * channels, height, width, dtype=dtype)
         readout[:, :, :channels].copy_(read)
         if self.regional_query_value:
             torch.mul(query_value, region_maps, out=readout[:, :, channels:])
