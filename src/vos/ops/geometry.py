@@ -204,7 +204,6 @@ def warped_mask_boxes(
 
 def _windowed_boxes(previous, flow, threshold, padding, min_pixels, fallback, whole) -> Tensor:
     batch, objects, height, width = previous.shape
-    elements = batch * objects
     device = previous.device
     big = max(height, width) + 1
     ys, xs = torch.arange(height, device=device), torch.arange(width, device=device)
@@ -239,7 +238,7 @@ def _windowed_boxes(previous, flow, threshold, padding, min_pixels, fallback, wh
         return whole()
     # (no window at all when no object has a pixel: one empty pixel keeps the shapes)
     box_h, box_w = max(1, flags[1]), max(1, flags[2])
-    if box_h * box_w * elements * 2 > height * width * elements:
+    if 2 * box_h * box_w > height * width:
         return whole()  # windows over half the frame: the whole warp costs no more
     window_y0, window_y1, window_x0, window_x1 = extent.unbind(1)
     target_y = window_y0[:, None] + torch.arange(box_h, device=device)  # [B·O, h]
