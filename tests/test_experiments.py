@@ -179,6 +179,28 @@ def test_lcm_stages_use_section_3_5s_loss_and_crops():
         assert list(cfg.data.clip.crop) == crops.get(stage, [384, 640]), stage
 
 
+def test_make_train_crops_the_generated_frames_and_nothing_else():
+    """`make train`'s CPU recipe (docs/benchmarks.md): object-aware crops of the generated
+    data's own size, a cosine schedule, 1600 steps. Other datasets keep whole frames unless
+    asked; `data.clip.crop` and `dataset.train_crop` both override; the clips have that size."""
+    from hydra.utils import instantiate
+
+    from vos.data.clips import ClipDataset
+
+    default = compose_config("train")
+    assert list(default.data.clip.crop) == [96, 160]
+    assert default.trainer.max_steps == 1600
+    assert default.lr_schedule._target_ == "vos.lightning.optim.CosineSchedule"
+    davis = compose_config("train", ["dataset=davis2017", "dataset.root=/davis"])
+    assert davis.data.clip.crop is None
+    assert compose_config("train", ["data.clip.crop=null"]).data.clip.crop is None
+    cfg = compose_config("train", [*TINY, "dataset.train_crop=[32,40]"])
+    clips = ClipDataset(instantiate(cfg.dataset.train), length=4, seed=0, **cfg.data.clip)
+    for index in range(4):
+        assert tuple(clips[index]["frames"].shape[-2:]) == (32, 40)
+        assert tuple(clips[index]["labels"].shape[-2:]) == (32, 40)
+
+
 # ---------------------------------------------------------------------------- recipes
 
 
