@@ -419,7 +419,7 @@ def test_scale_loss_is_zero_for_equal_norms_and_stops_after_its_iterations():
 def test_scale_loss_runs_for_the_first_half_percent_of_training():
     """§III-E-1: L_scale "until 1K iterations" of 200K. `conf/model/lmrc.yaml` gives the end
     as a fraction of trainer.max_steps, which `ReaderSchedule` turns into a step: 1000 of the
-    paper's 200K, 5 of the CPU scale's 1000 (not the whole CPU run)."""
+    paper's 200K, 5 of a 1000-step CPU run (not the whole run)."""
     from helpers import compose_config
 
     from vos.lightning.callbacks import ReaderSchedule  # Lightning: a slow import
