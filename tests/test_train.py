@@ -48,6 +48,23 @@ def test_resuming_at_any_step_ends_with_the_uninterrupted_weights(tmp_path, work
         assert state["lr_schedulers"][0]["last_epoch"] == final["lr_schedulers"][0]["last_epoch"]
 
 
+def test_last_checkpoint_holds_the_final_step_between_periodic_ones(tmp_path):
+    """5 steps with a checkpoint every 2: last.ckpt holds step 5's state, not step 4's
+    (Lightning's own last.ckpt stops at the last periodic one): the weights a run
+    checkpointing every step saved at step 5."""
+    common = [*TINY, "+trainer.limit_val_batches=0", "trainer.max_steps=5", "data.batch_size=2"]
+    sparse, every = tmp_path / "every2", tmp_path / "every1"
+    train(compose_config("train", [*common, "checkpoint.every_n_steps=2"]), sparse)
+    train(compose_config("train", [*common, "checkpoint.every_n_steps=1"]), every)
+    last = _final_state(sparse)
+    assert last["global_step"] == 5
+    at_four = torch.load(sparse / "checkpoints" / "step0000004.ckpt", weights_only=True)
+    at_five = torch.load(every / "checkpoints" / "step0000005.ckpt", weights_only=True)
+    assert any(not torch.equal(last["state_dict"][k], v) for k, v in at_four["state_dict"].items())
+    for key, value in at_five["state_dict"].items():
+        assert torch.equal(last["state_dict"][key], value), key
+
+
 def test_train_validates_and_writes_metrics(tmp_path):
     metrics = train(compose_config("train", TINY), tmp_path)
     assert 0.0 <= metrics["val/J&F-Mean"] <= 1.0

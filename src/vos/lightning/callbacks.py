@@ -1,4 +1,5 @@
-"""Training callbacks: reader settings that follow the step, and a progress bar in steps.
+"""Training callbacks: reader settings that follow the step, the final checkpoint, and a
+progress bar in steps.
 
 `ReaderSchedule`: reader settings that follow the training step (HMMN's fine-readout dropout,
 §4.1; LMRC's scale loss).
@@ -22,6 +23,7 @@ Validation and inference never use the training-time value (dropout is off in ev
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import RichProgressBar
@@ -95,6 +97,24 @@ class ReaderSchedule(pl.Callback):
         for name, value in self.values_at(trainer.global_step).items():
             getattr(reader, f"set_{name}")(value)
             pl_module.log(f"schedule/{name}", value, on_step=True, on_epoch=False)
+
+
+class FinalCheckpoint(pl.Callback):
+    """Writes ``last.ckpt`` when training ends, so that it holds the final step's state.
+
+    Lightning's ModelCheckpoint (2.6) writes ``last.ckpt`` only beside a periodic checkpoint
+    once it has written one: a run whose ``trainer.max_steps`` is not a multiple of
+    ``checkpoint.every_n_steps`` ended with ``last.ckpt`` at its last periodic step (1600
+    steps, every 500: step 1500), its final steps' weights in no file. Training that stops by
+    an error or a kill does not reach this (resume from the last periodic checkpoint).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # every rank calls it: saving is collective under sharded strategies
+        trainer.save_checkpoint(self.path)
 
 
 class StepProgressBar(RichProgressBar):

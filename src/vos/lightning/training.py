@@ -28,7 +28,7 @@ from vos.checkpoint import CheckpointError, read_training_checkpoint
 from vos.config import instantiate
 from vos.data.source import DatasetError
 from vos.files import write_json_atomic
-from vos.lightning.callbacks import ReaderSchedule, StepProgressBar
+from vos.lightning.callbacks import FinalCheckpoint, ReaderSchedule, StepProgressBar
 from vos.lightning.checkpoint_io import AtomicCheckpointIO
 from vos.lightning.dashboard import ValidationDashboard
 from vos.lightning.datamodule import FlowDataModule, VOSDataModule
@@ -314,7 +314,8 @@ def fit(
         mode="max",
         save_last=True,
     )
-    callbacks = [checkpoints, StepProgressBar(), *callbacks]
+    final = FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt")
+    callbacks = [checkpoints, final, StepProgressBar(), *callbacks]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
