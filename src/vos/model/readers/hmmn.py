@@ -57,9 +57,12 @@ bias-free 3×3 conv (the released decoder's ``convMemory``), a residual next to 
 features. The rate follows a schedule over training steps (a `vos.lightning.callbacks.ReaderSchedule` calls
 ``set_readout_dropout``): 1 → 0.5 in static pre-training, 0.5 → 0 in main training.
 
-Keys are shared by memory and query (STCN; docs/architecture.md), so the res4 affinity, the tracking and
-the top-k candidates are shared by the objects; objects that joined after a memory frame hold
-no value there and are masked out of that frame per object, as in the STM reader.
+The reader sees keys without an object axis, so the res4 affinity, the tracking and the top-k
+candidates are shared by the objects it is given: on STCN's network one key per frame serves
+every object; on STM's network (the paper's, whose memory keys see the mask) each object is read
+as its own batch element (`VOSNetwork.read`, docs/architecture.md). Objects that joined after a
+memory frame hold no value there and are masked out of that frame per object, as in the STM
+reader.
 """
 
 from __future__ import annotations
