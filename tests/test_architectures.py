@@ -3,6 +3,7 @@ the decoders' heads, and backbone weights by torchvision name."""
 
 from __future__ import annotations
 
+import copy
 import urllib.error
 
 import pytest
@@ -237,3 +238,39 @@ def test_stcn_decoder_convolves_the_skips_once_per_frame_as_if_per_object():
         expected = F.interpolate(decoder.pred(F.relu(x)), size=(32, 48), mode="bilinear")
     torch.testing.assert_close(logits, expected[:, 0].view(2, 3, 32, 48))
     assert seen[0] == 2
+
+
+@pytest.mark.parametrize("model", ["stm", "stcn", "rmnet", "hmmn", "lcm", "lmrc"])
+def test_channels_last_weights_give_the_same_logits_and_gradients(model):
+    """channels_last=true (vos.train) converts the 4-D weights to NHWC: a training clip's
+    logits and every weight's gradient equal those of the contiguous network."""
+    torch.manual_seed(0)
+    contiguous = build_network(compose_config("train", [f"model={model}"]).model).train()
+    nhwc = copy.deepcopy(contiguous).to(memory_format=torch.channels_last)
+    assert any(
+        p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+        for p in nhwc.parameters()
+    )
+    g = torch.Generator().manual_seed(1)
+    frames = torch.rand(2, 3, 3, 48, 64, generator=g)
+    labels = torch.zeros(2, 3, 48, 64, dtype=torch.long)
+    labels[:, :, 8:30, 10:40] = 1
+    labels[:, :, 20:44, 30:60] = 2
+    present = torch.ones(2, 2, dtype=torch.bool)
+    flow = torch.zeros(2, 3, 2, 48, 64)
+    results = []
+    for net in (contiguous, nhwc):
+        torch.manual_seed(2)  # the readers' dropout draws the same
+        logits = net.segment_clip(frames, labels, present, flow)
+        loss = sum(F.cross_entropy(x, labels[:, t + 1]) for t, x in enumerate(logits))
+        grads = torch.autograd.grad(
+            loss, [p for p in net.parameters() if p.requires_grad], allow_unused=True
+        )
+        results.append((logits, grads))
+    (logits_a, grads_a), (logits_b, grads_b) = results
+    for a, b in zip(logits_a, logits_b, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    for (name, _), a, b in zip(contiguous.named_parameters(), grads_a, grads_b, strict=True):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3, msg=name)

@@ -19,6 +19,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
@@ -209,6 +210,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         loss=cfg.loss,
         inference=cfg.inference,
     )
+    if cfg.get("channels_last"):
+        # 4-D weights NHWC: convolutions then run NHWC (oneDNN's fast layout for bf16 on CPUs);
+        # the checkpoint's tensors load into a model of either layout
+        module = module.to(memory_format=torch.channels_last)
     network = module.network
     validate_eval = eval_source is not None
     instead = (
