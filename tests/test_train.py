@@ -7,6 +7,7 @@ import torch
 from helpers import TINY, compose_config
 
 from vos.checkpoint import CheckpointError
+from vos.inference.loading import load_engine
 from vos.lightning.training import train, train_flow
 
 
@@ -63,6 +64,19 @@ def test_last_checkpoint_holds_the_final_step_between_periodic_ones(tmp_path):
     assert any(not torch.equal(last["state_dict"][k], v) for k, v in at_four["state_dict"].items())
     for key, value in at_five["state_dict"].items():
         assert torch.equal(last["state_dict"][key], value), key
+
+
+def test_channels_last_training_saves_weights_vos_eval_loads(tmp_path):
+    """channels_last=true trains NHWC weights; its checkpoint loads into the (contiguous)
+    network vos.eval builds, tensor for tensor."""
+    run = tmp_path / "nhwc"
+    overrides = [*TINY, "trainer.max_steps=1", "+trainer.limit_val_batches=0", "channels_last=true"]
+    train(compose_config("train", overrides), run)
+    saved = _final_state(run)["state_dict"]
+    assert any(v.dim() == 4 and not v.is_contiguous() for v in saved.values())
+    loaded = load_engine(run / "checkpoints" / "last.ckpt", torch.device("cpu")).network
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, saved[f"network.{key}"]), key
 
 
 def test_train_validates_and_writes_metrics(tmp_path):
