@@ -209,6 +209,44 @@ def test_bench_data_times_the_training_loader(run_python_m):
         assert record["setting"]["crop"] == "48x48"
 
 
+def test_bench_train_times_steps_per_precision_and_layout(run_python_m):
+    small = ["dataset.height=48", "dataset.width=64", "dataset.train.num_videos=2"]
+    small += ["dataset.train.num_frames=8", "model.key_channels=8", "model.value_channels=16"]
+    small += ["model.decoder_channels=8", "data.batch_size=1", "data.clip.crop=null"]
+    result = run_python_m(
+        [sys.executable, "-m", "vos.bench", "train", "--json", "--model", "stm", "rmnet"]
+        + ["--precision", "32", "bf16-mixed", "--steps", "1", "--warmup", "1"]
+        + ["--overrides", *small],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    cases = [(r["name"], r["setting"]["precision"], r["setting"]["layout"]) for r in records]
+    assert cases == [
+        (f"train_step/{model}", precision, layout)
+        for model in ("stm", "rmnet")
+        for precision in ("32", "bf16-mixed")
+        for layout in ("contiguous", "channels_last")
+    ]
+    for record in records:
+        assert record["ms"] > 0 and record["steps"] == 1 and record["first_step_ms"] > 0
+        assert record["setting"]["crop"] == "whole" and record["setting"]["batch"] == 1
+        assert record["cpu_isa"] and record["threads"] >= 1
+
+
+def test_bench_train_refuses_an_unknown_precision(run_python_m):
+    result = run_python_m(
+        [sys.executable, "-m", "vos.bench", "train", "--precision", "fp8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "--precision=fp8" in result.stderr.splitlines()[-1]
+
+
 def test_roofline_of_a_small_read_by_hand():
     """B=1, Ck=4, Cv=8, N=10, M=6 in fp32: 2·10·6·(4+8) = 1440 FLOPs; the fused kernel reads
     the query keys (4·6), memory keys and values (12·10) and writes the readout (8·6): 192

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from vos.bench import data, flow, inference, kernels, ops, readers
+from vos.bench import data, flow, inference, kernels, ops, readers, train
 from vos.bench.common import print_records
 from vos.cli.errors import reported_as_one_line
 
@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "flow": flow,
     "data": data,
     "kernels": kernels,
+    "train": train,
 }
 
 
