@@ -167,3 +167,31 @@ def test_bench_inference_refuses_an_unknown_precision(run_command):
     result = run_command("vos.bench", *BENCH_ARGS, "--precision", "fp16")
     assert result.returncode == 2
     assert "--precision" in result.stderr and "bf16-mixed" in result.stderr
+
+
+def test_bf16_on_a_cpu_without_usable_amx_gets_a_note(monkeypatch, capsys):
+    """bf16 convolutions without AMX tiles run slower than fp32 ones (docs/benchmarks.md):
+    vos.train and vos.eval say so; oneDNN capped below AMX counts as without."""
+    from vos.inference.precision import cpu_has_usable_amx, slow_cpu_bf16_note
+    from vos.lightning.training import _note_slow_cpu_bf16
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    note = slow_cpu_bf16_note("bf16-mixed", cpu, key="trainer.precision")
+    assert note and note.startswith("trainer.precision=bf16-mixed on a CPU without AMX tiles")
+    assert "trainer.precision=32" in note
+    assert slow_cpu_bf16_note("32", cpu) is None
+    assert slow_cpu_bf16_note("16-mixed", cpu) is None
+    assert slow_cpu_bf16_note("bf16-mixed", torch.device("cuda")) is None
+    _note_slow_cpu_bf16({"accelerator": "cpu", "precision": "bf16-mixed"})
+    assert capsys.readouterr().out.startswith("vos.train: trainer.precision=bf16-mixed")
+    _note_slow_cpu_bf16({"accelerator": "cpu", "precision": "32"})
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    for cap in ("ALL", "AVX512_CORE_AMX"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert cpu_has_usable_amx() and slow_cpu_bf16_note("bf16-mixed", cpu) is None
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert cpu_has_usable_amx()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert slow_cpu_bf16_note("bf16-mixed", cpu) is not None

@@ -33,7 +33,7 @@ from vos.cli.errors import hydra_command, reported_as_one_line
 from vos.config import CONFIG_DIR, instantiate
 from vos.files import check_output_folder, staged_folder
 from vos.inference.loading import load_engine
-from vos.inference.precision import describe_precision, parse_precision
+from vos.inference.precision import describe_precision, parse_precision, slow_cpu_bf16_note
 from vos.inference.predictions import (
     has_full_ground_truth,
     missing_ground_truth,
@@ -82,6 +82,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
         precision=precision,
     )
     print(describe_precision(engine.precision, engine.device))
+    note = slow_cpu_bf16_note(engine.precision, engine.device)
+    if note:
+        print(f"vos.eval: {note}")
     score = cfg.score
     if score == "auto":
         score = has_full_ground_truth(source, videos)

@@ -8,6 +8,7 @@ aggregation, argmax) stays fp32 too.
 
 from __future__ import annotations
 
+import os
 import warnings
 from contextlib import AbstractContextManager, nullcontext
 
@@ -76,4 +77,26 @@ def describe_precision(precision: str, device: torch.device) -> str:
     return (
         f"precision={precision}: the network under {device.type} autocast to {name}, "
         "memory reads in fp32"
+    )
+
+
+def cpu_has_usable_amx() -> bool:
+    """Whether oneDNN may run bf16 products on AMX tiles here: the CPU has them (torch's
+    probe) and ``ONEDNN_MAX_CPU_ISA`` does not cap oneDNN below them."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if probe is None or not probe():
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return cap in ("ALL", "DEFAULT") or "AMX" in cap
+
+
+def slow_cpu_bf16_note(precision: str, device: torch.device, key: str = "precision") -> str | None:
+    """A line to print when a bf16 mode (``bf16-mixed``) runs on a CPU without usable AMX
+    tiles, where bf16 convolutions are slower than fp32 ones (docs/benchmarks.md, "Training in
+    bf16 with channels-last weights"); None otherwise."""
+    if not precision.startswith("bf16") or device.type != "cpu" or cpu_has_usable_amx():
+        return None
+    return (
+        f"{key}={precision} on a CPU without AMX tiles (or with oneDNN kept off them): bf16 "
+        f"convolutions run slower than fp32 ones there; {key}=32 is the faster choice"
     )

@@ -29,6 +29,7 @@ from vos.checkpoint import CheckpointError, read_training_checkpoint
 from vos.config import instantiate
 from vos.data.source import DatasetError
 from vos.files import write_json_atomic
+from vos.inference.precision import slow_cpu_bf16_note
 from vos.lightning.callbacks import FinalCheckpoint, ReaderSchedule, StepProgressBar
 from vos.lightning.checkpoint_io import AtomicCheckpointIO
 from vos.lightning.dashboard import ValidationDashboard
@@ -324,6 +325,7 @@ def fit(
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    _note_slow_cpu_bf16(trainer_options)
     if not validate:
         trainer_options["limit_val_batches"] = 0
     started = time.perf_counter()
@@ -369,6 +371,17 @@ def fit(
     finally:
         finish_logger(logger)
     return metrics
+
+
+def _note_slow_cpu_bf16(trainer_options: dict) -> None:
+    """One line when a bf16 run trains on a CPU whose bf16 convolutions are slower than fp32."""
+    accelerator = str(trainer_options.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    precision = str(trainer_options.get("precision"))
+    if on_cpu:
+        note = slow_cpu_bf16_note(precision, torch.device("cpu"), key="trainer.precision")
+        if note:
+            print(f"vos.train: {note}")
 
 
 def _trainer(options: dict, strategy: Any, logger: Any, callbacks: list, run_dir: Path):
