@@ -26,8 +26,13 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
+# make train's recipe for this CPU: bf16 with channels-last weights where oneDNN has AMX tiles
+# (conf/experiment/cpu_amx.yaml), the fp32 defaults elsewhere; TRAIN_RECIPE= keeps fp32 anywhere
+TRAIN_RECIPE ?= $(shell $(BIN)/python -c "from vos.inference.precision import cpu_has_usable_amx; print('experiment=cpu_amx' if cpu_has_usable_amx() else '')" 2>/dev/null)
+
 train: install          ## STM on the generated dataset, CPU-sized (ARGS="key=value ...")
-	$(BIN)/python -m vos.train $(ARGS)
+	@echo "make train: recipe: $(if $(TRAIN_RECIPE),$(TRAIN_RECIPE) (this CPU has AMX tiles; TRAIN_RECIPE= for fp32),the fp32 defaults)"
+	$(BIN)/python -m vos.train $(TRAIN_RECIPE) $(ARGS)
 
 eval: install           ## make eval ARGS="ckpt_path=... output_dir=..."
 	$(BIN)/python -m vos.eval $(ARGS)
