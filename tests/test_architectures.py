@@ -245,19 +245,20 @@ def test_channels_last_weights_give_the_same_logits_and_gradients(model):
     """channels_last=true (vos.train) converts the 4-D weights to NHWC: a training clip's
     logits and every weight's gradient equal those of the contiguous network."""
     torch.manual_seed(0)
-    contiguous = build_network(compose_config("train", [f"model={model}"]).model).train()
+    small = ["model.key_channels=8", "model.value_channels=16", "model.decoder_channels=8"]
+    contiguous = build_network(compose_config("train", [f"model={model}", *small]).model).train()
     nhwc = copy.deepcopy(contiguous).to(memory_format=torch.channels_last)
     assert any(
         p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
         for p in nhwc.parameters()
     )
     g = torch.Generator().manual_seed(1)
-    frames = torch.rand(2, 3, 3, 48, 64, generator=g)
-    labels = torch.zeros(2, 3, 48, 64, dtype=torch.long)
-    labels[:, :, 8:30, 10:40] = 1
-    labels[:, :, 20:44, 30:60] = 2
+    frames = torch.rand(2, 3, 3, 32, 48, generator=g)
+    labels = torch.zeros(2, 3, 32, 48, dtype=torch.long)
+    labels[:, :, 4:20, 6:30] = 1
+    labels[:, :, 14:30, 24:44] = 2
     present = torch.ones(2, 2, dtype=torch.bool)
-    flow = torch.zeros(2, 3, 2, 48, 64)
+    flow = torch.zeros(2, 3, 2, 32, 48)
     results = []
     for net in (contiguous, nhwc):
         torch.manual_seed(2)  # the readers' dropout draws the same
