@@ -36,7 +36,7 @@ RECIPES = {
 }
 STAGES = [*LCM_STAGES, *RECIPES]
 # single runs that set up one reported run (not sweeps, not stages chained by checkpoint)
-SINGLE_RUNS = ["lmrc_cpu"]
+SINGLE_RUNS = ["lmrc_cpu", "cpu_amx"]
 
 
 def has_sweep(name: str) -> bool:

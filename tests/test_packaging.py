@@ -34,14 +34,15 @@ def test_make_train_picks_the_bf16_recipe_only_where_onednn_has_amx(onednn_cap, 
 
     def command(*extra: str) -> str:
         result = subprocess.run(
-            ["make", "-n", "train", f"BIN={bin_dir}", *extra],
+            ["make", "--no-print-directory", "-n", "train", f"BIN={bin_dir}", *extra],
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=120,
         )
         assert result.returncode == 0, result.stderr
-        return result.stdout.strip().splitlines()[-1].strip()
+        # the last command; under `make test` a sub-make may add its own lines
+        return [line for line in result.stdout.splitlines() if " -m vos.train" in line][-1].strip()
 
     recipe = " experiment=cpu_amx" if cpu_has_usable_amx() else ""
     if onednn_cap is not None:
