@@ -1,7 +1,8 @@
 """Training-step time of `python -m vos.train`'s module, per model, precision and weight layout.
 
 One step is what the trainer runs: the training step's forward over a batch of clips, the
-backward and an AdamW step. Batches come from the loader `vos.train` builds (its dataset and
+backward, gradient clipping by norm (``trainer.gradient_clip_val``) and a step of the config's
+optimiser (``optim``, AdamW by default; the learning-rate schedule is left out). Batches come from the loader `vos.train` builds (its dataset and
 ``data.*``, e.g. the generated data's 96×160 crops) and are drawn before timing, so loading is
 not timed (`vos.bench data` times it). ``--precision`` takes Lightning's names: ``32`` or a
 mixed mode (``bf16-mixed``, ``16-mixed``), whose forward runs under the autocast Lightning's
@@ -32,10 +33,11 @@ LAYOUTS = ("contiguous", "channels_last")
 
 def cpu_capabilities() -> dict[str, object]:
     """The CPU features the timings depend on (torch's private probes where they exist)."""
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    from vos.inference.precision import cpu_has_amx_tiles
+
     return {
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
-        "amx": bool(amx()) if amx is not None else None,
+        "amx": cpu_has_amx_tiles(),
         "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL"),
         "threads": torch.get_num_threads(),
     }
@@ -76,7 +78,8 @@ def _time_case(cfg, batches: list[dict], precision: str, layout: str, warmup: in
     module = _module(cfg)
     if layout == "channels_last":
         module = module.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=float(cfg.optim.lr))
+    optimizer = module.configure_optimizers()["optimizer"]
+    clip_norm = cfg.trainer.get("gradient_clip_val")
     times = []
     with RssSampler() as sampler, warnings.catch_warnings():
         # the module logs its losses; without a trainer Lightning warns at every call
@@ -89,6 +92,8 @@ def _time_case(cfg, batches: list[dict], precision: str, layout: str, warmup: in
                 loss = module.training_step(batch, 0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if clip_norm:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
             optimizer.step()
             times.append(time.perf_counter() - started)
     timed = times[warmup:]

@@ -80,11 +80,16 @@ def describe_precision(precision: str, device: torch.device) -> str:
     )
 
 
-def cpu_has_usable_amx() -> bool:
-    """Whether oneDNN may run bf16 products on AMX tiles here: the CPU has them (torch's
-    probe) and ``ONEDNN_MAX_CPU_ISA`` does not cap oneDNN below them."""
+def cpu_has_amx_tiles() -> bool:
+    """Whether the CPU has AMX tiles (torch's private probe; False where torch lacks it)."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    if probe is None or not probe():
+    return bool(probe()) if probe is not None else False
+
+
+def cpu_has_usable_amx() -> bool:
+    """Whether oneDNN may run bf16 products on AMX tiles here: the CPU has them and
+    ``ONEDNN_MAX_CPU_ISA`` does not cap oneDNN below them."""
+    if not cpu_has_amx_tiles():
         return False
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
     return cap in ("ALL", "DEFAULT") or "AMX" in cap
