@@ -293,3 +293,54 @@ def test_cli_exports_the_realistic_preset(tmp_path) -> None:
         )
         jpeg = read_frame(layout.frame_path("syn_val_0000", name)).astype(np.float32)
         assert np.abs(jpeg - source.read_frame("syn_val_0000", t)).mean() < 8.0
+
+
+def test_flow_of_a_deformed_object_is_its_own_inverse_whether_painted_first_or_not() -> None:
+    """A frame's pixels and its flow share each deformed layer's inverse (computed once per
+    frame): the flow is D_ref(D_t^-1(p)) of each visible pixel p, the same whether the frame
+    was painted before it or not, and the frame is the same either way."""
+    painted_first = SyntheticScene(4, num_frames=12, **SHARP)
+    flow_first = SyntheticScene(4, num_frames=12, **SHARP)
+    plan = painted_first._plan
+    deformed = [i for i, layer in enumerate(plan.layers) if layer.deformation is not None]
+    assert deformed
+    checked = 0
+    for t in (3, 7, 11):
+        frame = painted_first.frame(t)
+        flow = painted_first.flow(t, t - 3)
+        assert np.array_equal(flow_first.flow(t, t - 3), flow)
+        assert np.array_equal(flow_first.frame(t), frame)
+        surface = painted_first.surfaces(t)
+        for index in deformed:
+            rows, cols = np.nonzero(surface == index + 1)
+            if not len(rows):
+                continue
+            layer = plan.layers[index]
+            points = np.stack([cols, rows], axis=1).astype(np.float64)
+            expected = layer.to_frame(layer.to_unit(points, t), t - 3) - points
+            assert np.abs(flow[:, rows, cols].T - expected).max() < 1e-4
+            checked += len(rows)
+    assert checked > 1000
+
+
+def test_a_scene_rebuilt_by_its_source_is_not_measured_again(monkeypatch) -> None:
+    """The source keeps each video's measurement: a scene that left its cache comes back
+    the same (masks, frames, ids and factors) without rasterising every frame again."""
+    import vos.data.synthetic.scene as scene_module
+
+    calls = []
+    measure = scene_module.measure
+    monkeypatch.setattr(scene_module, "measure", lambda *a: calls.append(1) or measure(*a))
+    source = SyntheticSource("train", 3, 12, seed=0, cache_size=1, scene=REALISTIC)
+    calls.clear()  # the source builds one scene up front to check its knobs
+    first = {v: (source.read_frame(v, 5), source.read_mask(v, 5)) for v in source.videos()}
+    assert len(calls) == 3
+    for index, video in reversed(list(enumerate(source.videos()))):
+        rebuilt = source.scene(video)  # the cache holds one scene: each video is rebuilt
+        staged = source.staged_factors(index)
+        fresh = SyntheticScene(rebuilt.seed, num_frames=12, staged=staged, **REALISTIC)
+        assert rebuilt.first_frames == fresh.first_frames and rebuilt.factors == fresh.factors
+        assert np.array_equal(source.read_mask(video, 5), first[video][1])
+        assert np.array_equal(source.read_frame(video, 5), first[video][0])
+        assert np.array_equal(fresh.mask(5), first[video][1])
+    assert len(calls) == 3 + 3  # the three fresh scenes above; no rebuild measured

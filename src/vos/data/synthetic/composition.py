@@ -8,7 +8,7 @@ colours here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -25,6 +25,27 @@ class Composition:
     surface: np.ndarray  # uint8 [H, W]: 0 background, 1 + layer index otherwise
     # (layer index, y0, x0, silhouette) in back-to-front order; silhouette is bool [h, w]
     placements: list[tuple[int, int, int, np.ndarray]]
+    frame: int = 0
+    # layer index -> rest-pose unit coordinates [h, w, 2] of a deformed layer's silhouette
+    # pixels, filled by `unit_coordinates` on first use
+    _unit_coordinates: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+
+def unit_coordinates(
+    plan: ScenePlan, composition: Composition, index: int, y0: int, x0: int, placed: np.ndarray
+) -> np.ndarray:
+    """``float64 [h, w, 2]``: the rest-pose unit coordinates of each silhouette pixel of the
+    placement ``(index, y0, x0, placed)`` of ``composition`` (zeros off the silhouette).
+    Inverting a deformation is the costly part of a frame; its pixels and its flow need the
+    same inverse, so it is computed once per frame and layer."""
+    cached = composition._unit_coordinates.get(index)
+    if cached is None:
+        rows, cols = np.nonzero(placed)
+        pixels = np.stack([cols + x0, rows + y0], axis=1).astype(np.float64)
+        cached = np.zeros((*placed.shape, 2), dtype=np.float64)
+        cached[rows, cols] = plan.layers[index].to_unit(pixels, composition.frame)
+        composition._unit_coordinates[index] = cached
+    return cached
 
 
 def place(plan: ScenePlan, index: int, t: int) -> tuple[int, int, np.ndarray] | None:
@@ -60,4 +81,4 @@ def compose(plan: ScenePlan, t: int) -> Composition:
         height, width = silhouette.shape
         surface[y0 : y0 + height, x0 : x0 + width][silhouette] = index + 1
         placements.append((index, y0, x0, silhouette))
-    return Composition(surface, placements)
+    return Composition(surface, placements, frame=t)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from vos.data.synthetic.camera import from_background, to_background
-from vos.data.synthetic.composition import Composition
+from vos.data.synthetic.composition import Composition, unit_coordinates
 from vos.data.synthetic.geometry import rotation
 from vos.data.synthetic.layers import ScenePlan
 
@@ -48,7 +48,8 @@ def exact_flow(plan: ScenePlan, composition: Composition, t: int, reference: int
             )
             moved = (points - layer.centre[t]) @ step.T + layer.centre[reference]
         else:
-            moved = layer.to_frame(layer.to_unit(points, t), reference)
+            unit = unit_coordinates(plan, composition, index, y0, x0, placed)
+            moved = layer.to_frame(unit[rows, cols], reference)
         displacement = (moved - points).astype(np.float32)
         flow[0, rows + y0, cols + x0] = displacement[:, 0]
         flow[1, rows + y0, cols + x0] = displacement[:, 1]

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from vos.data.synthetic.camera import background_affine, background_extent
-from vos.data.synthetic.composition import Composition
+from vos.data.synthetic.composition import Composition, unit_coordinates
 from vos.data.synthetic.geometry import hsv, rotation
 from vos.data.synthetic.layers import Layer, ScenePlan
 from vos.data.synthetic.photos import GREY_PHOTOS, load_photo
@@ -82,14 +82,10 @@ class Painter:
                 )
             else:
                 # a deformed object: each silhouette pixel's rest-pose unit coordinates
-                rows, cols = np.nonzero(placed)
-                pixels = np.stack([cols + x0, rows + y0], axis=1).astype(np.float64)
-                unit = layer.to_unit(pixels, t) * pixels_per_unit + centre_px
-                map_x = np.zeros(placed.shape, np.float32)
-                map_y = np.zeros(placed.shape, np.float32)
-                map_x[rows, cols], map_y[rows, cols] = unit[:, 0], unit[:, 1]
+                unit = unit_coordinates(plan, composition, index, y0, x0, placed)
+                sprite_xy = (unit * pixels_per_unit + centre_px).astype(np.float32)
                 patch = cv2.remap(
-                    sprite, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+                    sprite, sprite_xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
                 )
             region = frame[y0 : y0 + height, x0 : x0 + width]
             region[placed] = patch[placed]

@@ -16,7 +16,7 @@ from vos.data.synthetic.camera import apply_zoom, draw_zoom
 from vos.data.synthetic.cast import draw_layers, restyle
 from vos.data.synthetic.composition import Composition, compose
 from vos.data.synthetic.deformation import MAX_SWING
-from vos.data.synthetic.factors import FACTOR_NAMES, FAST_MOTION_FRACTION, measure
+from vos.data.synthetic.factors import FACTOR_NAMES, FAST_MOTION_FRACTION, Measurement, measure
 from vos.data.synthetic.flow import exact_flow
 from vos.data.synthetic.layers import ScenePlan
 from vos.data.synthetic.optics import Optics
@@ -67,6 +67,8 @@ class SyntheticScene:
             imitates, when the video has one.
         staged: which factors to stage, overriding the ``*_prob`` draws (used by
             `SyntheticSource` to spread the factors evenly over a split); missing keys are drawn.
+        measurement: the `measurement` of an earlier scene of the same seed and knobs, to skip
+            measuring again (`SyntheticSource` keeps one per video while its scenes come and go).
 
     The factors reported by `factors` are measured on the result, not the staging wishes. The
     defaults are the ``simple`` preset; the realistic knobs draw from their own random stream,
@@ -105,6 +107,7 @@ class SyntheticScene:
         jpeg_quality: int = 0,
         distractor_crossing: bool = False,
         staged: Mapping[str, bool] | None = None,
+        measurement: Measurement | None = None,
     ) -> None:
         check_knobs(
             seed=seed,
@@ -227,7 +230,11 @@ class SyntheticScene:
         self._last_composition: tuple[int, Composition] | None = None
         self._last_frame: tuple[int, np.ndarray] | None = None
 
-        measurement = measure(self._plan, self.fast_motion_px)
+        # a source that rebuilds a scene it has measured before passes the measurement back:
+        # rasterising all frames to measure them costs more than building the rest
+        if measurement is None:
+            measurement = measure(self._plan, self.fast_motion_px)
+        self.measurement = measurement
         self.first_frames: dict[int, int] = measurement.first_frames
         self.factors: dict[str, bool] = measurement.factors
         self.visible_area = measurement.visible_area  # [T, L] visible pixels per layer

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from vos.data.source import DatasetError, VideoInfo, VideoSource
-from vos.data.synthetic.factors import FACTOR_NAMES
+from vos.data.synthetic.factors import FACTOR_NAMES, Measurement
 from vos.data.synthetic.scene import SyntheticScene
 
 SPLITS: tuple[str, ...] = ("train", "val")
@@ -74,8 +74,8 @@ class SyntheticSource(VideoSource):
     ...); ``scene`` holds them as a dict, or names a preset (``"simple"``, ``"realistic"``). Which factors each video stages follows a low-discrepancy sequence over the video
     index, so a split of N videos stages each factor in about ``prob * N`` of them; the factors
     reported are measured. Val videos need at least 30 frames (the metrics skip the first and
-    last frame, and the factors need time to happen). Infos are kept for every video; scenes
-    in a small LRU cache of ``cache_size``.
+    last frame, and the factors need time to happen). Infos and measurements are kept for every
+    video; scenes in a small LRU cache of ``cache_size``.
     """
 
     def __init__(
@@ -128,6 +128,8 @@ class SyntheticSource(VideoSource):
         self._index = {name: index for index, name in enumerate(self._names)}
         self._scenes: OrderedDict[int, SyntheticScene] = OrderedDict()
         self._infos: dict[int, VideoInfo] = {}
+        # a few KB per video: a scene that leaves the cache is rebuilt without measuring again
+        self._measurements: dict[int, Measurement] = {}
 
     def videos(self) -> list[str]:
         return list(self._names)
@@ -162,8 +164,10 @@ class SyntheticSource(VideoSource):
             width=self.width,
             num_frames=self.num_frames,
             staged=self.staged_factors(index),
+            measurement=self._measurements.get(index),
             **self.knobs,
         )
+        self._measurements[index] = scene.measurement
         self._scenes[index] = scene
         while len(self._scenes) > self.cache_size:
             self._scenes.popitem(last=False)
