@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -414,3 +415,166 @@ def test_compare_evals_rows_of_seeds(tmp_path, capsys):
         module.main([a, f"b={b0},{tmp_path / 'odd'}"])
     with pytest.raises(SystemExit, match="names no folder"):
         module.main([a, "b="])
+
+
+def _claims_module():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "experiments" / "claims.py"
+    spec = importlib.util.spec_from_file_location("claims", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["claims"] = module  # its dataclasses look their module up while defined
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_claims_spec(path: Path, runs: dict, claims: list) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"runs": runs, "claims": claims}, allow_unicode=True))
+    return path
+
+
+def test_claims_recipe_is_the_experiments_settings_as_overrides():
+    """`--recipe cpu_amx` composes the same config as ``experiment=cpu_amx`` (so a run may
+    still pick its own experiment=); a recipe that picks config groups is refused."""
+    claims = _claims_module()
+    overrides = claims.recipe_overrides("cpu_amx")
+    assert compose_config("train", overrides) == compose_config("train", ["experiment=cpu_amx"])
+    assert claims.recipe_overrides("none") == []
+    with pytest.raises(SystemExit, match="picks config groups"):
+        claims.recipe_overrides("lmrc_cpu")
+    with pytest.raises(SystemExit, match="no .*nonesuch.yaml"):
+        claims.recipe_overrides("nonesuch")
+
+
+def test_claims_plan_seeds_outermost_and_checks_every_run_first(tmp_path, capsys):
+    claims = _claims_module()
+    spec = _write_claims_spec(
+        tmp_path / "claims.yaml",
+        {"base": [], "other": ["model=rmnet"]},
+        [{"claim": "other ≥ base", "row": "other", "baseline": "base"}],
+    )
+    common = ["--spec", str(spec), "--recipe", "none", "--out", str(tmp_path / "out")]
+    claims.main(
+        [*common, "--dry-run", "--seeds", "0", "1", "--videos", "8", "--", "dataset.height=64"]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    trains = [line for line in lines if " vos.train " in line]
+    evals = [line for line in lines if " vos.eval " in line]
+    order = [line.split("hydra.run.dir=")[1] for line in trains]
+    assert order == [
+        str(tmp_path / "out" / "runs" / n) for n in ("base_s0", "other_s0", "base_s1", "other_s1")
+    ]
+    assert all("dataset/scene=realistic" in line and "resume=auto" in line for line in trains)
+    # scoring sees the run's world (scene, frame size) and the val videos asked for
+    assert all(
+        "dataset/scene=realistic dataset.height=64 dataset.eval.num_videos=8" in e for e in evals
+    )
+    assert "evals8/other_s1" in evals[-1]
+    bad = _write_claims_spec(tmp_path / "bad.yaml", {"base": [], "typo": ["model=nonesuch"]}, [])
+    with pytest.raises(SystemExit, match="run typo: model=nonesuch"):
+        claims.main(["--spec", str(bad), "--recipe", "none", "--dry-run"])
+    wrong = _write_claims_spec(
+        tmp_path / "wrong.yaml", {"base": []}, [{"claim": "x", "row": "nope", "baseline": "base"}]
+    )
+    with pytest.raises(SystemExit, match="row 'nope' is not a run"):
+        claims.main(["--spec", str(wrong), "--dry-run"])
+
+
+def test_claims_table_from_scored_seeds(tmp_path, capsys):
+    """The table pools each run's scored seeds, pairs by video, keeps a claim's factor videos,
+    and says which claims hold; a claim whose runs are not scored waits."""
+    claims = _claims_module()
+    spec = _write_claims_spec(
+        tmp_path / "claims.yaml",
+        {"base": [], "better": ["model=rmnet"], "unrun": ["model=hmmn"]},
+        [
+            {
+                "claim": "better ≥ base on distractors",
+                "row": "better",
+                "baseline": "base",
+                "factor": "distractors",
+            },
+            {"claim": "base ≥ better (F)", "row": "base", "baseline": "better", "score": "F"},
+            {"claim": "unrun ≥ base", "row": "unrun", "baseline": "base"},
+        ],
+    )
+    out = tmp_path / "out"
+    videos = [f"v{i}" for i in range(8)]
+    for run, shift in (("base", 0.0), ("better", 0.1)):
+        for seed in (0, 1):
+            folder = out / "evals8" / f"{run}_s{seed}"
+            folder.mkdir(parents=True)
+            rows = ["Sequence,J-Mean,F-Mean"] + [
+                f"{v}_1,{0.3 + 0.05 * i + shift},{0.4 + shift}" for i, v in enumerate(videos)
+            ]
+            (folder / "per-sequence_results.csv").write_text("\n".join(rows) + "\n")
+            factors = {v: {"distractors": i < 4} for i, v in enumerate(videos)}
+            (folder / "factors.json").write_text(json.dumps(factors))
+            run_dir = out / "runs" / f"{run}_s{seed}"
+            run_dir.mkdir(parents=True)
+            (run_dir / "metrics.json").write_text(
+                json.dumps({"global_step": 1600, "fit_s": 100.0 + seed})
+            )
+    claims.main(
+        [
+            "--spec",
+            str(spec),
+            "--recipe",
+            "none",
+            "--out",
+            str(out),
+            "--seeds",
+            "0",
+            "1",
+            "--videos",
+            "8",
+            "--report-only",
+        ]
+    )
+    table = (out / "claims.md").read_text()
+    assert capsys.readouterr().out.startswith(table)
+    lines = {
+        line.split(" |")[0].lstrip("| "): line
+        for line in table.splitlines()
+        if line.startswith("| ")
+    }
+    # J and F both +0.1 on every video: the paired difference is +0.100 whatever is resampled
+    assert "| 4 | 2 / 2 |" in lines["better ≥ base on distractors (J&F, distractors)"]
+    assert (
+        "+0.100 [+0.100, +0.100] | holds |"
+        in lines["better ≥ base on distractors (J&F, distractors)"]
+    )
+    assert "-0.100 [-0.100, -0.100] | does not hold |" in lines["base ≥ better (F) (F)"]
+    assert "| 0 / 2 |" in lines["unrun ≥ base"] and "waiting for runs" in lines["unrun ≥ base"]
+    assert "| base | 2 |" in table and "| 100, 101 |" in lines["base"]
+
+
+def test_claims_train_score_and_resume_end_to_end(tmp_path, capsys):
+    """Two tiny runs trained and scored through `vos.train` and `vos.eval`, the table written;
+    run again, nothing is trained or scored twice."""
+    claims = _claims_module()
+    spec = _write_claims_spec(
+        tmp_path / "claims.yaml",
+        {"base": [], "other": ["optim.lr=1e-3"]},
+        [{"claim": "other ≥ base", "row": "other", "baseline": "base"}],
+    )
+    tiny = [o for o in TINY if not o.startswith("logger=")] + ["trainer.max_steps=2"]
+    argv = ["--spec", str(spec), "--recipe", "none", "--out", str(tmp_path / "out")]
+    argv += ["--scene", "simple", "--seeds", "0", "--videos", "2", "--", *tiny]
+    claims.main(argv)
+    table = (tmp_path / "out" / "claims.md").read_text()
+    assert "| other ≥ base (J&F) | 2 | 1 / 1 |" in table, table
+    for run in ("base_s0", "other_s0"):
+        assert (
+            json.loads((tmp_path / "out" / "runs" / run / "metrics.json").read_text())[
+                "global_step"
+            ]
+            == 2
+        )
+        assert (tmp_path / "out" / "evals2" / run / "per-sequence_results.csv").is_file()
+    capsys.readouterr()
+    claims.main(argv)
+    assert "claims: training" not in capsys.readouterr().out
+    assert (tmp_path / "out" / "claims.md").read_text() == table

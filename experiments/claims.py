@@ -1,0 +1,325 @@
+"""Each paper's headline claim, measured: train every run of ``experiments/claims.yaml`` for
+each seed, score it on the val videos, and compare the claims' rows, each pooled over its
+seeds and paired by video:
+``python experiments/claims.py [--scene realistic] [--seeds 0 1 2] [--videos 96]``.
+
+Runs go one seed at a time (every run's seed 0 before any seed 1), so a partial table already
+holds every claim. Everything resumes: a run whose ``metrics.json`` reached its steps is left
+as it is, a killed one continues from its ``last.ckpt`` (``resume=auto``), a scored one is not
+scored again; after each score the table (``OUT/claims.md``) is written anew, and
+``--report-only`` rebuilds it from what has finished. ``--dry-run`` prints the commands.
+
+Layout under ``--out`` (default ``outputs/claims/<scene>``): ``runs/<run>_s<seed>/`` (the
+training run), ``evals<videos>/<run>_s<seed>/`` (`vos.eval`'s predictions and CSVs), and
+``claims.md``.
+
+The budget is ``--recipe``: ``auto`` (the default) is `make train`'s, ``experiment=cpu_amx``'s
+settings where oneDNN may use AMX tiles and the fp32 defaults elsewhere; ``none`` the fp32
+defaults; any other name, that ``conf/experiment/<name>.yaml``'s settings. The recipe is given
+as plain overrides so that a run may still pick its own ``experiment=``. Overrides after
+``--`` go to every run (e.g. ``-- trainer.max_steps=500``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from compare_evals import factor_videos, row_scores  # noqa: E402
+
+HERE = Path(__file__).parent
+SCORES = ("J&F", "J", "F")
+# overrides that pick the world a run trains on, which its scoring must see too
+DATASET_KEYS = ("dataset", "dataset/scene")
+
+
+@dataclass(frozen=True)
+class Claim:
+    claim: str
+    row: str
+    baseline: str
+    factor: str | None = None
+    score: str = "J&F"
+
+
+def load_spec(path: Path) -> tuple[dict[str, list[str]], list[Claim]]:
+    """The runs (name -> overrides) and the claims of a claims file, checked."""
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise SystemExit(f"cannot read {path}: {error}") from error
+    runs = {
+        str(name): [str(o) for o in (overrides or [])] for name, overrides in spec["runs"].items()
+    }
+    claims = []
+    for entry in spec["claims"]:
+        unknown = set(entry) - {"claim", "row", "baseline", "factor", "score"}
+        if unknown:
+            raise SystemExit(
+                f"{path}: claim {entry.get('claim')!r} has unknown keys {sorted(unknown)}"
+            )
+        claim = Claim(**entry)
+        for key in ("row", "baseline"):
+            if getattr(claim, key) not in runs:
+                raise SystemExit(
+                    f"{path}: claim {claim.claim!r}: {key} {getattr(claim, key)!r} is not a run "
+                    f"(runs: {sorted(runs)})"
+                )
+        if claim.score not in SCORES:
+            raise SystemExit(f"{path}: claim {claim.claim!r}: score must be one of {SCORES}")
+        claims.append(claim)
+    return runs, claims
+
+
+def recipe_overrides(recipe: str) -> list[str]:
+    """The overrides of ``--recipe`` (see the module)."""
+    if recipe == "auto":
+        from vos.inference.precision import cpu_has_usable_amx
+
+        recipe = "cpu_amx" if cpu_has_usable_amx() else "none"
+    if recipe == "none":
+        return []
+    from omegaconf import OmegaConf
+
+    from vos.config import CONFIG_DIR
+
+    path = CONFIG_DIR / "experiment" / f"{recipe}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise SystemExit(f"--recipe {recipe}: no {path} (auto, none, or one of {known})")
+    settings = OmegaConf.to_container(OmegaConf.load(path))
+    if "defaults" in settings:
+        raise SystemExit(
+            f"--recipe {recipe}: {path} picks config groups (defaults); give it as a run's "
+            "experiment= instead"
+        )
+
+    return _dotted(settings, "")
+
+
+def _dotted(node, prefix: str) -> list[str]:
+    """``{"a": {"b": 1}}`` as ``["a.b=1"]``, values as Hydra's override grammar reads them."""
+    if isinstance(node, dict):
+        return [o for key, value in node.items() for o in _dotted(value, f"{prefix}{key}.")]
+    return [f"{prefix[:-1]}={_value(node)}"]
+
+
+def _value(node) -> str:
+    if isinstance(node, bool):
+        return "true" if node else "false"
+    if node is None:
+        return "null"
+    if isinstance(node, list):
+        return "[" + ",".join(_value(item) for item in node) + "]"
+    return str(node)
+
+
+@dataclass(frozen=True)
+class Job:
+    run: str
+    seed: int
+    train_overrides: list[str]
+    max_steps: int
+    run_dir: Path
+    eval_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.run}_s{self.seed}"
+
+    def trained(self) -> bool:
+        metrics = self.run_dir / "metrics.json"
+        if not metrics.is_file():
+            return False
+        try:
+            return int(json.loads(metrics.read_text()).get("global_step", -1)) >= self.max_steps
+        except (OSError, ValueError):
+            return False
+
+    def scored(self) -> bool:
+        return (self.eval_dir / "per-sequence_results.csv").is_file()
+
+
+def plan(args, runs: dict[str, list[str]]) -> list[Job]:
+    """Every (run, seed) as a job, seeds outermost; each config composed now, so a wrong
+    override fails here and not hours into the sweep."""
+    from vos.config import compose_config
+
+    common = [f"dataset/scene={args.scene}", *recipe_overrides(args.recipe), *args.overrides]
+    jobs = []
+    for seed in args.seeds:
+        for name in args.runs or list(runs):
+            if name not in runs:
+                raise SystemExit(f"--runs {name}: not a run of {args.spec} ({sorted(runs)})")
+            overrides = [*runs[name], *common, f"seed={seed}"]
+            try:
+                cfg = compose_config("train", overrides)
+            except Exception as error:  # Hydra's errors name the key; say which run it was
+                raise SystemExit(f"run {name}: {' '.join(overrides)}: {error}") from error
+            jobs.append(
+                Job(
+                    run=name,
+                    seed=seed,
+                    train_overrides=overrides,
+                    max_steps=int(cfg.trainer.max_steps),
+                    run_dir=args.out / "runs" / f"{name}_s{seed}",
+                    eval_dir=args.out / f"evals{args.videos}" / f"{name}_s{seed}",
+                )
+            )
+    return jobs
+
+
+def train_command(job: Job) -> list[str]:
+    return [
+        sys.executable, "-m", "vos.train", *job.train_overrides,
+        "logger=csv", "resume=auto", f"hydra.run.dir={job.run_dir}",
+    ]  # fmt: skip
+
+
+def eval_command(job: Job, args) -> list[str]:
+    """`vos.eval` on the run's world: its dataset overrides (the scene, a frame size), then
+    ``--videos`` val videos."""
+    world = [o for o in job.train_overrides if o.split("=")[0].split(".")[0] in DATASET_KEYS]
+    return [
+        sys.executable, "-m", "vos.eval",
+        f"ckpt_path={job.run_dir / 'checkpoints' / 'last.ckpt'}",
+        *world, f"dataset.eval.num_videos={args.videos}", f"output_dir={job.eval_dir}",
+    ]  # fmt: skip
+
+
+def run_step(command: list[str], what: str) -> float:
+    print(f"claims: {what}: {' '.join(command)}", flush=True)
+    start = time.monotonic()
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        raise SystemExit(f"claims: {what} failed (exit {result.returncode}); rerun to resume")
+    return time.monotonic() - start
+
+
+def verdict(low: float | None, high: float | None) -> str:
+    if low is None:
+        return "one video: no interval"
+    if low > 0:
+        return "holds"
+    if high < 0:
+        return "does not hold"
+    return "not resolved (the interval includes 0)"
+
+
+def report(args, jobs: list[Job], claims: list[Claim]) -> str:
+    """The claims table over the scored seeds, as Markdown."""
+    from vos.results.intervals import mean_interval, paired_difference
+
+    scored: dict[str, list[Path]] = {}
+    for job in jobs:
+        if job.scored():
+            scored.setdefault(job.run, []).append(job.eval_dir)
+    lines = [
+        f"# Headline claims on the {args.scene} world",
+        "",
+        f"`python experiments/claims.py --scene {args.scene} --videos {args.videos} --seeds "
+        f"{' '.join(map(str, args.seeds))} --recipe {args.recipe}`"
+        + (f" `-- {' '.join(args.overrides)}`" if args.overrides else "")
+        + f"; the recipe's overrides: `{' '.join(recipe_overrides(args.recipe)) or '(none)'}`. "
+        "Each row pools its scored seeds; the difference is paired by video, its 95% "
+        "bootstrap interval resampling videos and, where a row has several, seeds.",
+        "",
+        "| claim | videos | seeds (row / baseline) | row | baseline | difference [95% CI] | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for claim in claims:
+        row, base = scored.get(claim.row, []), scored.get(claim.baseline, [])
+        if not row or not base:
+            lines.append(f"| {claim.claim} | | {len(row)} / {len(base)} | | | | waiting for runs |")
+            continue
+        keep = None
+        if claim.factor:
+            keep = factor_videos(base[0] / "factors.json", claim.factor)
+        names, row_matrix, objects = row_scores(claim.row, row, claim.score, keep)
+        base_names, base_matrix, _ = row_scores(claim.baseline, base, claim.score, keep)
+        row_mean = mean_interval(row_matrix, 0.95, args.resamples, objects)
+        base_mean = mean_interval(base_matrix, 0.95, args.resamples, objects)
+        diff = paired_difference(
+            row_matrix, base_matrix, names, base_names, (claim.row, claim.baseline),
+            0.95, args.resamples, objects,
+        )  # fmt: skip
+        interval = "" if diff.low is None else f" [{diff.low:+.3f}, {diff.high:+.3f}]"
+        what = claim.score + (f", {claim.factor}" if claim.factor else "")
+        lines.append(
+            f"| {claim.claim} ({what}) | {len(names)} | {len(row)} / {len(base)} | "
+            f"{row_mean.value:.3f} | {base_mean.value:.3f} | {diff.value:+.3f}{interval} | "
+            f"{verdict(diff.low, diff.high)} |"
+        )
+    lines += ["", "| run | seeds scored | J&F | fit (s) per seed |", "|---|---|---|---|"]
+    for name in dict.fromkeys(job.run for job in jobs):
+        folders = scored.get(name, [])
+        fits = []
+        for job in jobs:
+            if job.run == name and job.trained():
+                fits.append(
+                    f"{json.loads((job.run_dir / 'metrics.json').read_text()).get('fit_s', 0):.0f}"
+                )
+        if folders:
+            _, matrix, objects = row_scores(name, folders, "J&F", None)
+            own = mean_interval(matrix, 0.95, args.resamples, objects)
+            spread = "" if own.low is None else f" [{own.low:.3f}, {own.high:.3f}]"
+            score = f"{own.value:.3f}{spread}"
+        else:
+            score = ""
+        lines.append(f"| {name} | {len(folders)} | {score} | {', '.join(fits)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, default=HERE / "claims.yaml")
+    parser.add_argument("--scene", default="realistic", help="dataset/scene: simple | realistic")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--videos", type=int, default=96, help="val videos each run is scored on")
+    parser.add_argument("--runs", nargs="+", help="only these runs (default: every run)")
+    parser.add_argument("--recipe", default="auto", help="auto | none | an experiment name")
+    parser.add_argument("--out", type=Path, help="default: outputs/claims/<scene>")
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--report-only", action="store_true", help="the table from what finished")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("overrides", nargs="*", help="after --: overrides for every run")
+    args = parser.parse_args(argv)
+    args.out = (args.out or Path("outputs") / "claims" / args.scene).absolute()
+    runs, claims = load_spec(args.spec)
+    jobs = plan(args, runs)
+    table = args.out / "claims.md"
+    if not args.report_only:
+        for job in jobs:
+            if args.dry_run:
+                if not job.trained():
+                    print(" ".join(train_command(job)))
+                if not job.scored():
+                    print(" ".join(eval_command(job, args)))
+                continue
+            if not job.trained():
+                seconds = run_step(train_command(job), f"training {job.label}")
+                print(f"claims: trained {job.label} in {seconds:.0f} s", flush=True)
+            if not job.scored():
+                seconds = run_step(eval_command(job, args), f"scoring {job.label}")
+                print(f"claims: scored {job.label} in {seconds:.0f} s", flush=True)
+                table.parent.mkdir(parents=True, exist_ok=True)
+                table.write_text(report(args, jobs, claims))
+        if args.dry_run:
+            return
+    text = report(args, jobs, claims)
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(text)
+    print(text)
+    print(f"claims: wrote {table}")
+
+
+if __name__ == "__main__":
+    main()
