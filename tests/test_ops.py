@@ -149,3 +149,33 @@ def test_zero_bias_equals_no_bias(qkv):
     s = ops.affinity_logits(qk, mk) + bias
     expected = torch.einsum("bcn,bnm->bcm", mv, torch.softmax(s, dim=1))
     torch.testing.assert_close(ops.memory_read(qk, mk, mv, bias=bias), expected)
+
+
+@pytest.mark.parametrize("masks", ["none", "boxes", "scattered"])
+def test_out_receives_the_readout_in_place(qkv, masks):
+    """``out=`` (the read's channels of a larger readout, as RMNet's inference assembles it):
+    the same readout, written into the caller's strided buffer, zeros where the query mask is
+    False, nothing written beside it."""
+    qk, mk, mv = qkv
+    options = {}
+    if masks != "none":
+        memory_mask = torch.zeros(2, 20, dtype=torch.bool)
+        query_mask = torch.zeros(2, 12, dtype=torch.bool)
+        if masks == "boxes":  # cropped by strided slices
+            memory_mask[:, 5:13], query_mask[:, 2:7] = True, True
+        else:  # runs of unequal lengths: cropped by index
+            memory_mask[:, [0, 1, 4, 9, 10, 15]], query_mask[:, [1, 2, 5, 9]] = True, True
+        options = dict(memory_mask=memory_mask, query_mask=query_mask)
+    expected = ops.memory_read(qk, mk, mv, **options)
+    larger = torch.full((2, 2 * 5, 12), float("nan"), dtype=qk.dtype)
+    out = larger[:, :5]
+    returned = ops.memory_read(qk, mk, mv, out=out, **options)
+    assert returned.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert larger[:, 5:].isnan().all()
+    with pytest.raises(ValueError, match=r"out must be \[B, Cv, M\]"):
+        ops.memory_read(qk, mk, mv, out=larger)
+    with pytest.raises(ValueError, match="out must have memory_value's dtype"):
+        ops.memory_read(qk, mk, mv, out=out.float())
+    with pytest.raises(ValueError, match="no autograd"):
+        ops.memory_read(qk.clone().requires_grad_(), mk, mv, out=out)

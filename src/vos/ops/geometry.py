@@ -215,8 +215,9 @@ def _windowed_boxes(previous, flow, threshold, padding, min_pixels, fallback, wh
     source_x0 = torch.where(cols, xs, big).amin(dim=1)
     source_x1 = torch.where(cols, xs, -1).amax(dim=1) + 1
     # the flow's range per batch element (u along x, v along y), shared by its objects
-    u, v = flow[:, 0].flatten(1), flow[:, 1].flatten(1)
-    ranges = torch.stack([u.amin(1), u.amax(1), v.amin(1), v.amax(1)], dim=1).float()
+    # (one pass over the flow for both ends, [B, 2] each)
+    low, high = torch.aminmax(flow.flatten(2), dim=2)
+    ranges = torch.stack([low[:, 0], high[:, 0], low[:, 1], high[:, 1]], dim=1).float()
     u_min, u_max, v_min, v_max = ranges.repeat_interleave(objects, dim=0).unbind(1)
     # p samples p + flow(p) and reaches the threshold only when floor(p + flow(p)) lies in
     # [source_y0 - 1, source_y1 - 1]; one more pixel a side for the normalised grid's rounding

@@ -300,6 +300,7 @@ def memory_read(
     return_top: int | None = None,
     backend: Backend = "auto",
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    out: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
     """Read memory values for every query pixel: ``readout [B, Cv, M]`` (input dtype).
 
@@ -327,6 +328,10 @@ def memory_read(
             ``"triton"`` or ``"flex"`` (flex_attention, `vos.ops.flex_read`; see
             ``vos.ops.dispatch``).
         chunk_elements: the reference's largest ``[B, chunk, N]`` logits tensor.
+        out: ``[B, Cv, M]`` of ``memory_value``'s dtype and device to write the readout into
+            and return, any strides (e.g. the read's channels of a larger readout, which then
+            needs no copy); without autograd only. The reference's masked reads write into
+            it directly; the other paths copy their result.
 
     Returns:
         ``readout``, or ``(readout, top_values, top_indices)`` with ``return_top``.
@@ -345,6 +350,8 @@ def memory_read(
         top_k=top_k,
         return_top=return_top,
     )
+    if out is not None:
+        _check_out(out, query_key, memory_key, memory_value)
     scale = 1.0 / math.sqrt(query_key.shape[1]) if scale is None else float(scale)
     unsupported = _kernel_unsupported_reason(
         query_key,
@@ -364,18 +371,21 @@ def memory_read(
         "memory_read", backend, tensors, unsupported, flex_supported=flex_unsupported
     )
     if chosen == "flex":
-        return memory_read_flex(
-            query_key,
-            memory_key,
-            memory_value,
-            similarity=similarity,
-            scale=scale,
-            query_mask=query_mask,
-            memory_mask=memory_mask,
-            bias=bias,
-            gaussian_centers=gaussian_centers,
-            gaussian_sigma=gaussian_sigma,
-            query_hw=query_hw,
+        return _written(
+            out,
+            memory_read_flex(
+                query_key,
+                memory_key,
+                memory_value,
+                similarity=similarity,
+                scale=scale,
+                query_mask=query_mask,
+                memory_mask=memory_mask,
+                bias=bias,
+                gaussian_centers=gaussian_centers,
+                gaussian_sigma=gaussian_sigma,
+                query_hw=query_hw,
+            ),
         )
     if chosen == "triton":
         # lazy: Triton is optional. Masked (regional) reads pack the valid pixels first, so
@@ -394,6 +404,7 @@ def memory_read(
         readout = packed_memory_read_triton(
             query_key, memory_key, memory_value, top_k=top_k, **masks_and_bias
         )
+        readout = _written(out, readout)
         if return_top is None:
             return readout
         top_values, top_indices = memory_top(
@@ -417,7 +428,28 @@ def memory_read(
             top_k=top_k,
             return_top=return_top,
             chunk_elements=chunk_elements,
+            out=out,
         )
+
+
+def _check_out(out: Tensor, query_key: Tensor, memory_key: Tensor, memory_value: Tensor) -> None:
+    expected = (query_key.shape[0], memory_value.shape[1], query_key.shape[2])
+    if tuple(out.shape) != expected:
+        raise ValueError(f"out must be [B, Cv, M] = {expected}, got {tuple(out.shape)}")
+    if out.dtype != memory_value.dtype or out.device != memory_value.device:
+        raise ValueError(
+            f"out must have memory_value's dtype and device ({memory_value.dtype}, "
+            f"{memory_value.device}), got {out.dtype} on {out.device}"
+        )
+    if torch.is_grad_enabled() and any(
+        t.requires_grad for t in (query_key, memory_key, memory_value)
+    ):
+        raise ValueError("out= has no autograd: read without it when gradients are needed")
+
+
+def _written(out: Tensor | None, readout: Tensor) -> Tensor:
+    """``readout``, copied into ``out`` when one is given."""
+    return readout if out is None else out.copy_(readout)
 
 
 def memory_top(
@@ -751,6 +783,7 @@ def _reference_read(
     top_k: int | None,
     return_top: int | None,
     chunk_elements: int,
+    out: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
     batch, _, queries = query_key.shape
     value_channels = memory_value.shape[1]
@@ -830,7 +863,10 @@ def _reference_read(
             )
             read = read[0]  # [Cv, m_b]
             if readout is None:  # written in place: no per-element copies to stack
-                readout = read.new_zeros(batch, value_channels, queries)
+                if out is not None and out.dtype == read.dtype:
+                    readout = out.zero_()  # the caller's buffer: nothing to copy afterwards
+                else:
+                    readout = read.new_zeros(batch, value_channels, queries)
             if query_mask is None:
                 readout[b] = read
             elif query_runs is not None:
@@ -855,7 +891,7 @@ def _reference_read(
                 all_top_indices.append(top_indices)
         if return_top is not None:
             top_values, top_indices = torch.stack(all_top_values), torch.stack(all_top_indices)
-    readout = readout.to(memory_value.dtype)
+    readout = _written(out, readout.to(memory_value.dtype)) if readout is not out else out
     if return_top is None:
         return readout
     return readout, top_values, top_indices

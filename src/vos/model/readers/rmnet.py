@@ -374,28 +374,36 @@ class RMNetReader(MemoryReader):
             folded_query_key = query_key * query_regions.unsqueeze(2)
             folded_memory_key = object_key * memory_regions.unsqueeze(2)
             folded_value = memory_value * memory_regions.unsqueeze(2)
-        read = ops.memory_read(
-            folded_query_key.flatten(0, 1).flatten(2),  # [B·O, Ck, M]
-            folded_memory_key.flatten(0, 1).flatten(2),  # [B·O, Ck, N]
-            folded_value.flatten(0, 1).flatten(2),  # [B·O, Cv, N]
-            similarity=self.similarity,
-            memory_mask=None if memory_mask is None else memory_mask.flatten(0, 1).flatten(1),
-            query_mask=None if query_mask is None else query_mask.flatten(0, 1).flatten(1),
-        )
-        read = read.view(batch, objects, channels, height, width)
+
+        def memory_read(out: Tensor | None = None) -> Tensor:
+            return ops.memory_read(
+                folded_query_key.flatten(0, 1).flatten(2),  # [B·O, Ck, M]
+                folded_memory_key.flatten(0, 1).flatten(2),  # [B·O, Ck, N]
+                folded_value.flatten(0, 1).flatten(2),  # [B·O, Cv, N]
+                similarity=self.similarity,
+                memory_mask=None if memory_mask is None else memory_mask.flatten(0, 1).flatten(1),
+                query_mask=None if query_mask is None else query_mask.flatten(0, 1).flatten(1),
+                out=out,
+            )
+
         query_value = query.query_value.unsqueeze(1)
         region_maps = query_regions.unsqueeze(2).to(query_value.dtype)
         if torch.is_grad_enabled():
+            read = memory_read().view(batch, objects, channels, height, width)
             if self.regional_query_value:
                 query_value = query_value * region_maps
             query_value = query_value.expand(-1, objects, -1, -1, -1)
             return Readout(features={"res4": torch.cat([read, query_value], dim=2)})
-        # without autograd the regional query value is written into the readout directly,
-        # saving the concatenation a copy of it (out= has no autograd)
+        # without autograd the readout is assembled in place: the read writes its channels
+        # (out=) and the regional query value the others, no concatenation copies either
         # (the dtype the concatenation would promote to, e.g. under autocast)
-        dtype = torch.promote_types(read.dtype, query_value.dtype)
-        readout = read.new_empty(batch, objects, 2 * channels, height, width, dtype=dtype)
-        readout[:, :, :channels].copy_(read)
+        dtype = torch.promote_types(folded_value.dtype, query_value.dtype)
+        readout = query_value.new_empty(batch, objects, 2 * channels, height, width, dtype=dtype)
+        reads = readout[:, :, :channels]
+        if dtype == folded_value.dtype:
+            memory_read(out=reads.view(batch * objects, channels, height * width))
+        else:
+            reads.copy_(memory_read().view(batch, objects, channels, height, width))
         if self.regional_query_value:
             torch.mul(query_value, region_maps, out=readout[:, :, channels:])
         else:
