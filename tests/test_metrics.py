@@ -411,3 +411,24 @@ def test_cpu_peak_memory_is_the_resident_set_not_its_growth():
         pass
     assert whole.peak_mb >= 0.9 * current_rss_mb() > 10
     assert grown.peak_mb < 10
+
+
+def test_time_calls_times_without_the_memory_sampler_and_still_reports_the_peak():
+    """The timed calls run with no sampler thread beside them (on 2 cores it slowed them);
+    the peak comes from one more call that the sampler watches."""
+    import threading
+
+    from vos.profiling import time_calls
+
+    threads = []
+
+    def call():
+        threads.append(threading.active_count())
+        block = torch.ones(96 * 2**20 // 4)  # 96 MiB, touched
+        block.add_(1.0).sum()
+
+    ms, peak_mb = time_calls(call, 3, "cpu", warmup=1)
+    assert len(threads) == 1 + 3 + 1 and ms > 0
+    assert threads[:4] == [threads[0]] * 4  # warm-up and timed calls: no sampler
+    assert threads[4] == threads[0] + 1  # the peak's call: the sampler's thread
+    assert peak_mb > 48

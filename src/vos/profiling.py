@@ -148,8 +148,12 @@ def time_calls(
     setup: Callable[[], Any] | None = None,
 ) -> tuple[float, float]:
     """Median milliseconds of ``repeats`` calls after ``warmup`` untimed ones, and the peak
-    memory the timed calls added (MiB, `PeakMemory` with ``growth=True``). ``setup`` runs
-    before every call, untimed (e.g. to restore a state the call changes)."""
+    memory one more call added (MiB, `PeakMemory` with ``growth=True``). ``setup`` runs
+    before every call, untimed (e.g. to restore a state the call changes).
+
+    The peak is taken in a call of its own: on the CPU it is sampled by a thread that polls
+    every millisecond, which on a machine of few cores competes with the calls' own threads
+    (docs/benchmarks.md, "Timing without the memory sampler")."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -158,13 +162,17 @@ def time_calls(
             setup()
         call()
     times = []
+    for _ in range(repeats):
+        if setup is not None:
+            setup()
+        synchronize(device)
+        start = time.perf_counter()
+        call()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    if setup is not None:
+        setup()
     with PeakMemory(device, growth=True, interval_s=0.001) as memory:
-        for _ in range(repeats):
-            if setup is not None:
-                setup()
-            synchronize(device)
-            start = time.perf_counter()
-            call()
-            synchronize(device)
-            times.append(time.perf_counter() - start)
+        call()
+        synchronize(device)
     return statistics.median(times) * 1000, memory.peak_mb
