@@ -370,45 +370,32 @@ def memory_read(
     chosen = resolve_backend(
         "memory_read", backend, tensors, unsupported, flex_supported=flex_unsupported
     )
+    # what every backend takes alike (the bias is the reference's and flex's only)
+    read_options = dict(
+        similarity=similarity,
+        scale=scale,
+        query_mask=query_mask,
+        memory_mask=memory_mask,
+        gaussian_centers=gaussian_centers,
+        gaussian_sigma=gaussian_sigma,
+        query_hw=query_hw,
+    )
     if chosen == "flex":
-        return _written(
-            out,
-            memory_read_flex(
-                query_key,
-                memory_key,
-                memory_value,
-                similarity=similarity,
-                scale=scale,
-                query_mask=query_mask,
-                memory_mask=memory_mask,
-                bias=bias,
-                gaussian_centers=gaussian_centers,
-                gaussian_sigma=gaussian_sigma,
-                query_hw=query_hw,
-            ),
-        )
+        readout = memory_read_flex(query_key, memory_key, memory_value, bias=bias, **read_options)
+        return _written(out, readout)
     if chosen == "triton":
         # lazy: Triton is optional. Masked (regional) reads pack the valid pixels first, so
         # the kernel computes near the regions' area; unmasked reads go straight to the kernel
         from vos.kernels.region_pack import packed_memory_read_triton
 
-        masks_and_bias = dict(
-            similarity=similarity,
-            scale=scale,
-            query_mask=query_mask,
-            memory_mask=memory_mask,
-            gaussian_centers=gaussian_centers,
-            gaussian_sigma=gaussian_sigma,
-            query_hw=query_hw,
-        )
         readout = packed_memory_read_triton(
-            query_key, memory_key, memory_value, top_k=top_k, **masks_and_bias
+            query_key, memory_key, memory_value, top_k=top_k, **read_options
         )
         readout = _written(out, readout)
         if return_top is None:
             return readout
         top_values, top_indices = memory_top(
-            query_key, memory_key, return_top, backend="triton", **masks_and_bias
+            query_key, memory_key, return_top, backend="triton", **read_options
         )
         return readout, top_values, top_indices
     # autocast off: the softmax over N memory pixels needs fp32 logits (Cutie does the same)
@@ -417,18 +404,12 @@ def memory_read(
             query_key,
             memory_key,
             memory_value,
-            similarity=similarity,
-            scale=scale,
-            query_mask=query_mask,
-            memory_mask=memory_mask,
             bias=bias,
-            gaussian_centers=gaussian_centers,
-            gaussian_sigma=gaussian_sigma,
-            query_hw=query_hw,
             top_k=top_k,
             return_top=return_top,
             chunk_elements=chunk_elements,
             out=out,
+            **read_options,
         )
 
 
