@@ -56,6 +56,10 @@ def load_spec(path: Path) -> tuple[dict[str, list[str]], list[Claim]]:
         spec = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         raise SystemExit(f"cannot read {path}: {error}") from error
+    if not isinstance(spec, dict) or not isinstance(spec.get("runs"), dict):
+        raise SystemExit(f"{path}: needs `runs:` (name -> list of overrides) and `claims:`")
+    if not isinstance(spec.get("claims"), list):
+        raise SystemExit(f"{path}: needs `claims:`, a list of {{claim, row, baseline}} entries")
     runs = {
         str(name): [str(o) for o in (overrides or [])] for name, overrides in spec["runs"].items()
     }
@@ -66,6 +70,9 @@ def load_spec(path: Path) -> tuple[dict[str, list[str]], list[Claim]]:
             raise SystemExit(
                 f"{path}: claim {entry.get('claim')!r} has unknown keys {sorted(unknown)}"
             )
+        missing = {"claim", "row", "baseline"} - set(entry)
+        if missing:
+            raise SystemExit(f"{path}: claim {entry.get('claim')!r} lacks {sorted(missing)}")
         claim = Claim(**entry)
         for key in ("row", "baseline"):
             if getattr(claim, key) not in runs:

@@ -480,6 +480,12 @@ def test_claims_plan_seeds_outermost_and_checks_every_run_first(tmp_path, capsys
     )
     with pytest.raises(SystemExit, match="row 'nope' is not a run"):
         claims.main(["--spec", str(wrong), "--dry-run"])
+    lacking = _write_claims_spec(tmp_path / "lacking.yaml", {"base": []}, [{"claim": "x"}])
+    with pytest.raises(SystemExit, match=r"claim 'x' lacks \['baseline', 'row'\]"):
+        claims.main(["--spec", str(lacking), "--dry-run"])
+    (tmp_path / "empty.yaml").write_text("runs: []\n")
+    with pytest.raises(SystemExit, match="empty.yaml: needs `runs:`"):
+        claims.main(["--spec", str(tmp_path / "empty.yaml"), "--dry-run"])
 
 
 def test_claims_table_from_scored_seeds(tmp_path, capsys):

@@ -344,3 +344,6 @@ def test_a_scene_rebuilt_by_its_source_is_not_measured_again(monkeypatch) -> Non
         assert np.array_equal(source.read_frame(video, 5), first[video][0])
         assert np.array_equal(fresh.mask(5), first[video][1])
     assert len(calls) == 3 + 3  # the three fresh scenes above; no rebuild measured
+    other = source.scene(source.videos()[0]).measurement
+    with pytest.raises(ValueError, match="measurement: of a scene of 12 frames"):
+        SyntheticScene(0, num_frames=20, measurement=other, **REALISTIC)

@@ -25,7 +25,7 @@ class Composition:
     surface: np.ndarray  # uint8 [H, W]: 0 background, 1 + layer index otherwise
     # (layer index, y0, x0, silhouette) in back-to-front order; silhouette is bool [h, w]
     placements: list[tuple[int, int, int, np.ndarray]]
-    frame: int = 0
+    frame: int  # the frame these silhouettes are placed at
     # layer index -> rest-pose unit coordinates [h, w, 2] of a deformed layer's silhouette
     # pixels, filled by `unit_coordinates` on first use
     _unit_coordinates: dict[int, np.ndarray] = field(default_factory=dict, repr=False)

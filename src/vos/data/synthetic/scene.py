@@ -234,6 +234,12 @@ class SyntheticScene:
         # rasterising all frames to measure them costs more than building the rest
         if measurement is None:
             measurement = measure(self._plan, self.fast_motion_px)
+        elif measurement.visible_area.shape != (self.num_frames, len(layers)):
+            raise ValueError(
+                f"measurement: of a scene of {measurement.visible_area.shape[0]} frames and "
+                f"{measurement.visible_area.shape[1]} layers, not of this one ({self.num_frames} "
+                f"frames, {len(layers)} layers): pass the measurement of the same seed and knobs"
+            )
         self.measurement = measurement
         self.first_frames: dict[int, int] = measurement.first_frames
         self.factors: dict[str, bool] = measurement.factors
