@@ -10,8 +10,13 @@ scored again; after each score the table (``OUT/claims.md``) is written anew, an
 ``--report-only`` rebuilds it from what has finished. ``--dry-run`` prints the commands.
 
 Layout under ``--out`` (default ``outputs/claims/<scene>``): ``runs/<run>_s<seed>/`` (the
-training run), ``evals<videos>/<run>_s<seed>/`` (`vos.eval`'s predictions and CSVs), and
-``claims.md``.
+training run) and ``evals<videos>/<run>_s<seed>/`` (`vos.eval`'s predictions and CSVs). What
+the table is built from goes under ``--record`` (default ``--out``): ``scores/<run>_s<seed>/``,
+a scored run's per-video CSV, its videos' factors and ``run.json`` (its overrides, steps, fit
+time, the commit), a few kilobytes that can be kept in the repository
+(``experiments/claims/<scene>/``) while checkpoints and predictions cannot; and ``claims.md``.
+A recorded run is neither trained nor scored again, even where its run folder is gone; a
+record or run folder made with other overrides than the run's now is refused, naming it.
 
 The budget is ``--recipe``: ``auto`` (the default) is `make train`'s, ``experiment=cpu_amx``'s
 settings where oneDNN may use AMX tiles and the fp32 defaults elsewhere; ``none`` the fp32
@@ -23,7 +28,9 @@ as plain overrides so that a run may still pick its own ``experiment=``. Overrid
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -35,10 +42,17 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from compare_evals import factor_videos, row_scores  # noqa: E402
 
+from vos.files import staged_folder, write_text_atomic  # noqa: E402
+
 HERE = Path(__file__).parent
 SCORES = ("J&F", "J", "F")
 # overrides that pick the world a run trains on, which its scoring must see too
 DATASET_KEYS = ("dataset", "dataset/scene")
+# what the table reads from a scored run (`vos.metrics.files`' names), and the record's own file
+RECORDED_FILES = ("per-sequence_results.csv", "global_results.csv", "factors.json")
+RECORD_FILE = "run.json"
+# what train_command adds to a run's overrides (Hydra keeps them in .hydra/overrides.yaml)
+TRAIN_EXTRAS = ("logger=csv", "resume=auto")
 
 
 @dataclass(frozen=True)
@@ -135,14 +149,25 @@ class Job:
     seed: int
     train_overrides: list[str]
     max_steps: int
+    videos: int
     run_dir: Path
     eval_dir: Path
+    record_dir: Path
 
     @property
     def label(self) -> str:
         return f"{self.run}_s{self.seed}"
 
     def trained(self) -> bool:
+        stored = self.run_dir / ".hydra" / "overrides.yaml"
+        if stored.is_file():
+            overrides = yaml.safe_load(stored.read_text()) or []
+            if overrides != [*self.train_overrides, *TRAIN_EXTRAS]:
+                raise SystemExit(
+                    f"claims: {self.run_dir} was trained with `{' '.join(overrides)}`, not "
+                    f"{self.label}'s `{' '.join(self.train_overrides)}` now: move it away (or "
+                    "rename the run) to train it anew"
+                )
         metrics = self.run_dir / "metrics.json"
         if not metrics.is_file():
             return False
@@ -153,6 +178,64 @@ class Job:
 
     def scored(self) -> bool:
         return (self.eval_dir / "per-sequence_results.csv").is_file()
+
+    def recorded(self) -> bool:
+        """Whether the table's copy of this run's scores exists, made with its overrides."""
+        path = self.record_dir / RECORD_FILE
+        if not path.is_file():
+            return False
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"claims: {path} is not readable JSON ({error}); remove it") from error
+        if record.get("overrides") != self.train_overrides or record.get("videos") != self.videos:
+            raise SystemExit(
+                f"claims: {path} records `{' '.join(record.get('overrides', []))}` on "
+                f"{record.get('videos')} videos, not {self.label}'s "
+                f"`{' '.join(self.train_overrides)}` on {self.videos}: remove the record (or "
+                "rename the run) to run it anew"
+            )
+        return True
+
+    def record(self) -> None:
+        """Copy the scored run's per-video results beside what the run was, atomically."""
+        metrics = json.loads((self.run_dir / "metrics.json").read_text())
+        with staged_folder(self.record_dir) as staging:
+            for name in RECORDED_FILES:
+                if (self.eval_dir / name).is_file():
+                    shutil.copy2(self.eval_dir / name, staging / name)
+            record = {
+                "run": self.run,
+                "seed": self.seed,
+                "overrides": self.train_overrides,
+                "videos": self.videos,
+                "global_step": metrics.get("global_step"),
+                "fit_s": metrics.get("fit_s"),
+                "commit": _commit(),
+                "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"
+                ),
+            }
+            (staging / RECORD_FILE).write_text(json.dumps(record, indent=1) + "\n")
+
+    def fit_seconds(self) -> float | None:
+        record = json.loads((self.record_dir / RECORD_FILE).read_text())
+        return record.get("fit_s")
+
+
+def _commit() -> str | None:
+    """The project's commit (with ``+`` if its tracked files differ from it), or None."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=HERE, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
 
 
 def plan(args, runs: dict[str, list[str]]) -> list[Job]:
@@ -177,8 +260,10 @@ def plan(args, runs: dict[str, list[str]]) -> list[Job]:
                     seed=seed,
                     train_overrides=overrides,
                     max_steps=int(cfg.trainer.max_steps),
+                    videos=args.videos,
                     run_dir=args.out / "runs" / f"{name}_s{seed}",
                     eval_dir=args.out / f"evals{args.videos}" / f"{name}_s{seed}",
+                    record_dir=args.record / "scores" / f"{name}_s{seed}",
                 )
             )
     return jobs
@@ -227,13 +312,14 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
 
     scored: dict[str, list[Path]] = {}
     for job in jobs:
-        if job.scored():
-            scored.setdefault(job.run, []).append(job.eval_dir)
+        if job.recorded():
+            scored.setdefault(job.run, []).append(job.record_dir)
     lines = [
         f"# Headline claims on the {args.scene} world",
         "",
         f"`python experiments/claims.py --scene {args.scene} --videos {args.videos} --seeds "
         f"{' '.join(map(str, args.seeds))} --recipe {args.recipe}`"
+        + (f" `--record {args.record_arg}`" if args.record_arg else "")
         + (f" `-- {' '.join(args.overrides)}`" if args.overrides else "")
         + f"; the recipe's overrides: `{' '.join(recipe_overrides(args.recipe)) or '(none)'}`. "
         "Each row pools its scored seeds; the difference is paired by video, its 95% "
@@ -268,12 +354,9 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
     lines += ["", "| run | seeds scored | J&F | fit (s) per seed |", "|---|---|---|---|"]
     for name in dict.fromkeys(job.run for job in jobs):
         folders = scored.get(name, [])
-        fits = []
-        for job in jobs:
-            if job.run == name and job.trained():
-                fits.append(
-                    f"{json.loads((job.run_dir / 'metrics.json').read_text()).get('fit_s', 0):.0f}"
-                )
+        fits = [
+            f"{job.fit_seconds() or 0:.0f}" for job in jobs if job.run == name and job.recorded()
+        ]
         if folders:
             _, matrix, objects = row_scores(name, folders, "J&F", None)
             own = mean_interval(matrix, 0.95, args.resamples, objects)
@@ -294,17 +377,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", nargs="+", help="only these runs (default: every run)")
     parser.add_argument("--recipe", default="auto", help="auto | none | an experiment name")
     parser.add_argument("--out", type=Path, help="default: outputs/claims/<scene>")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        help="where scores/<run>_s<seed>/ and claims.md go (default: --out); e.g. "
+        "experiments/claims/<scene> to keep them",
+    )
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--report-only", action="store_true", help="the table from what finished")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("overrides", nargs="*", help="after --: overrides for every run")
     args = parser.parse_args(argv)
     args.out = (args.out or Path("outputs") / "claims" / args.scene).absolute()
+    args.record_arg = args.record
+    args.record = (args.record or args.out).absolute()
     runs, claims = load_spec(args.spec)
     jobs = plan(args, runs)
-    table = args.out / "claims.md"
+    table = args.record / "claims.md"
     if not args.report_only:
         for job in jobs:
+            if job.recorded():
+                continue
             if args.dry_run:
                 if not job.trained():
                     print(" ".join(train_command(job)))
@@ -317,13 +410,13 @@ def main(argv: list[str] | None = None) -> None:
             if not job.scored():
                 seconds = run_step(eval_command(job, args), f"scoring {job.label}")
                 print(f"claims: scored {job.label} in {seconds:.0f} s", flush=True)
-                table.parent.mkdir(parents=True, exist_ok=True)
-                table.write_text(report(args, jobs, claims))
+            job.record()
+            print(f"claims: recorded {job.label} in {job.record_dir}", flush=True)
+            write_text_atomic(table, report(args, jobs, claims))
         if args.dry_run:
             return
     text = report(args, jobs, claims)
-    table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text(text)
+    write_text_atomic(table, text)
     print(text)
     print(f"claims: wrote {table}")
 

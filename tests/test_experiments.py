@@ -2,12 +2,14 @@
 
 import itertools
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+import yaml
 from data_writers import write_image_root, write_youtube_train
 from helpers import TINY, compose_config
 from hydra import compose, initialize_config_dir
@@ -429,8 +431,6 @@ def _claims_module():
 
 
 def _write_claims_spec(path: Path, runs: dict, claims: list) -> Path:
-    import yaml
-
     path.write_text(yaml.safe_dump({"runs": runs, "claims": claims}, allow_unicode=True))
     return path
 
@@ -508,9 +508,10 @@ def test_claims_table_from_scored_seeds(tmp_path, capsys):
     )
     out = tmp_path / "out"
     videos = [f"v{i}" for i in range(8)]
-    for run, shift in (("base", 0.0), ("better", 0.1)):
+    for run, shift, overrides in (("base", 0.0, []), ("better", 0.1, ["model=rmnet"])):
         for seed in (0, 1):
-            folder = out / "evals8" / f"{run}_s{seed}"
+            # the record the driver keeps of a scored run (out/scores/<run>_s<seed>/)
+            folder = out / "scores" / f"{run}_s{seed}"
             folder.mkdir(parents=True)
             rows = ["Sequence,J-Mean,F-Mean"] + [
                 f"{v}_1,{0.3 + 0.05 * i + shift},{0.4 + shift}" for i, v in enumerate(videos)
@@ -518,11 +519,12 @@ def test_claims_table_from_scored_seeds(tmp_path, capsys):
             (folder / "per-sequence_results.csv").write_text("\n".join(rows) + "\n")
             factors = {v: {"distractors": i < 4} for i, v in enumerate(videos)}
             (folder / "factors.json").write_text(json.dumps(factors))
-            run_dir = out / "runs" / f"{run}_s{seed}"
-            run_dir.mkdir(parents=True)
-            (run_dir / "metrics.json").write_text(
-                json.dumps({"global_step": 1600, "fit_s": 100.0 + seed})
-            )
+            record = {
+                "overrides": [*overrides, "dataset/scene=realistic", f"seed={seed}"],
+                "videos": 8,
+                "fit_s": 100.0 + seed,
+            }
+            (folder / "run.json").write_text(json.dumps(record))
     claims.main(
         [
             "--spec",
@@ -580,7 +582,55 @@ def test_claims_train_score_and_resume_end_to_end(tmp_path, capsys):
             == 2
         )
         assert (tmp_path / "out" / "evals2" / run / "per-sequence_results.csv").is_file()
+    record = tmp_path / "out" / "scores" / "other_s0"
+    kept = json.loads((record / "run.json").read_text())
+    assert kept["overrides"] == ["optim.lr=1e-3", "dataset/scene=simple", *tiny, "seed=0"]
+    assert (kept["videos"], kept["global_step"]) == (2, 2) and kept["fit_s"] > 0
+    assert (record / "per-sequence_results.csv").read_text() == (
+        tmp_path / "out" / "evals2" / "other_s0" / "per-sequence_results.csv"
+    ).read_text()
     capsys.readouterr()
     claims.main(argv)
     assert "claims: training" not in capsys.readouterr().out
     assert (tmp_path / "out" / "claims.md").read_text() == table
+
+    # the record alone (kept in a repository; checkpoints and predictions gone) is enough
+    kept_elsewhere = tmp_path / "kept"
+    shutil.copytree(tmp_path / "out" / "scores", kept_elsewhere / "scores")
+    shutil.rmtree(tmp_path / "out")
+    claims.main([*argv[: -len(tiny) - 1], "--record", str(kept_elsewhere), "--", *tiny])
+    printed = capsys.readouterr().out
+    assert "claims: training" not in printed and "claims: scoring" not in printed
+    assert not (tmp_path / "out" / "runs").exists()
+    assert "| other ≥ base (J&F) | 2 | 1 / 1 |" in (kept_elsewhere / "claims.md").read_text()
+
+    # a run redefined since it was recorded is refused, naming the record, not silently reused
+    _write_claims_spec(
+        spec,
+        {"base": [], "other": ["optim.lr=2e-3"]},
+        [{"claim": "other ≥ base", "row": "other", "baseline": "base"}],
+    )
+    with pytest.raises(SystemExit, match=r"other_s0/run.json records `optim.lr=1e-3"):
+        claims.main([*argv[: -len(tiny) - 1], "--record", str(kept_elsewhere), "--", *tiny])
+
+
+def test_claims_refuses_a_run_folder_trained_with_other_overrides(tmp_path):
+    """A run folder Hydra says was trained with other overrides (the run's definition changed
+    in claims.yaml) is neither resumed nor trusted as finished."""
+    claims = _claims_module()
+    spec = _write_claims_spec(
+        tmp_path / "claims.yaml",
+        {"base": []},
+        [{"claim": "base ≥ base", "row": "base", "baseline": "base"}],
+    )
+    run_dir = tmp_path / "out" / "runs" / "base_s0"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"global_step": 10**6}))
+    argv = ["--spec", str(spec), "--recipe", "none", "--out", str(tmp_path / "out")]
+    argv += ["--seeds", "0", "--dry-run"]
+    stored = ["dataset/scene=realistic", "seed=0", "logger=csv", "resume=auto"]
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(stored))
+    claims.main(argv)  # the same overrides: finished, nothing to train
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["model=rmnet", *stored]))
+    with pytest.raises(SystemExit, match=r"base_s0 was trained with `model=rmnet"):
+        claims.main(argv)
