@@ -127,9 +127,37 @@ def test_missing_candidates_are_excluded(backend):
     assert torch.all(gather_read(query, memory_key, memory_value, empty, backend=backend) == 0)
 
 
+# the reference's two forms of Σ_k w_k v_k, picked by how many value channels per group pixel
+# (`_MATMUL_VALUES_PER_GROUP_PIXEL`): 0 = embedding_bag always, a large one = the matrix product
+VALUE_SUM_FORMS = {"embedding_bag": 0, "matmul": 1 << 30}
+
+
+def _value_sum_form(monkeypatch, form: str) -> None:
+    module = importlib.import_module("vos.ops.gather_read")
+    monkeypatch.setattr(module, "_MATMUL_VALUES_PER_GROUP_PIXEL", VALUE_SUM_FORMS[form])
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_reference_value_sum_forms_agree(monkeypatch, grouped):
+    """Σ_k w_k v_k by embedding_bag and by a matrix product over the candidate values gathered
+    once per group: the same readout and gradients, with duplicates, missing candidates and
+    a query with none."""
+    inputs = make_inputs(grouped)
+    results = {}
+    for form in VALUE_SUM_FORMS:
+        _value_sum_form(monkeypatch, form)
+        results[form] = grads(
+            lambda q, k, v: gather_read(q, k, v, inputs[3], backend="torch"), inputs[:3]
+        )
+    for by_bags, by_matmul in zip(results["embedding_bag"], results["matmul"]):
+        torch.testing.assert_close(by_matmul, by_bags, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("form", list(VALUE_SUM_FORMS))
 @pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("similarity", ["dot", "l2"])
-def test_reference_gradcheck(grouped, similarity):
+def test_reference_gradcheck(monkeypatch, grouped, similarity, form):
+    _value_sum_form(monkeypatch, form)
     # fewer memory pixels and value channels: gradcheck perturbs every element
     query, memory_key, memory_value, index = make_inputs(grouped, value_channels=3, n=9)
     inputs = [x.requires_grad_() for x in (query, memory_key, memory_value)]
