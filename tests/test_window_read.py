@@ -131,7 +131,10 @@ def test_half_inputs_give_half_outputs_with_fp32_logits():
 
 @pytest.mark.parametrize("similarity", ["dot", "l2"])
 def test_reference_gradcheck(similarity):
-    inputs = tuple(t.requires_grad_() for t in random_inputs(1, 3, 2, 3, 4, seed=2))
+    """The reference's hand-written backward (`_ShiftedWindowRead`) against finite differences:
+    the readout, and the window's top logits (LMRC's comparator) with it, at a radius that puts
+    the padding inside every window and a window of fewer positions than k at the corners."""
+    inputs = tuple(t.requires_grad_() for t in random_inputs(2, 3, 2, 3, 4, seed=2))
 
     def read(query_key, memory_key, memory_value):
         return window_read_reference(
@@ -142,7 +145,21 @@ def test_reference_gradcheck(similarity):
             similarity=similarity,
         )
 
+    def read_with_top(query_key, memory_key, memory_value):
+        readout, top = window_read_reference(
+            query_key,
+            memory_key,
+            memory_value,
+            radius=2,
+            similarity=similarity,
+            scale=0.7,
+            return_top=12,  # a corner's window holds 9 in-frame positions
+        )
+        finite = torch.isfinite(top.values)  # −inf past a window's in-frame positions
+        return readout, torch.where(finite, top.values, 0.0)
+
     assert torch.autograd.gradcheck(read, inputs)
+    assert torch.autograd.gradcheck(read_with_top, inputs)
 
 
 # ---------------------------------------------------------------------------------------------

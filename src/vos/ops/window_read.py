@@ -184,19 +184,16 @@ def window_read_reference(
 ) -> Tensor | tuple[Tensor, WindowTop]:
     """The PyTorch reference of :func:`window_read` (differentiable; see the module docstring).
 
-    One shifted view of the padded memory per window offset: on a 2-core CPU this forward and
-    backward took 2-3x less time than unfolding the windows (``F.unfold``, whose copies,
-    im2col and col2im were most of half of LMRC's training step), and the forward alone 6-9x
-    less at 480p's res4-res2 sizes.
+    One shifted view of the padded memory per window offset (`_ShiftedWindowRead`): on a
+    2-core CPU LMRC's training step took 38% less time than with the windows unfolded
+    (``F.unfold``: its copies, im2col and col2im were most of half the step), and LMRC's
+    whole read at 480p about 10x less (docs/benchmarks.md).
     """
     _validate(query_key, memory_key, memory_value, radius, similarity, return_top)
     batch, key_channels, height, width = query_key.shape
     scale = 1.0 / math.sqrt(key_channels) if scale is None else float(scale)
     radius_y, radius_x = clamped_radii(radius, height, width)
     window_width = 2 * radius_x + 1
-    # window offset o = (dy + ry)·(2rx+1) + (dx + rx): raster order, as the kernel numbers them
-    offsets = [(oy, ox) for oy in range(2 * radius_y + 1) for ox in range(window_width)]
-    padding = (radius_x, radius_x, radius_y, radius_y)  # F.pad order: left, right, top, bottom
 
     # autocast off: fp32 logits whatever the input precision (as in memory_read)
     with torch.autocast(device_type=query_key.device.type, enabled=False):
@@ -205,32 +202,9 @@ def window_read_reference(
         for tensor in (query_key, memory_key, memory_value):
             compute_dtype = torch.promote_types(compute_dtype, tensor.dtype)
         qk, mk, mv = (t.to(compute_dtype) for t in (query_key, memory_key, memory_value))
-        padded_key = F.pad(mk, padding)  # [B, Ck, H+2ry, W+2rx], zeros outside
-        padded_value = F.pad(mv, padding)
-        # True inside the frame: the padding is excluded from the softmax, not a zero key
-        padded_inside = F.pad(qk.new_ones(1, height, width, dtype=torch.bool), padding)
-
-        def shifted(x: Tensor, oy: int, ox: int) -> Tensor:
-            """The memory pixel at offset (oy − ry, ox − rx) of every query pixel: a view."""
-            return x[..., oy : oy + height, ox : ox + width]
-
-        # Eq. 4: window logits S[b, o, y, x]
-        planes = [(qk * shifted(padded_key, oy, ox)).sum(dim=1) for oy, ox in offsets]
-        logits = torch.stack(planes, dim=1)
-        if similarity == "l2":  # 2 q·k − ‖k‖²
-            padded_norm = F.pad(mk.pow(2).sum(dim=1), padding)  # [B, H+2ry, W+2rx]
-            norms = torch.stack([shifted(padded_norm, oy, ox) for oy, ox in offsets], dim=1)
-            logits = 2 * logits - norms
-        logits = logits * scale
-        inside = torch.stack([shifted(padded_inside, oy, ox) for oy, ox in offsets], dim=1)
-        logits = logits.masked_fill(~inside, float("-inf"))
-        # Eq. 5: softmax over the window, weighted sum of the window's values
-        weights = torch.softmax(logits, dim=1)  # [B, (2ry+1)(2rx+1), H, W]
-        readout = None
-        for o, (oy, ox) in enumerate(offsets):
-            value = shifted(padded_value, oy, ox)
-            weight = weights[:, o : o + 1]
-            readout = weight * value if readout is None else torch.addcmul(readout, weight, value)
+        readout, logits = _ShiftedWindowRead.apply(
+            qk, mk, mv, radius_y, radius_x, scale, similarity == "l2"
+        )
         readout = readout.to(memory_value.dtype)
     if return_top is None:
         return readout
@@ -240,6 +214,97 @@ def window_read_reference(
         (best // window_width - radius_y, best % window_width - radius_x), dim=-1
     )
     return readout, WindowTop(values=values, argmax_offset=argmax_offset.long())
+
+
+def _shifted(x: Tensor, oy: int, ox: int, height: int, width: int) -> Tensor:
+    """The padded map's pixel at window offset (oy − ry, ox − rx) of every query pixel: a view."""
+    return x[..., oy : oy + height, ox : ox + width]
+
+
+class _ShiftedWindowRead(torch.autograd.Function):
+    """Eq. 4-5 through one shifted view of the padded memory per window offset, returning the
+    readout ``[B, Cv, H, W]`` and the masked logits ``[B, (2ry+1)(2rx+1), H, W]``.
+
+    The backward is written out so that every offset's gradient is added in place into one
+    padded buffer per input; autograd through the views would allocate, zero and add a padded
+    tensor per offset and per input (3 × 25 of them for a 5×5 window)."""
+
+    @staticmethod
+    def forward(ctx, qk, mk, mv, radius_y: int, radius_x: int, scale: float, l2: bool):
+        batch, _, height, width = qk.shape
+        # window offset o = (dy + ry)·(2rx+1) + (dx + rx): raster order, as the kernel's
+        offsets = [(oy, ox) for oy in range(2 * radius_y + 1) for ox in range(2 * radius_x + 1)]
+        padding = (radius_x, radius_x, radius_y, radius_y)  # F.pad: left, right, top, bottom
+        padded_key, padded_value = F.pad(mk, padding), F.pad(mv, padding)  # zeros outside
+        # True inside the frame: the padding is excluded from the softmax, not a zero key
+        padded_inside = F.pad(qk.new_ones(1, height, width, dtype=torch.bool), padding)
+        inside = torch.stack(
+            [_shifted(padded_inside, oy, ox, height, width) for oy, ox in offsets], dim=1
+        )  # [1, K, H, W]
+
+        # Eq. 4: window logits S[b, o, y, x]
+        logits = qk.new_empty(batch, len(offsets), height, width)
+        for o, (oy, ox) in enumerate(offsets):
+            logits[:, o] = (qk * _shifted(padded_key, oy, ox, height, width)).sum(dim=1)
+        if l2:  # 2 q·k − ‖k‖²
+            padded_norm = F.pad(mk.pow(2).sum(dim=1), padding)  # [B, H+2ry, W+2rx]
+            for o, (oy, ox) in enumerate(offsets):
+                logits[:, o].mul_(2).sub_(_shifted(padded_norm, oy, ox, height, width))
+        logits.mul_(scale).masked_fill_(~inside, float("-inf"))
+        # Eq. 5: softmax over the window, weighted sum of the window's values
+        weights = torch.softmax(logits, dim=1)
+        readout = torch.zeros_like(mv)
+        for o, (oy, ox) in enumerate(offsets):
+            readout.addcmul_(weights[:, o : o + 1], _shifted(padded_value, oy, ox, height, width))
+
+        ctx.save_for_backward(qk, padded_key, padded_value, weights, inside)
+        ctx.window = (offsets, radius_y, radius_x, scale, l2)
+        return readout, logits
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_readout, grad_logits):
+        qk, padded_key, padded_value, weights, inside = ctx.saved_tensors
+        offsets, radius_y, radius_x, scale, l2 = ctx.window
+        height, width = qk.shape[2:]
+
+        def at(x: Tensor, o: int) -> Tensor:
+            return _shifted(x, *offsets[o], height, width)
+
+        # through Eq. 5: ∂/∂w_o = ⟨grad, v_o⟩ over channels, then the softmax's Jacobian
+        grad_scores = torch.zeros_like(weights)
+        grad_padded_value = torch.zeros_like(padded_value)
+        if grad_readout is not None:
+            for o in range(len(offsets)):
+                grad_scores[:, o] = (grad_readout * at(padded_value, o)).sum(dim=1)
+                at(grad_padded_value, o).addcmul_(weights[:, o : o + 1], grad_readout)
+            grad_scores = weights * (grad_scores - (weights * grad_scores).sum(1, keepdim=True))
+        if grad_logits is not None:  # the returned logits' own gradient (return_top)
+            grad_scores += grad_logits.masked_fill(~inside, 0.0)
+        grad_scores *= scale
+        # through Eq. 4: S_o = q·k_o (dot) or 2 q·k_o − ‖k_o‖² (l2), times the scale
+        grad_dot = 2 * grad_scores if l2 else grad_scores
+        grad_query = torch.zeros_like(qk)
+        grad_padded_key = torch.zeros_like(padded_key)
+        for o in range(len(offsets)):
+            coefficient = grad_dot[:, o : o + 1]
+            grad_query.addcmul_(coefficient, at(padded_key, o))
+            at(grad_padded_key, o).addcmul_(coefficient, qk)
+        if l2:  # −‖k‖²: ∂/∂k = −2k, summed over the offsets that read each memory pixel
+            grad_norm = torch.zeros_like(padded_key[:, 0])
+            for o in range(len(offsets)):
+                at(grad_norm, o).sub_(grad_scores[:, o])
+            grad_padded_key.addcmul_(grad_norm.unsqueeze(1), padded_key, value=2.0)
+        interior = (..., slice(radius_y, radius_y + height), slice(radius_x, radius_x + width))
+        return (
+            grad_query,
+            grad_padded_key[interior],
+            grad_padded_value[interior],
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def _kernel_top(top_slots: Tensor, best: Tensor, shape: torch.Size, radius: int) -> WindowTop:
