@@ -53,9 +53,10 @@ _REFERENCE_CHUNK_ELEMENTS = 1 << 20
 # Σ_k w_k v_k by a matrix product over candidate values gathered once per group, rather than
 # by embedding_bag, when gradients flow and Cv ≤ this × g. embedding_bag's forward is the
 # cheaper one (it never holds [rows, K, Cv]), but its backward sorts every bag's indices, and
-# a group's g bags repeat its K candidates: g·K indices sorted per group whatever Cv. On a
-# 2-core CPU at HMMN's training sizes (K = 128, g = 4 / 16, Cv = 32-64) the product's forward
-# and backward took 1.4-4.6x less time; at Cv = 32·g and above, embedding_bag's did.
+# a group's g bags repeat its K candidates: g·K indices sorted per group whatever Cv. At
+# HMMN's training sizes (K = 128, g = 4 / 16, Cv = 32-64) the product took HMMN's step on a
+# 2-core CPU from 810 to 515 ms (docs/benchmarks.md); timed alone, forward and backward, it
+# lost to embedding_bag from Cv = 32·g up, and always without gradients.
 _MATMUL_VALUES_PER_GROUP_PIXEL = 16
 
 
