@@ -318,10 +318,10 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
         f"# Headline claims on the {args.scene} world",
         "",
         f"`python experiments/claims.py --scene {args.scene} --videos {args.videos} --seeds "
-        f"{' '.join(map(str, args.seeds))} --recipe {args.recipe}`"
-        + (f" `--record {args.record_arg}`" if args.record_arg else "")
-        + (f" `-- {' '.join(args.overrides)}`" if args.overrides else "")
-        + f"; the recipe's overrides: `{' '.join(recipe_overrides(args.recipe)) or '(none)'}`. "
+        f"{' '.join(map(str, args.seeds))} --recipe {args.recipe}"
+        + (f" --record {args.record_arg}" if args.record_arg else "")
+        + (f" -- {' '.join(args.overrides)}" if args.overrides else "")
+        + f"`; the recipe's overrides: `{' '.join(recipe_overrides(args.recipe)) or '(none)'}`. "
         "Each row pools its scored seeds; the difference is paired by video, its 95% "
         "bootstrap interval resampling videos and, where a row has several, seeds.",
         "",
