@@ -18,8 +18,10 @@ Bytes, by the implementation's data flow:
   memory and read back, at their least: memory_read's fp32 affinity ``[B, n, m]`` is written by
   the logits product, read and written by the softmax and read by the weighted sum (4 passes
   of 4 bytes per pair), memory_top's the same logits written and read once by ``topk``
-  (2 passes); window_read's unfolded keys and values ``[B, C, (2r+1)², M]`` are
-  written and read once (2 passes), and its fp32 window logits take 4 passes; gather_read's
+  (2 passes); window_read's reference goes through the window one offset at a time, and per
+  offset writes the fp32 product q ⊙ k ``[B, Ck, H, W]`` and reads it back for the channel sum,
+  reads the shifted key and value, and reads and writes the readout it accumulates (3·Ck +
+  3·Cv fp32 values per pixel and offset), and its fp32 window logits take 4 passes; gather_read's
   gathered candidate keys and values are written and read once more (2 passes over the
   candidate bytes), and its fp32 logits ``[B, M, K]`` take 4 passes. The references make more
   passes than this (an unfused softmax reads its input several times), so their ideal time
@@ -44,7 +46,7 @@ from dataclasses import dataclass
 DTYPE_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2}
 AFFINITY_BYTES = 4  # the references' logits and softmax weights are fp32 for every input dtype
 MATERIALISED_AFFINITY_PASSES = 4  # written, read + written by the softmax, read by the product
-MATERIALISED_GATHER_PASSES = 2  # a gathered / unfolded tensor: written, then read
+MATERIALISED_GATHER_PASSES = 2  # a gathered tensor: written, then read
 
 
 @dataclass(frozen=True)
@@ -103,11 +105,11 @@ def materialised_extra_bytes(op: str, setting: dict, pairs: float) -> float:
     if op == "memory_top":  # the fp32 logits written by the product, read once by topk
         return 2 * AFFINITY_BYTES * pairs
     channels = setting["Ck"] + setting["Cv"]
-    if op == "window_read":
+    if op == "window_read":  # per window offset, in fp32 (module docstring)
         height, width = setting["grid"]
         window = (2 * setting["radius"] + 1) ** 2
-        unfolded = setting["dtype_bytes"] * channels * window * height * width
-        return MATERIALISED_GATHER_PASSES * unfolded + affinity
+        per_offset = AFFINITY_BYTES * height * width * (3 * setting["Ck"] + 3 * setting["Cv"])
+        return window * per_offset + affinity
     if op == "gather_read":
         gathered = setting["dtype_bytes"] * channels * pairs / setting.get("group", 1)
         return MATERIALISED_GATHER_PASSES * gathered + affinity
