@@ -56,8 +56,9 @@ _REFERENCE_CHUNK_ELEMENTS = 1 << 20
 # a group's g bags repeat its K candidates: g·K indices sorted per group whatever Cv. At
 # HMMN's training sizes (K = 128, g = 4 / 16, Cv = 32-64) the product took HMMN's step on a
 # 2-core CPU from 810 to 515 ms (docs/benchmarks.md); timed alone, forward and backward, it
-# lost to embedding_bag at Cv = 32·g and above for g = 4 and g = 16 and from Cv = 64 for g = 1
-# (it won at g = 1, Cv = 32, which no reader runs), and always without gradients.
+# lost to embedding_bag at Cv ≥ 128 for g = 4 and Cv ≥ 64 for g = 1, won up to Cv = 256 (the
+# largest timed) for g = 16 and at g = 1, Cv = 32 (which no reader runs), and always lost
+# without gradients.
 _MATMUL_VALUES_PER_GROUP_PIXEL = 16
 
 
