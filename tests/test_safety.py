@@ -5,6 +5,7 @@ checkpoint killed while it is written leaves the previous one loadable."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -158,13 +159,27 @@ def test_a_run_folder_is_never_mixed_with_another_runs_checkpoints(tmp_path):
 
 def test_resume_auto_continues_an_interrupted_run_and_leaves_a_finished_one(tmp_path, capsys):
     """resume=auto: the same command run again continues the folder's last.ckpt (a killed
-    sweep job goes on where it stopped) and leaves a run that reached max_steps untouched."""
-    common = [*TINY, "+trainer.limit_val_batches=0", "checkpoint.every_n_steps=1", "resume=auto"]
+    sweep job goes on where it stopped) and leaves a run that reached max_steps untouched.
+    The CSV log keeps the first attempt's rows beneath the second's."""
+    common = [
+        *TINY,
+        "+trainer.limit_val_batches=0",
+        "checkpoint.every_n_steps=1",
+        "resume=auto",
+        "logger=csv",
+    ]
     run = tmp_path / "run"
     train(compose_config("train", [*common, "trainer.max_steps=2"]), run)  # "killed" at 2
     (run / "metrics.json").unlink()  # a killed run writes no metrics.json
+    logged = run / "csv" / "metrics.csv"
+    first_attempt = logged.read_text().splitlines()
     train(compose_config("train", [*common, "trainer.max_steps=4"]), run)
     assert "continuing" in capsys.readouterr().out
+    both = logged.read_text().splitlines()
+    assert both[: len(first_attempt)] == first_attempt
+    with open(logged, newline="") as file:
+        steps = [int(row["step"]) for row in csv.DictReader(file) if row.get("train/loss")]
+    assert steps == [0, 1, 2, 3], steps
     last = run / "checkpoints" / "last.ckpt"
     assert read_checkpoint(last)["global_step"] == 4
     written = (run / "metrics.json").stat().st_mtime_ns, last.stat().st_mtime_ns

@@ -97,9 +97,7 @@ def build_logger(
     if name == "none":
         return False
     if name == "csv":
-        from pytorch_lightning.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(run_dir), name="", version="csv")
+        return _appending_csv_logger(run_dir)
     if name == "wandb":
         import wandb
         from pytorch_lightning.loggers import WandbLogger
@@ -125,6 +123,39 @@ def build_logger(
         )
         return logger
     raise ValueError(f"unknown logger {name!r}; expected wandb, csv or none (logger=...)")
+
+
+def _appending_csv_logger(run_dir: Path) -> Any:
+    """Lightning's CSV logger writing ``<run>/csv/metrics.csv``, except that a resumed run
+    appends to the file its earlier attempts wrote (Lightning's own deletes it).
+
+    A step logged twice is a step the resumed attempt trained again from its checkpoint; the
+    later row belongs to the run that went on.
+    """
+    import csv
+
+    from lightning_fabric.loggers.logger import rank_zero_experiment
+    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+    class AppendingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            # start from the header already on disk, so that rows append under it and a new
+            # key rewrites the file with the old columns kept
+            if self._fs.isfile(self.metrics_file_path):
+                with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                    self.metrics_keys = list(next(csv.reader(file), []))
+
+    class AppendingCSVLogger(CSVLogger):
+        @property
+        @rank_zero_experiment  # other ranks write nothing, as Lightning's own
+        def experiment(self) -> ExperimentWriter:
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = AppendingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return AppendingCSVLogger(save_dir=str(run_dir), name="", version="csv")
 
 
 def log_summary(logger: Any, metrics: dict[str, float]) -> None:
