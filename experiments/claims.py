@@ -12,8 +12,9 @@ scored again; after each score the table (``OUT/claims.md``) is written anew, an
 Layout under ``--out`` (default ``outputs/claims/<scene>``): ``runs/<run>_s<seed>/`` (the
 training run) and ``evals<videos>/<run>_s<seed>/`` (`vos.eval`'s predictions and CSVs). What
 the table is built from goes under ``--record`` (default ``--out``): ``scores/<run>_s<seed>/``,
-a scored run's per-video CSV, its videos' factors and ``run.json`` (its overrides, steps, fit
-time, the commit), a few kilobytes that can be kept in the repository
+a scored run's per-video CSV and ``run.json`` (its overrides, steps, fit time, the commit, and
+which ``factors/<digest>.json`` holds its videos' factors: every run scored on the same videos
+shares one file), a few kilobytes that can be kept in the repository
 (``experiments/claims/<scene>/``) while checkpoints and predictions cannot; and ``claims.md``.
 A recorded run is neither trained nor scored again, even where its run folder is gone; a
 record or run folder made with other overrides than the run's now is refused, naming it.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import shutil
 import subprocess
@@ -42,15 +44,18 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from compare_evals import factor_videos, row_scores  # noqa: E402
 
-from vos.files import staged_folder, write_text_atomic  # noqa: E402
+from vos.files import staged_folder, write_json_atomic, write_text_atomic  # noqa: E402
 
 HERE = Path(__file__).parent
 SCORES = ("J&F", "J", "F")
 # overrides that pick the world a run trains on, which its scoring must see too
 DATASET_KEYS = ("dataset", "dataset/scene")
 # what the table reads from a scored run (`vos.metrics.files`' names), and the record's own file
-RECORDED_FILES = ("per-sequence_results.csv", "global_results.csv", "factors.json")
+RECORDED_FILES = ("per-sequence_results.csv", "global_results.csv")
 RECORD_FILE = "run.json"
+# the scored videos' factors (`vos.eval`'s), kept once per set of videos under --record
+FACTORS_FILE = "factors.json"
+FACTORS_FOLDER = "factors"
 # what train_command adds to a run's overrides (Hydra keeps them in .hydra/overrides.yaml)
 TRAIN_EXTRAS = ("logger=csv", "resume=auto")
 
@@ -158,6 +163,10 @@ class Job:
     def label(self) -> str:
         return f"{self.run}_s{self.seed}"
 
+    @property
+    def record_root(self) -> Path:
+        return self.record_dir.parent.parent
+
     def trained(self) -> bool:
         stored = self.run_dir / ".hydra" / "overrides.yaml"
         if stored.is_file():
@@ -195,7 +204,28 @@ class Job:
                 f"`{' '.join(self.train_overrides)}` on {self.videos}: remove the record (or "
                 "rename the run) to run it anew"
             )
+        own_factors = self.record_dir / FACTORS_FILE
+        if own_factors.is_file():
+            # a record written before the factors were shared: move its copy into the store
+            # (the store first, then run.json naming it, then the copy goes)
+            record["factors"] = store_factors(self.record_root, own_factors)
+            write_text_atomic(path, json.dumps(record, indent=1) + "\n")
+            own_factors.unlink()
         return True
+
+    def factors_path(self) -> Path | None:
+        """The recorded run's factors file, or None where its scoring wrote none."""
+        record = json.loads((self.record_dir / RECORD_FILE).read_text())
+        name = record.get("factors")
+        if name is None:
+            return None
+        path = self.record_root / name
+        if not path.is_file():
+            raise SystemExit(
+                f"claims: {self.record_dir / RECORD_FILE} names {name}, which is not under "
+                f"{self.record_root}: keep factors/ beside scores/"
+            )
+        return path
 
     def record(self) -> None:
         """Copy the scored run's per-video results beside what the run was, atomically."""
@@ -212,6 +242,11 @@ class Job:
                 "global_step": metrics.get("global_step"),
                 "fit_s": metrics.get("fit_s"),
                 "commit": _commit(),
+                "factors": (
+                    store_factors(self.record_root, self.eval_dir / FACTORS_FILE)
+                    if (self.eval_dir / FACTORS_FILE).is_file()
+                    else None
+                ),
                 "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec="seconds"
                 ),
@@ -221,6 +256,20 @@ class Job:
     def fit_seconds(self) -> float | None:
         record = json.loads((self.record_dir / RECORD_FILE).read_text())
         return record.get("fit_s")
+
+
+def store_factors(record_root: Path, source: Path) -> str:
+    """Keep ``source``'s factors as ``factors/<digest>.json`` under ``record_root`` (written
+    once; runs scored on the same videos share it) and return that path, relative."""
+    try:
+        factors = json.loads(source.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"claims: {source} is not readable JSON ({error})") from error
+    canonical = json.dumps(factors, sort_keys=True, separators=(",", ":"))
+    name = f"{FACTORS_FOLDER}/{hashlib.sha256(canonical.encode()).hexdigest()[:16]}.json"
+    if not (record_root / name).is_file():
+        write_json_atomic(record_root / name, factors)
+    return name
 
 
 def _commit() -> str | None:
@@ -311,9 +360,11 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
     from vos.results.intervals import mean_interval, paired_difference
 
     scored: dict[str, list[Path]] = {}
+    factors: dict[str, set[Path | None]] = {}
     for job in jobs:
         if job.recorded():
             scored.setdefault(job.run, []).append(job.record_dir)
+            factors.setdefault(job.run, set()).add(job.factors_path())
     lines = [
         f"# Headline claims on the {args.scene} world",
         "",
@@ -335,7 +386,14 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
             continue
         keep = None
         if claim.factor:
-            keep = factor_videos(base[0] / "factors.json", claim.factor)
+            files = factors[claim.row] | factors[claim.baseline]
+            if None in files or len(files) != 1:
+                raise SystemExit(
+                    f"claims: {claim.claim!r}: the records of {claim.row} and "
+                    f"{claim.baseline} name {sorted(str(f) for f in files)} as their factors, "
+                    "not one file: their videos were not the same"
+                )
+            keep = factor_videos(files.pop(), claim.factor)
         names, row_matrix, objects = row_scores(claim.row, row, claim.score, keep)
         base_names, base_matrix, _ = row_scores(claim.baseline, base, claim.score, keep)
         row_mean = mean_interval(row_matrix, 0.95, args.resamples, objects)

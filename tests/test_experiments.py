@@ -490,7 +490,9 @@ def test_claims_plan_seeds_outermost_and_checks_every_run_first(tmp_path, capsys
 
 def test_claims_table_from_scored_seeds(tmp_path, capsys):
     """The table pools each run's scored seeds, pairs by video, keeps a claim's factor videos,
-    and says which claims hold; a claim whose runs are not scored waits."""
+    and says which claims hold; a claim whose runs are not scored waits. Records that each
+    carry their own factors.json (as the driver once wrote them) end up sharing one stored
+    file; a claim whose records name different factors is refused."""
     claims = _claims_module()
     spec = _write_claims_spec(
         tmp_path / "claims.yaml",
@@ -558,6 +560,22 @@ def test_claims_table_from_scored_seeds(tmp_path, capsys):
     assert "| 0 / 2 |" in lines["unrun ≥ base"] and "waiting for runs" in lines["unrun ≥ base"]
     assert "| base | 2 |" in table and "| 100, 101 |" in lines["base"]
 
+    # the four identical copies now one file, each record naming it
+    stored = list((out / "factors").iterdir())
+    assert len(stored) == 1 and json.loads(stored[0].read_text()) == factors
+    for folder in (out / "scores").iterdir():
+        assert not (folder / "factors.json").exists()
+        assert json.loads((folder / "run.json").read_text())["factors"] == (
+            f"factors/{stored[0].name}"
+        )
+    argv = ["--spec", str(spec), "--recipe", "none", "--out", str(out), "--videos", "8"]
+    claims.main([*argv, "--seeds", "0", "1", "--report-only"])
+    assert (out / "claims.md").read_text() == table
+    # a baseline scored on other videos' factors cannot be paired by factor
+    (out / "scores" / "base_s1" / "factors.json").write_text(json.dumps({"v0": {"x": True}}))
+    with pytest.raises(SystemExit, match="name .* as their factors, not one file"):
+        claims.main([*argv, "--seeds", "0", "1", "--report-only"])
+
 
 def test_claims_train_score_and_resume_end_to_end(tmp_path, capsys):
     """Two tiny runs trained and scored through `vos.train` and `vos.eval`, the table written;
@@ -589,6 +607,13 @@ def test_claims_train_score_and_resume_end_to_end(tmp_path, capsys):
     assert (record / "per-sequence_results.csv").read_text() == (
         tmp_path / "out" / "evals2" / "other_s0" / "per-sequence_results.csv"
     ).read_text()
+    # the factors once for both runs (the same videos), named by each record
+    evaluated = json.loads((tmp_path / "out" / "evals2" / "other_s0" / "factors.json").read_text())
+    assert kept["factors"].startswith("factors/") and not (record / "factors.json").exists()
+    assert json.loads((tmp_path / "out" / kept["factors"]).read_text()) == evaluated
+    assert [p.name for p in (tmp_path / "out" / "factors").iterdir()] == [
+        kept["factors"].split("/")[1]
+    ]
     capsys.readouterr()
     claims.main(argv)
     assert "claims: training" not in capsys.readouterr().out
@@ -596,7 +621,8 @@ def test_claims_train_score_and_resume_end_to_end(tmp_path, capsys):
 
     # the record alone (kept in a repository; checkpoints and predictions gone) is enough
     kept_elsewhere = tmp_path / "kept"
-    shutil.copytree(tmp_path / "out" / "scores", kept_elsewhere / "scores")
+    for kept_folder in ("scores", "factors"):
+        shutil.copytree(tmp_path / "out" / kept_folder, kept_elsewhere / kept_folder)
     shutil.rmtree(tmp_path / "out")
     claims.main([*argv[: -len(tiny) - 1], "--record", str(kept_elsewhere), "--", *tiny])
     printed = capsys.readouterr().out
