@@ -247,6 +247,17 @@ def test_bench_train_refuses_an_unknown_precision(run_python_m):
     assert "--precision=fp8" in result.stderr.splitlines()[-1]
 
 
+def test_bench_train_needs_a_warm_up_step_to_measure_memory_in(run_python_m):
+    result = run_python_m(
+        [sys.executable, "-m", "vos.bench", "train", "--warmup", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "--warmup 0 --steps 8: both must be >= 1" in result.stderr.splitlines()[-1]
+
+
 def test_roofline_of_a_small_read_by_hand():
     """B=1, Ck=4, Cv=8, N=10, M=6 in fp32: 2·10·6·(4+8) = 1440 FLOPs; the fused kernel reads
     the query keys (4·6), memory keys and values (12·10) and writes the readout (8·6): 192

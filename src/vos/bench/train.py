@@ -11,7 +11,10 @@ precision plugin uses (no gradient scaling: ``16-mixed`` on a GPU scales the los
 ``--overrides`` are train-config overrides (``model/size=paper``, ``data.batch_size=8``).
 
 Per case: ``ms`` per step (mean over ``--steps`` after ``--warmup``), ``first_step_ms``,
-``steps_per_min``, the resident-set growth, and what the figures depend on: torch's threads,
+``steps_per_min``, the resident-set growth over the warm-up steps (the first step allocates
+the optimiser's state and the autograd buffers; the timed steps run without the sampler's
+thread, which would take time from the step's own threads on a machine of few cores), and
+what the figures depend on: torch's threads,
 its CPU vector ISA (``cpu_isa``; ``ATEN_CPU_CAPABILITY`` lowers it) and whether the CPU has AMX
 tiles (``amx``), which oneDNN uses for bf16 convolutions and matrix products
 (``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` keeps oneDNN off them, to time a CPU without AMX).
@@ -80,22 +83,24 @@ def _time_case(cfg, batches: list[dict], precision: str, layout: str, warmup: in
         module = module.to(memory_format=torch.channels_last)
     optimizer = module.configure_optimizers()["optimizer"]
     clip_norm = cfg.trainer.get("gradient_clip_val")
-    times = []
-    with RssSampler() as sampler, warnings.catch_warnings():
+
+    def step(batch: dict) -> float:
+        started = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = module.training_step(batch, 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_norm:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
+        optimizer.step()
+        return time.perf_counter() - started
+
+    with warnings.catch_warnings():
         # the module logs its losses; without a trainer Lightning warns at every call
         warnings.simplefilter("ignore")
-        for batch in batches:
-            started = time.perf_counter()
-            with torch.autocast(
-                device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-            ):
-                loss = module.training_step(batch, 0)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_norm:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
-            optimizer.step()
-            times.append(time.perf_counter() - started)
+        with RssSampler() as sampler:
+            times = [step(batch) for batch in batches[:warmup]]
+        times += [step(batch) for batch in batches[warmup:]]
     timed = times[warmup:]
     ms = 1000 * sum(timed) / len(timed)
     clip = cfg.data.clip
@@ -125,6 +130,12 @@ def run(args) -> list[Record]:
     from vos.config import compose_config
     from vos.inference.precision import parse_precision
 
+    if args.warmup < 1 or args.steps < 1:
+        raise ValueError(
+            f"--warmup {args.warmup} --steps {args.steps}: both must be >= 1 (the memory is "
+            "measured over the warm-up steps, the time over the others)"
+        )
+
     precisions = [parse_precision(p, key="--precision") for p in args.precision]
     records = []
     for model in args.model:
@@ -146,7 +157,9 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--layout", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
     parser.add_argument("--steps", type=int, default=8, help="steps timed per case")
-    parser.add_argument("--warmup", type=int, default=2, help="steps run before timing")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="steps run before timing (>= 1; memory measured)"
+    )
     parser.add_argument(
         "--overrides",
         nargs="+",
