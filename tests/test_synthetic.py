@@ -267,6 +267,37 @@ def test_source_info_and_reads() -> None:
         source.read_frame("syn_train_0000", 6)
 
 
+@pytest.mark.parametrize("scene", ["simple", "realistic"])
+def test_frame_cache_gives_the_frames_rendering_gives(scene: str) -> None:
+    """Frames and label maps read through the frame cache, in a shuffled order with repeats and
+    with a budget small enough to evict, equal those of a source that renders every read; a
+    caller changing what it got changes nothing cached."""
+    plain = SyntheticSource("train", 3, 6, seed=4, scene=scene, cache_size=1, **SMALL)
+    frame_bytes = 64 * 96 * 3
+    cached = SyntheticSource(
+        "train", 3, 6, seed=4, scene=scene, cache_size=1, frame_cache_mb=5 * frame_bytes / 2**20,
+        **SMALL,
+    )  # fmt: skip
+    order = np.random.default_rng(0).integers(0, [3, 6], size=(60, 2))
+    for video_index, t in order:
+        video = f"syn_train_{video_index:04d}"
+        frame = cached.read_frame(video, t)
+        assert np.array_equal(frame, plain.read_frame(video, t)), (video, t)
+        frame[:] = 0  # the caller's copy
+        mask = cached.read_mask(video, t)
+        assert np.array_equal(mask, plain.read_mask(video, t)), (video, t)
+        mask[:] = 7
+        assert cached._pixels_bytes <= cached.frame_cache_bytes
+    assert 0 < len(cached._pixels) < 36  # some kept, some evicted
+    kept = [key for key in cached._pixels if key[0] == "frame"]
+    assert kept, "no frame left in the cache to read again"
+    for _, video_index, t in kept:
+        video = f"syn_train_{video_index:04d}"
+        assert np.array_equal(cached.read_frame(video, t), plain.read_frame(video, t))
+    with pytest.raises(DatasetError, match="frame_cache_mb must be >= 0"):
+        SyntheticSource("train", 3, 6, frame_cache_mb=-1, **SMALL)
+
+
 def test_val_needs_thirty_frames_and_splits_are_checked() -> None:
     with pytest.raises(ValueError, match="num_frames"):
         SyntheticSource("val", 2, 29)
