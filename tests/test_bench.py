@@ -236,26 +236,24 @@ def test_bench_train_times_steps_per_precision_and_layout(run_python_m):
         assert record["cpu_isa"] and record["threads"] >= 1
 
 
-def test_bench_train_refuses_an_unknown_precision(run_python_m):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--precision", "fp8"], "--precision=fp8"),
+        # the memory is measured over the warm-up steps, so there must be one
+        (["--warmup", "0"], "--warmup 0 --steps 8: both must be >= 1"),
+    ],
+    ids=["unknown-precision", "no-warm-up"],
+)
+def test_bench_train_refuses_what_it_cannot_time(run_python_m, argv, message):
     result = run_python_m(
-        [sys.executable, "-m", "vos.bench", "train", "--precision", "fp8"],
+        [sys.executable, "-m", "vos.bench", "train", *argv],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 1
-    assert "--precision=fp8" in result.stderr.splitlines()[-1]
-
-
-def test_bench_train_needs_a_warm_up_step_to_measure_memory_in(run_python_m):
-    result = run_python_m(
-        [sys.executable, "-m", "vos.bench", "train", "--warmup", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 1
-    assert "--warmup 0 --steps 8: both must be >= 1" in result.stderr.splitlines()[-1]
+    assert message in result.stderr.splitlines()[-1]
 
 
 def test_roofline_of_a_small_read_by_hand():
