@@ -204,17 +204,24 @@ class Job:
                 f"`{' '.join(self.train_overrides)}` on {self.videos}: remove the record (or "
                 "rename the run) to run it anew"
             )
+        return True
+
+    def share_factors(self) -> None:
+        """A record written before the factors were shared keeps its own copy: move it into
+        the store (the store first, then run.json naming it, then the copy goes)."""
         own_factors = self.record_dir / FACTORS_FILE
         if own_factors.is_file():
-            # a record written before the factors were shared: move its copy into the store
-            # (the store first, then run.json naming it, then the copy goes)
+            path = self.record_dir / RECORD_FILE
+            record = json.loads(path.read_text())
             record["factors"] = store_factors(self.record_root, own_factors)
             write_text_atomic(path, json.dumps(record, indent=1) + "\n")
             own_factors.unlink()
-        return True
 
     def factors_path(self) -> Path | None:
-        """The recorded run's factors file, or None where its scoring wrote none."""
+        """The recorded run's factors file (its own copy in a record not yet shared), or None
+        where its scoring wrote none."""
+        if (self.record_dir / FACTORS_FILE).is_file():
+            return self.record_dir / FACTORS_FILE
         record = json.loads((self.record_dir / RECORD_FILE).read_text())
         name = record.get("factors")
         if name is None:
@@ -258,17 +265,25 @@ class Job:
         return record.get("fit_s")
 
 
+def _read_factors(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"claims: {path} is not readable JSON ({error})") from error
+
+
+def _digest(path: Path) -> str:
+    """What names a set of factors: the digest of its JSON, whatever its spacing."""
+    canonical = json.dumps(_read_factors(path), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
 def store_factors(record_root: Path, source: Path) -> str:
     """Keep ``source``'s factors as ``factors/<digest>.json`` under ``record_root`` (written
     once; runs scored on the same videos share it) and return that path, relative."""
-    try:
-        factors = json.loads(source.read_text())
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"claims: {source} is not readable JSON ({error})") from error
-    canonical = json.dumps(factors, sort_keys=True, separators=(",", ":"))
-    name = f"{FACTORS_FOLDER}/{hashlib.sha256(canonical.encode()).hexdigest()[:16]}.json"
+    name = f"{FACTORS_FOLDER}/{_digest(source)}.json"
     if not (record_root / name).is_file():
-        write_json_atomic(record_root / name, factors)
+        write_json_atomic(record_root / name, _read_factors(source))
     return name
 
 
@@ -360,11 +375,13 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
     from vos.results.intervals import mean_interval, paired_difference
 
     scored: dict[str, list[Path]] = {}
-    factors: dict[str, set[Path | None]] = {}
+    # run -> {digest of its records' factors: one of those files}
+    factors: dict[str, dict[str | None, Path | None]] = {}
     for job in jobs:
         if job.recorded():
             scored.setdefault(job.run, []).append(job.record_dir)
-            factors.setdefault(job.run, set()).add(job.factors_path())
+            path = job.factors_path()
+            factors.setdefault(job.run, {})[_digest(path) if path else None] = path
     lines = [
         f"# Headline claims on the {args.scene} world",
         "",
@@ -386,14 +403,14 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
             continue
         keep = None
         if claim.factor:
-            files = factors[claim.row] | factors[claim.baseline]
+            files = {**factors[claim.row], **factors[claim.baseline]}
             if None in files or len(files) != 1:
                 raise SystemExit(
                     f"claims: {claim.claim!r}: the records of {claim.row} and "
-                    f"{claim.baseline} name {sorted(str(f) for f in files)} as their factors, "
-                    "not one file: their videos were not the same"
+                    f"{claim.baseline} name {sorted(str(f) for f in files.values())} as their "
+                    "factors, not one set: their videos were not the same"
                 )
-            keep = factor_videos(files.pop(), claim.factor)
+            keep = factor_videos(next(iter(files.values())), claim.factor)
         names, row_matrix, objects = row_scores(claim.row, row, claim.score, keep)
         base_names, base_matrix, _ = row_scores(claim.baseline, base, claim.score, keep)
         row_mean = mean_interval(row_matrix, 0.95, args.resamples, objects)
@@ -452,6 +469,10 @@ def main(argv: list[str] | None = None) -> None:
     runs, claims = load_spec(args.spec)
     jobs = plan(args, runs)
     table = args.record / "claims.md"
+    if not args.dry_run:
+        for job in jobs:
+            if job.recorded():
+                job.share_factors()
     if not args.report_only:
         for job in jobs:
             if job.recorded():

@@ -527,22 +527,11 @@ def test_claims_table_from_scored_seeds(tmp_path, capsys):
                 "fit_s": 100.0 + seed,
             }
             (folder / "run.json").write_text(json.dumps(record))
-    claims.main(
-        [
-            "--spec",
-            str(spec),
-            "--recipe",
-            "none",
-            "--out",
-            str(out),
-            "--seeds",
-            "0",
-            "1",
-            "--videos",
-            "8",
-            "--report-only",
-        ]
-    )
+    argv = ["--spec", str(spec), "--recipe", "none", "--out", str(out), "--videos", "8"]
+    claims.main([*argv, "--seeds", "0", "1", "--dry-run"])
+    assert (out / "scores" / "base_s0" / "factors.json").is_file()  # a dry run writes nothing
+    capsys.readouterr()
+    claims.main([*argv, "--seeds", "0", "1", "--report-only"])
     table = (out / "claims.md").read_text()
     assert capsys.readouterr().out.startswith(table)
     lines = {
@@ -568,12 +557,11 @@ def test_claims_table_from_scored_seeds(tmp_path, capsys):
         assert json.loads((folder / "run.json").read_text())["factors"] == (
             f"factors/{stored[0].name}"
         )
-    argv = ["--spec", str(spec), "--recipe", "none", "--out", str(out), "--videos", "8"]
     claims.main([*argv, "--seeds", "0", "1", "--report-only"])
     assert (out / "claims.md").read_text() == table
     # a baseline scored on other videos' factors cannot be paired by factor
     (out / "scores" / "base_s1" / "factors.json").write_text(json.dumps({"v0": {"x": True}}))
-    with pytest.raises(SystemExit, match="name .* as their factors, not one file"):
+    with pytest.raises(SystemExit, match="name .* as their factors, not one set"):
         claims.main([*argv, "--seeds", "0", "1", "--report-only"])
 
 
