@@ -303,16 +303,14 @@ def _commit() -> str | None:
 
 
 def plan(args, runs: dict[str, list[str]]) -> list[Job]:
-    """Every (run, seed) as a job, seeds outermost; each config composed now, so a wrong
-    override fails here and not hours into the sweep."""
+    """Every (run, seed) of the spec as a job, seeds outermost; each config composed now, so
+    a wrong override fails here and not hours into the sweep."""
     from vos.config import compose_config
 
     common = [f"dataset/scene={args.scene}", *recipe_overrides(args.recipe), *args.overrides]
     jobs = []
     for seed in args.seeds:
-        for name in args.runs or list(runs):
-            if name not in runs:
-                raise SystemExit(f"--runs {name}: not a run of {args.spec} ({sorted(runs)})")
+        for name in runs:
             overrides = [*runs[name], *common, f"seed={seed}"]
             try:
                 cfg = compose_config("train", overrides)
@@ -449,7 +447,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scene", default="realistic", help="dataset/scene: simple | realistic")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--videos", type=int, default=96, help="val videos each run is scored on")
-    parser.add_argument("--runs", nargs="+", help="only these runs (default: every run)")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        help="train and score only these runs, in this order (default: every run); the table "
+        "still holds every run's records",
+    )
     parser.add_argument("--recipe", default="auto", help="auto | none | an experiment name")
     parser.add_argument("--out", type=Path, help="default: outputs/claims/<scene>")
     parser.add_argument(
@@ -467,14 +470,20 @@ def main(argv: list[str] | None = None) -> None:
     args.record_arg = args.record
     args.record = (args.record or args.out).absolute()
     runs, claims = load_spec(args.spec)
+    for name in args.runs or []:
+        if name not in runs:
+            raise SystemExit(f"--runs {name}: not a run of {args.spec} ({sorted(runs)})")
+    # the table holds every run's records; --runs picks which are trained, in its order
     jobs = plan(args, runs)
+    by_label = {job.label: job for job in jobs}
+    todo = [by_label[f"{name}_s{seed}"] for seed in args.seeds for name in args.runs or runs]
     table = args.record / "claims.md"
     if not args.dry_run:
         for job in jobs:
             if job.recorded():
                 job.share_factors()
     if not args.report_only:
-        for job in jobs:
+        for job in todo:
             if job.recorded():
                 continue
             if args.dry_run:

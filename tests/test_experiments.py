@@ -559,6 +559,13 @@ def test_claims_table_from_scored_seeds(tmp_path, capsys):
         )
     claims.main([*argv, "--seeds", "0", "1", "--report-only"])
     assert (out / "claims.md").read_text() == table
+    # --runs picks what is trained; the table still holds every run's records
+    claims.main([*argv, "--seeds", "0", "1", "--runs", "unrun", "base", "--report-only"])
+    assert (out / "claims.md").read_text() == table
+    capsys.readouterr()
+    claims.main([*argv, "--seeds", "0", "1", "--runs", "unrun", "base", "--dry-run"])
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and all("unrun_s" in line for line in printed), printed
     # a baseline scored on other videos' factors cannot be paired by factor
     (out / "scores" / "base_s1" / "factors.json").write_text(json.dumps({"v0": {"x": True}}))
     with pytest.raises(SystemExit, match="name .* as their factors, not one set"):
