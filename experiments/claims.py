@@ -12,7 +12,8 @@ scored again; after each score the table (``OUT/claims.md``) is written anew, an
 Layout under ``--out`` (default ``outputs/claims/<scene>``): ``runs/<run>_s<seed>/`` (the
 training run) and ``evals<videos>/<run>_s<seed>/`` (`vos.eval`'s predictions and CSVs). What
 the table is built from goes under ``--record`` (default ``--out``): ``scores/<run>_s<seed>/``,
-a scored run's per-video CSV and ``run.json`` (its overrides, steps, fit time, the commit, and
+a scored run's per-video CSV and ``run.json`` (its overrides, steps, fit time, the commits
+that trained and recorded it, and
 which ``factors/<digest>.json`` holds its videos' factors: every run scored on the same videos
 shares one file), a few kilobytes that can be kept in the repository
 (``experiments/claims/<scene>/``) while checkpoints and predictions cannot; and ``claims.md``.
@@ -45,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from compare_evals import factor_videos, row_scores  # noqa: E402
 
 from vos.files import staged_folder, write_json_atomic, write_text_atomic  # noqa: E402
+from vos.provenance import source_commit  # noqa: E402
 
 HERE = Path(__file__).parent
 SCORES = ("J&F", "J", "F")
@@ -248,7 +250,9 @@ class Job:
                 "videos": self.videos,
                 "global_step": metrics.get("global_step"),
                 "fit_s": metrics.get("fit_s"),
-                "commit": _commit(),
+                # the code that trained it (the attempt that finished) and that recorded it
+                "trained_commit": metrics.get("commit"),
+                "commit": source_commit(),
                 "factors": (
                     store_factors(self.record_root, self.eval_dir / FACTORS_FILE)
                     if (self.eval_dir / FACTORS_FILE).is_file()
@@ -285,21 +289,6 @@ def store_factors(record_root: Path, source: Path) -> str:
     if not (record_root / name).is_file():
         write_json_atomic(record_root / name, _read_factors(source))
     return name
-
-
-def _commit() -> str | None:
-    """The project's commit (with ``+`` if its tracked files differ from it), or None."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=HERE, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+" if dirty else "")
 
 
 def plan(args, runs: dict[str, list[str]]) -> list[Job]:

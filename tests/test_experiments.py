@@ -3,6 +3,7 @@
 import itertools
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -599,6 +600,11 @@ def test_claims_train_score_and_resume_end_to_end(tmp_path, capsys):
     kept = json.loads((record / "run.json").read_text())
     assert kept["overrides"] == ["optim.lr=1e-3", "dataset/scene=simple", *tiny, "seed=0"]
     assert (kept["videos"], kept["global_step"]) == (2, 2) and kept["fit_s"] > 0
+    # the code that trained the run, as its metrics.json says, and the code that recorded it
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert kept["trained_commit"].rstrip("+") == head == kept["commit"].rstrip("+")
     assert (record / "per-sequence_results.csv").read_text() == (
         tmp_path / "out" / "evals2" / "other_s0" / "per-sequence_results.csv"
     ).read_text()

@@ -3,7 +3,8 @@
 
 A run writes into its folder: ``checkpoints/`` (every ``checkpoint.every_n_steps`` and
 ``last.ckpt``), ``metrics.json`` (the last validation's scores, ``params_m``,
-``global_step``, ``fit_s``, and ``per_video``: the last validation's rows per video; with
+``global_step``, ``fit_s``, ``commit`` (`vos.provenance.source_commit`: the code this
+attempt ran, None outside a git checkout), and ``per_video``: the last validation's rows per video; with
 ``dataset.extra_eval``, each extra set's ``extra/<name>/...`` scores and its rows in
 ``extra_per_video.<name>``; see `vos.cli.train`) and the logger's files.
 """
@@ -39,6 +40,7 @@ from vos.lightning.extra_eval import extra_eval_sets
 from vos.lightning.flow_module import FlowModule
 from vos.lightning.loggers import build_logger, finish_logger, log_summary, sweep_identity
 from vos.lightning.module import VOSModule
+from vos.provenance import source_commit
 
 
 def resolve_path(path: str | None, key: str) -> Path | None:
@@ -337,6 +339,7 @@ def fit(
                 f"trainer.{key}={trainer_options.get(key)}" for key in ("accelerator", "devices")
             )
             raise ValueError(f"{chosen}: {error}") from error
+        commit = source_commit()  # the code this process imported, before anyone edits it
         trainer.fit(
             module,
             datamodule=datamodule,
@@ -366,6 +369,7 @@ def fit(
                 written["per_video"] = per_video
             if isinstance(module, VOSModule) and module.last_extra_per_video:
                 written["extra_per_video"] = module.last_extra_per_video
+            written["commit"] = commit
             write_json_atomic(run_dir / "metrics.json", written)
             log_summary(logger, metrics)
     finally:
