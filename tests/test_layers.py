@@ -16,7 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # lowest first; a module belongs to the longest prefix that names it
 LAYERS: list[tuple[str, ...]] = [
-    ("vos", "vos.config", "vos.files", "vos.checkpoint", "vos.profiling", "vos.kernels"),
+    (
+        "vos",
+        "vos.config",
+        "vos.files",
+        "vos.checkpoint",
+        "vos.profiling",
+        "vos.provenance",
+        "vos.kernels",
+    ),
     ("vos.ops",),
     ("vos.data",),
     ("vos.metrics",),
