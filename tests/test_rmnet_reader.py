@@ -18,6 +18,10 @@ from vos.model.readers.stm import STMReader
 STRIDE = 16
 
 
+# Table 5's row without regions (experiments/claims.yaml)
+RMNET_WITHOUT_REGIONS = ["model.reader.memory_region=false", "model.reader.query_region=false"]
+
+
 def make_frame(keys: torch.Tensor, index: int = 0, values: int = 4, flow=None) -> FrameFeatures:
     """A frame whose res4 key is ``keys [B, Ck, h, w]``; input resolution is 16× the grid."""
     batch, _, height, width = keys.shape
@@ -525,3 +529,36 @@ def test_inference_readout_promotes_dtypes_as_the_training_one():
     concatenated = reader.read(query, memory, ReaderState(previous_probs=previous))
     assert in_place.features["res4"].dtype == concatenated.features["res4"].dtype == torch.float64
     torch.testing.assert_close(in_place.features["res4"], concatenated.features["res4"])
+
+
+def test_without_regions_rmnet_is_stms_run():
+    """`model=rmnet` with both regions off builds STM's network with the same initial weights
+    from the same seed and segments a clip to the same logits, bit for bit: the claims use
+    STM's runs for Table 5's row without regions (experiments/claims.yaml)."""
+    from vos.lightning.module import VOSModule
+
+    small = ["model.key_channels=8", "model.value_channels=16", "model.decoder_channels=8"]
+    nets = []
+    for model in (["model=stm"], ["model=rmnet", *RMNET_WITHOUT_REGIONS]):
+        with initialize_config_dir(config_dir=str(vos.config.CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[*model, *small])
+        torch.manual_seed(cfg.seed)  # as vos.train seeds before building the module
+        nets.append(VOSModule(cfg.model, cfg.optim, cfg.lr_schedule, cfg.loss, cfg.inference))
+    stm, rmnet = (module.network for module in nets)
+    stm_state, rmnet_state = stm.state_dict(), rmnet.state_dict()
+    assert list(stm_state) == list(rmnet_state)
+    for name, value in stm_state.items():
+        assert torch.equal(rmnet_state[name], value), name
+    g = torch.Generator().manual_seed(3)
+    frames = torch.rand(1, 3, 3, 64, 96, generator=g)
+    labels = torch.zeros(1, 3, 64, 96, dtype=torch.long)
+    labels[:, :, 8:40, 10:50] = 1
+    labels[:, :, 30:60, 50:90] = 2
+    present = torch.ones(1, 2, dtype=torch.bool)
+    flow = torch.zeros(1, 3, 2, 64, 96)
+    outputs = []
+    for net in (stm, rmnet):
+        torch.manual_seed(2)  # any dropout draws the same
+        outputs.append(net.train().segment_clip(frames, labels, present, flow))
+    for a, b in zip(*outputs, strict=True):
+        assert torch.equal(a, b)
