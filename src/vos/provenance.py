@@ -8,17 +8,24 @@ from pathlib import Path
 _HERE = Path(__file__).parent
 
 
+# what a run's behaviour comes from, relative to the checkout's root: a change elsewhere (a
+# results table a driver rewrites, the docs) does not make the code differ from its commit
+CODE_PATHS = ("src", "conf", "kernels", "pyproject.toml")
+
+
 def source_commit() -> str | None:
-    """The commit of the checkout this package runs from, with ``+`` where its tracked files
-    differ from it; None outside a git checkout (an installed wheel) or without git."""
+    """The commit of the checkout this package runs from, with ``+`` where its code
+    (`CODE_PATHS`) differs from it; None outside a git checkout (an installed wheel) or
+    without git."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=_HERE, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+        head, root = subprocess.run(
+            ["git", "rev-parse", "HEAD", "--show-toplevel"],
             cwd=_HERE, capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+            cwd=root, capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, ValueError, subprocess.CalledProcessError):
         return None
     return head + ("+" if dirty else "")
