@@ -77,6 +77,21 @@ def compose_config(name: str = "train", overrides: list[str] | None = None) -> D
         return compose(name, overrides=list(overrides or []))
 
 
+def two_object_clip(batch: int, seed: int = 1) -> tuple[Any, Any, Any, Any]:
+    """A 3-frame 32×48 training clip of two overlapping box objects present in every frame:
+    ``(frames, labels, present, flow)`` as `VOSNetwork.segment_clip` takes them, the flow
+    zero."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.rand(batch, 3, 3, 32, 48, generator=g)
+    labels = torch.zeros(batch, 3, 32, 48, dtype=torch.long)
+    labels[:, :, 4:20, 6:30] = 1
+    labels[:, :, 14:30, 24:44] = 2
+    present = torch.ones(batch, 2, dtype=torch.bool)
+    return frames, labels, present, torch.zeros(batch, 3, 2, 32, 48)
+
+
 def tiny_checkpoint(run_dir: Path) -> Path:
     """Train the `TINY` model one step into ``run_dir`` (no validation); its ``last.ckpt``."""
     from vos.lightning.training import train

@@ -9,7 +9,7 @@ import urllib.error
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import compose_config
+from helpers import compose_config, two_object_clip
 
 from vos.model.blocks import CBAM
 from vos.model.decoder import STCNDecoder
@@ -252,13 +252,7 @@ def test_channels_last_weights_give_the_same_logits_and_gradients(model):
         p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
         for p in nhwc.parameters()
     )
-    g = torch.Generator().manual_seed(1)
-    frames = torch.rand(2, 3, 3, 32, 48, generator=g)
-    labels = torch.zeros(2, 3, 32, 48, dtype=torch.long)
-    labels[:, :, 4:20, 6:30] = 1
-    labels[:, :, 14:30, 24:44] = 2
-    present = torch.ones(2, 2, dtype=torch.bool)
-    flow = torch.zeros(2, 3, 2, 32, 48)
+    frames, labels, present, flow = two_object_clip(batch=2)
     results = []
     for net in (contiguous, nhwc):
         torch.manual_seed(2)  # the readers' dropout draws the same

@@ -7,6 +7,7 @@ import math
 import hydra
 import pytest
 import torch
+from helpers import two_object_clip
 from hydra import compose, initialize_config_dir
 
 import vos.config
@@ -549,13 +550,7 @@ def test_without_regions_rmnet_is_stms_run():
     assert list(stm_state) == list(rmnet_state)
     for name, value in stm_state.items():
         assert torch.equal(rmnet_state[name], value), name
-    g = torch.Generator().manual_seed(3)
-    frames = torch.rand(1, 3, 3, 64, 96, generator=g)
-    labels = torch.zeros(1, 3, 64, 96, dtype=torch.long)
-    labels[:, :, 8:40, 10:50] = 1
-    labels[:, :, 30:60, 50:90] = 2
-    present = torch.ones(1, 2, dtype=torch.bool)
-    flow = torch.zeros(1, 3, 2, 64, 96)
+    frames, labels, present, flow = two_object_clip(batch=1)
     outputs = []
     for net in (stm, rmnet):
         torch.manual_seed(2)  # any dropout draws the same
