@@ -13,9 +13,8 @@ Layout under ``--out`` (default ``outputs/claims/<scene>``): ``runs/<run>_s<seed
 training run) and ``evals<videos>/<run>_s<seed>/`` (`vos.eval`'s predictions and CSVs). What
 the table is built from goes under ``--record`` (default ``--out``): ``scores/<run>_s<seed>/``,
 a scored run's per-video CSV and ``run.json`` (its overrides, steps, fit time, the commits
-that trained and recorded it, and
-which ``factors/<digest>.json`` holds its videos' factors: every run scored on the same videos
-shares one file), a few kilobytes that can be kept in the repository
+that trained and recorded it, and which ``factors/<digest>.json`` holds its videos' factors:
+every run scored on the same videos shares one file), a few kilobytes that can be kept in the repository
 (``experiments/claims/<scene>/``) while checkpoints and predictions cannot; and ``claims.md``.
 A recorded run is neither trained nor scored again, even where its run folder is gone; a
 record or run folder made with other overrides than the run's now is refused, naming it.

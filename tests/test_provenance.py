@@ -46,10 +46,21 @@ def test_a_changed_code_file_marks_the_commit_and_a_changed_result_does_not(tmp_
     assert copy.source_commit() == head + "+"
 
 
-def test_outside_a_checkout_there_is_no_commit(tmp_path):
-    module = tmp_path / "provenance.py"
-    shutil.copy(vos.provenance.__file__, module)
-    spec = importlib.util.spec_from_file_location("provenance_alone", module)
-    copy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(copy)
-    assert copy.source_commit() is None
+def test_outside_a_checkouts_sources_there_is_no_commit(tmp_path):
+    """Alone, or installed inside some git repository (a virtual environment in a checkout):
+    that repository's commit says nothing of the installed copy."""
+    alone = tmp_path / "alone" / "provenance.py"
+    root = tmp_path / "checkout"
+    installed = root / ".venv" / "lib" / "site-packages" / "vos" / "provenance.py"
+    for module in (alone, installed):
+        module.parent.mkdir(parents=True)
+        shutil.copy(vos.provenance.__file__, module)
+    (root / "README.md").write_text("a checkout\n")
+    _git(root, "init", "-q")
+    _git(root, "add", "README.md")
+    _git(root, "commit", "-qm", "first")
+    for name, module in (("alone", alone), ("installed", installed)):
+        spec = importlib.util.spec_from_file_location(f"provenance_{name}", module)
+        copy = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(copy)
+        assert copy.source_commit() is None, name

@@ -4,8 +4,8 @@
 A run writes into its folder: ``checkpoints/`` (every ``checkpoint.every_n_steps`` and
 ``last.ckpt``), ``metrics.json`` (the last validation's scores, ``params_m``,
 ``global_step``, ``fit_s``, ``commit`` (`vos.provenance.source_commit`: the code this
-attempt ran, None outside a git checkout), and ``per_video``: the last validation's rows per video; with
-``dataset.extra_eval``, each extra set's ``extra/<name>/...`` scores and its rows in
+attempt ran, None outside a git checkout), and ``per_video``: the last validation's rows per
+video; with ``dataset.extra_eval``, each extra set's ``extra/<name>/...`` scores and its rows in
 ``extra_per_video.<name>``; see `vos.cli.train`) and the logger's files.
 """
 
