@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     label = f"{args.score} ({args.factor})" if args.factor else args.score
     print(f"| row | seeds | {label} | {percent} CI | videos | objects | Δ vs {base_label} |")
     print("|---|---|---|---|---|---|---|")
+    marked = False
     for index, (name, folders) in enumerate(rows):
         names, scores, objects = row_scores(name, folders, args.score, keep)
         own = mean_interval(scores, args.level, args.resamples, objects)
@@ -154,13 +155,15 @@ def main(argv: list[str] | None = None) -> None:
                 delta = f"{diff.value:+.3f} (no interval)"
             else:
                 mark = "" if diff.distinguishable else "≈ "
+                marked = marked or not diff.distinguishable
                 delta = f"{mark}{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]"
         spread = "no interval" if own.low is None else f"[{own.low:.3f}, {own.high:.3f}]"
         print(
             f"| {name} | {len(folders)} | {own.value:.3f} | {spread} | "
             f"{len(names)} | {int(objects.sum())} | {delta} |"
         )
-    print(f"\n≈: the {percent} interval of the difference includes 0 (not distinguishable).")
+    if marked:
+        print(f"\n≈: the {percent} interval of the difference includes 0 (not distinguishable).")
     if any(len(folders) > 1 for _, folders in rows):
         print("Rows of several seeds resample seeds and videos; one-seed rows, videos only.")
 

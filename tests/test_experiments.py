@@ -363,6 +363,10 @@ def test_compare_evals_pairs_two_eval_folders_by_video(tmp_path, capsys):
     # every resample of the paired difference is +0.100 (distinguishable: no "≈")
     assert "| a | 1 | 0.533 |" in out and "| b | 1 | 0.633 |" in out
     assert "| +0.100 [+0.100, +0.100] |" in out
+    assert "≈" not in out  # the mark's note only under a table that uses it
+    module.main([str(tmp_path / "b"), str(tmp_path / "b")])
+    out = capsys.readouterr().out
+    assert "| ≈ +0.000 [+0.000, +0.000] |" in out and "\n≈: the 95% interval" in out
     with pytest.raises(SystemExit, match="per-sequence_results.csv does not exist"):
         module.video_scores(tmp_path)
     # --factor: only the videos with it (no_<factor>: without), from the first folder's factors
