@@ -7,7 +7,9 @@ Runs go one seed at a time (every run's seed 0 before any seed 1), so a partial 
 holds every claim. Everything resumes: a run whose ``metrics.json`` reached its steps is left
 as it is, a killed one continues from its ``last.ckpt`` (``resume=auto``), a scored one is not
 scored again; after each score the table (``OUT/claims.md``) is written anew, and
-``--report-only`` rebuilds it from what has finished. ``--dry-run`` prints the commands.
+``--report-only`` rebuilds it from what has finished; ``--doc FILE`` also writes it into a
+Markdown file, between the file's ``DOC_BEGIN`` and ``DOC_END`` lines. ``--dry-run`` prints
+the commands.
 
 Layout under ``--out`` (default ``outputs/claims/<scene>``): ``runs/<run>_s<seed>/`` (the
 training run) and ``evals<videos>/<run>_s<seed>/`` (`vos.eval`'s predictions and CSVs). What
@@ -59,6 +61,9 @@ FACTORS_FILE = "factors.json"
 FACTORS_FOLDER = "factors"
 # what train_command adds to a run's overrides (Hydra keeps them in .hydra/overrides.yaml)
 TRAIN_EXTRAS = ("logger=csv", "resume=auto")
+# where --doc copies the table to in a document (the doc's own summary, kept equal to claims.md)
+DOC_BEGIN = "<!-- experiments/claims.py --doc: begin -->"
+DOC_END = "<!-- experiments/claims.py --doc: end -->"
 
 
 @dataclass(frozen=True)
@@ -429,6 +434,21 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_body(table: str) -> str:
+    """claims.md without its title: the command, the claims and the runs, for another document."""
+    return table.split("\n", 2)[2]
+
+
+def sync_doc(doc: Path, table: str) -> None:
+    """Write the table into ``doc`` between its DOC_BEGIN and DOC_END lines."""
+    text = doc.read_text()
+    begin, end = text.find(DOC_BEGIN), text.find(DOC_END)
+    if begin < 0 or end < begin:
+        raise SystemExit(f"claims: {doc} has no {DOC_BEGIN!r} ... {DOC_END!r} block for the table")
+    head = text[: begin + len(DOC_BEGIN)]
+    write_text_atomic(doc, f"{head}\n{table_body(table)}{text[end:]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, default=HERE / "claims.yaml")
@@ -448,6 +468,12 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="where scores/<run>_s<seed>/ and claims.md go (default: --out); e.g. "
         "experiments/claims/<scene> to keep them",
+    )
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        help=f"also write the table into this Markdown file, between {DOC_BEGIN!r} and "
+        f"{DOC_END!r} (e.g. docs/benchmarks.md)",
     )
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--report-only", action="store_true", help="the table from what finished")
@@ -488,11 +514,16 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"claims: scored {job.label} in {seconds:.0f} s", flush=True)
             job.record()
             print(f"claims: recorded {job.label} in {job.record_dir}", flush=True)
-            write_text_atomic(table, report(args, jobs, claims))
+            text = report(args, jobs, claims)
+            write_text_atomic(table, text)
+            if args.doc:
+                sync_doc(args.doc, text)
         if args.dry_run:
             return
     text = report(args, jobs, claims)
     write_text_atomic(table, text)
+    if args.doc:
+        sync_doc(args.doc, text)
     print(text)
     print(f"claims: wrote {table}")
 

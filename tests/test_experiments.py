@@ -564,6 +564,18 @@ def test_claims_table_from_scored_seeds(tmp_path, capsys):
         )
     claims.main([*argv, "--seeds", "0", "1", "--report-only"])
     assert (out / "claims.md").read_text() == table
+    # --doc writes the table between a document's markers and leaves the rest as it was
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# Doc\n\nbefore\n{claims.DOC_BEGIN}\nstale\n{claims.DOC_END}\nafter\n")
+    claims.main([*argv, "--seeds", "0", "1", "--report-only", "--doc", str(doc)])
+    claims.main([*argv, "--seeds", "0", "1", "--report-only", "--doc", str(doc)])
+    assert doc.read_text() == (
+        f"# Doc\n\nbefore\n{claims.DOC_BEGIN}\n{claims.table_body(table)}{claims.DOC_END}\nafter\n"
+    )
+    assert "stale" not in doc.read_text() and "# Headline" not in doc.read_text()
+    doc.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no .* block for the table"):
+        claims.main([*argv, "--seeds", "0", "1", "--report-only", "--doc", str(doc)])
     # --runs picks what is trained; the table still holds every run's records
     claims.main([*argv, "--seeds", "0", "1", "--runs", "unrun", "base", "--report-only"])
     assert (out / "claims.md").read_text() == table
@@ -575,6 +587,17 @@ def test_claims_table_from_scored_seeds(tmp_path, capsys):
     (out / "scores" / "base_s1" / "factors.json").write_text(json.dumps({"v0": {"x": True}}))
     with pytest.raises(SystemExit, match="name .* as their factors, not one set"):
         claims.main([*argv, "--seeds", "0", "1", "--report-only"])
+
+
+def test_benchmarks_holds_the_recorded_claims_table():
+    """docs/benchmarks.md's summary of the claims is claims.md's table as recorded, not an
+    older copy (`python experiments/claims.py --report-only ... --doc docs/benchmarks.md`)."""
+    claims = _claims_module()
+    root = Path(__file__).parents[1]
+    table = (root / "experiments" / "claims" / "realistic" / "claims.md").read_text()
+    doc = (root / "docs" / "benchmarks.md").read_text()
+    block = doc.split(claims.DOC_BEGIN + "\n", 1)[1].split(claims.DOC_END, 1)[0]
+    assert block == claims.table_body(table)
 
 
 def test_claims_train_score_and_resume_end_to_end(tmp_path, capsys):
