@@ -439,12 +439,20 @@ def table_body(table: str) -> str:
     return table.split("\n", 2)[2]
 
 
-def sync_doc(doc: Path, table: str) -> None:
-    """Write the table into ``doc`` between its DOC_BEGIN and DOC_END lines."""
+def _doc_block(doc: Path) -> tuple[str, int, int]:
+    """``doc``'s text and where its DOC_BEGIN and DOC_END lines are; a clear error otherwise."""
+    if not doc.is_file():
+        raise SystemExit(f"claims: --doc {doc}: no such file")
     text = doc.read_text()
     begin, end = text.find(DOC_BEGIN), text.find(DOC_END)
     if begin < 0 or end < begin:
         raise SystemExit(f"claims: {doc} has no {DOC_BEGIN!r} ... {DOC_END!r} block for the table")
+    return text, begin, end
+
+
+def sync_doc(doc: Path, table: str) -> None:
+    """Write the table into ``doc`` between its DOC_BEGIN and DOC_END lines."""
+    text, begin, end = _doc_block(doc)
     head = text[: begin + len(DOC_BEGIN)]
     write_text_atomic(doc, f"{head}\n{table_body(table)}{text[end:]}")
 
@@ -484,6 +492,8 @@ def main(argv: list[str] | None = None) -> None:
     args.record_arg = args.record
     args.record = (args.record or args.out).absolute()
     runs, claims = load_spec(args.spec)
+    if args.doc:
+        _doc_block(args.doc)  # refused now, not after hours of training
     for name in args.runs or []:
         if name not in runs:
             raise SystemExit(f"--runs {name}: not a run of {args.spec} ({sorted(runs)})")

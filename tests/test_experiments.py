@@ -576,6 +576,13 @@ def test_claims_table_from_scored_seeds(tmp_path, capsys):
     doc.write_text("no markers\n")
     with pytest.raises(SystemExit, match="no .* block for the table"):
         claims.main([*argv, "--seeds", "0", "1", "--report-only", "--doc", str(doc)])
+    # refused before anything is trained or scored, a missing file by its name
+    with pytest.raises(SystemExit, match="no .* block for the table"):
+        claims.main([*argv, "--seeds", "0", "1", "--dry-run", "--doc", str(doc)])
+    with pytest.raises(SystemExit, match="--doc .*nonesuch.md: no such file"):
+        claims.main(
+            [*argv, "--seeds", "0", "1", "--dry-run", "--doc", str(tmp_path / "nonesuch.md")]
+        )
     # --runs picks what is trained; the table still holds every run's records
     claims.main([*argv, "--seeds", "0", "1", "--runs", "unrun", "base", "--report-only"])
     assert (out / "claims.md").read_text() == table
