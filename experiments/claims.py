@@ -34,6 +34,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -351,14 +352,25 @@ def run_step(command: list[str], what: str) -> float:
     return time.monotonic() - start
 
 
-def verdict(low: float | None, high: float | None) -> str:
-    if low is None:
+def verdict(diff, seeds: int) -> str:
+    """Whether the paired difference ``diff`` (an `Interval`) resolves the claim; where it does
+    not, how many seeds a row the interval would need to be as narrow as the difference is
+    large, were the spread to stay what ``seeds`` seeds a row showed."""
+    if diff.low is None:
         return "one video: no interval"
-    if low > 0:
+    if diff.low > 0:
         return "holds"
-    if high < 0:
+    if diff.high < 0:
         return "does not hold"
-    return "not resolved (the interval includes 0)"
+    ratio = diff.half_width / abs(diff.value) if diff.value else math.inf
+    # an interval narrows as one over the square root of the seeds it resamples
+    needed = (
+        "no finite number" if math.isinf(ratio) else f"about {math.ceil(seeds * ratio**2 - 1e-9)}"
+    )
+    return (
+        f"not resolved (the interval includes 0; its half width is {ratio:.1f}x the "
+        f"difference: {needed} seeds a row to narrow it to that)"
+    )
 
 
 def report(args, jobs: list[Job], claims: list[Claim]) -> str:
@@ -382,7 +394,10 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
         + (f" -- {' '.join(args.overrides)}" if args.overrides else "")
         + f"`; the recipe's overrides: `{' '.join(recipe_overrides(args.recipe)) or '(none)'}`. "
         "Each row pools its scored seeds; the difference is paired by video, its 95% "
-        "bootstrap interval resampling videos and, where a row has several, seeds.",
+        "bootstrap interval resampling videos and, where a row has several, seeds. A claim "
+        "not resolved says how many seeds a row would narrow its interval to the difference, "
+        "were the spread to stay what the scored seeds showed (a few seeds estimate it "
+        "roughly).",
         "",
         "| claim | videos | seeds (row / baseline) | row | baseline | difference [95% CI] | verdict |",
         "|---|---|---|---|---|---|---|",
@@ -415,7 +430,7 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
         lines.append(
             f"| {claim.claim} ({what}) | {len(names)} | {len(row)} / {len(base)} | "
             f"{row_mean.value:.3f} | {base_mean.value:.3f} | {diff.value:+.3f}{interval} | "
-            f"{verdict(diff.low, diff.high)} |"
+            f"{verdict(diff, min(len(row), len(base)))} |"
         )
     lines += ["", "| run | seeds scored | J&F | fit (s) per seed |", "|---|---|---|---|"]
     for name in dict.fromkeys(job.run for job in jobs):
