@@ -255,6 +255,7 @@ class Job:
                 "videos": self.videos,
                 "global_step": metrics.get("global_step"),
                 "fit_s": metrics.get("fit_s"),
+                "resumed_from_step": metrics.get("resumed_from_step"),  # fit_s is from there
                 # the code that trained it (the attempt that finished) and that recorded it
                 "trained_commit": metrics.get("commit"),
                 "commit": source_commit(),
@@ -269,9 +270,14 @@ class Job:
             }
             (staging / RECORD_FILE).write_text(json.dumps(record, indent=1) + "\n")
 
-    def fit_seconds(self) -> float | None:
+    def fit_seconds(self) -> str:
+        """The record's seconds of fit, and the step they start from when the attempt that
+        finished resumed another's checkpoint (the earlier attempts' seconds are not known)."""
         record = json.loads((self.record_dir / RECORD_FILE).read_text())
-        return record.get("fit_s")
+        seconds = f"{record.get('fit_s') or 0:.0f}"
+        if record.get("resumed_from_step"):
+            seconds += f" (steps {record['resumed_from_step']}–{record['global_step']})"
+        return seconds
 
 
 def _read_factors(path: Path) -> dict:
@@ -435,9 +441,7 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
     lines += ["", "| run | seeds scored | J&F | fit (s) per seed |", "|---|---|---|---|"]
     for name in dict.fromkeys(job.run for job in jobs):
         folders = scored.get(name, [])
-        fits = [
-            f"{job.fit_seconds() or 0:.0f}" for job in jobs if job.run == name and job.recorded()
-        ]
+        fits = [job.fit_seconds() for job in jobs if job.run == name and job.recorded()]
         if folders:
             _, matrix, objects = row_scores(name, folders, "J&F", None)
             own = mean_interval(matrix, 0.95, args.resamples, objects)

@@ -530,6 +530,8 @@ def test_claims_table_from_scored_seeds(tmp_path, capsys):
                 "overrides": [*overrides, "dataset/scene=realistic", f"seed={seed}"],
                 "videos": 8,
                 "fit_s": 100.0 + seed,
+                # seed 1 finished by an attempt that resumed another's checkpoint at step 3
+                **({"resumed_from_step": 3, "global_step": 8} if seed else {}),
             }
             (folder / "run.json").write_text(json.dumps(record))
     argv = ["--spec", str(spec), "--recipe", "none", "--out", str(out), "--videos", "8"]
@@ -552,7 +554,7 @@ def test_claims_table_from_scored_seeds(tmp_path, capsys):
     )
     assert "-0.100 [-0.100, -0.100] | does not hold |" in lines["base ≥ better (F) (F)"]
     assert "| 0 / 2 |" in lines["unrun ≥ base"] and "waiting for runs" in lines["unrun ≥ base"]
-    assert "| base | 2 |" in table and "| 100, 101 |" in lines["base"]
+    assert "| base | 2 |" in table and "| 100, 101 (steps 3–8) |" in lines["base"]
 
     # the four identical copies now one file, each record naming it
     stored = list((out / "factors").iterdir())
@@ -653,6 +655,7 @@ def test_claims_train_score_and_resume_end_to_end(tmp_path, capsys):
     kept = json.loads((record / "run.json").read_text())
     assert kept["overrides"] == ["optim.lr=1e-3", "dataset/scene=simple", *tiny, "seed=0"]
     assert (kept["videos"], kept["global_step"]) == (2, 2) and kept["fit_s"] > 0
+    assert kept["resumed_from_step"] == 0  # trained from the start: fit_s is the whole fit
     # the code that trained the run, as its metrics.json says, and the code that recorded it
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True

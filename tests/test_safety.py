@@ -6,6 +6,7 @@ checkpoint killed while it is written leaves the previous one loadable."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -182,6 +183,8 @@ def test_resume_auto_continues_an_interrupted_run_and_leaves_a_finished_one(tmp_
     assert steps == [0, 1, 2, 3], steps
     last = run / "checkpoints" / "last.ckpt"
     assert read_checkpoint(last)["global_step"] == 4
+    # fit_s is the second attempt's, from step 2: metrics.json says so
+    assert json.loads((run / "metrics.json").read_text())["resumed_from_step"] == 2
     written = (run / "metrics.json").stat().st_mtime_ns, last.stat().st_mtime_ns
     metrics = train(compose_config("train", [*common, "trainer.max_steps=4"]), run)
     assert "nothing to do" in capsys.readouterr().out and metrics["global_step"] == 4
@@ -189,6 +192,7 @@ def test_resume_auto_continues_an_interrupted_run_and_leaves_a_finished_one(tmp_
     # a larger budget continues the finished run; never (the default) refuses the folder
     train(compose_config("train", [*common, "trainer.max_steps=5"]), run)
     assert read_checkpoint(last)["global_step"] == 5
+    assert json.loads((run / "metrics.json").read_text())["resumed_from_step"] == 4
     with pytest.raises(RunFolderError, match="already holds checkpoints"):
         train(compose_config("train", [*TINY, "+trainer.limit_val_batches=0"]), run)
     with pytest.raises(ValueError, match="resume='sometimes'"):

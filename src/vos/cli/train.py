@@ -5,7 +5,8 @@ Writes into the Hydra run folder: ``.hydra/config.yaml`` (the resolved config),
 ``metrics.json`` (the last validation scores: J&F, J, F and their recall and decay, J&F per
 video factor ``val/J&F-Mean/<factor>``, ``val/ms_per_frame`` and ``val/fps``,
 ``val/read_ms_per_frame``, and under ``logger=wandb`` ``val/peak_memory_mb``; ``params_m``,
-``global_step``, ``fit_s``; ``per_video``: the last validation's scores per video, which
+``global_step``, ``fit_s`` and ``resumed_from_step`` (this attempt's seconds, from that
+step); ``per_video``: the last validation's scores per video, which
 ``vos.report`` resamples for its intervals; with ``dataset.extra_eval``, each extra set's
 ``extra/<name>/...`` scores and its rows in ``extra_per_video.<name>``) and the logger's
 files (under wandb also a per-video table and mask overlays per validation:

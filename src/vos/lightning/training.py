@@ -3,7 +3,8 @@
 
 A run writes into its folder: ``checkpoints/`` (every ``checkpoint.every_n_steps`` and
 ``last.ckpt``), ``metrics.json`` (the last validation's scores, ``params_m``,
-``global_step``, ``fit_s``, ``commit`` (`vos.provenance.source_commit`: the code this
+``global_step``, ``fit_s`` (this attempt's seconds), ``resumed_from_step`` (the step it
+started from; 0 from the start), ``commit`` (`vos.provenance.source_commit`: the code this
 attempt ran, None outside a git checkout), and ``per_video``: the last validation's rows per
 video; with ``dataset.extra_eval``, each extra set's ``extra/<name>/...`` scores and its rows in
 ``extra_per_video.<name>``; see `vos.cli.train`) and the logger's files.
@@ -360,6 +361,8 @@ def fit(
         if metrics.get("val/ms_per_frame"):
             metrics["val/fps"] = 1000.0 / metrics["val/ms_per_frame"]
         metrics["fit_s"] = time.perf_counter() - started  # training and its validations
+        # fit_s is this attempt's: from this step on (0: from the start)
+        metrics["resumed_from_step"] = resumed_step or 0
         if trainer.is_global_zero:
             written = dict(metrics)
             per_video = module.last_per_video if isinstance(module, VOSModule) else None
