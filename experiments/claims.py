@@ -358,24 +358,25 @@ def run_step(command: list[str], what: str) -> float:
     return time.monotonic() - start
 
 
-def verdict(diff, seeds: int) -> str:
+def verdict(diff) -> str:
     """Whether the paired difference ``diff`` (an `Interval`) resolves the claim; where it does
-    not, how many seeds a row the interval would need to be as narrow as the difference is
-    large, were the spread to stay what ``seeds`` seeds a row showed."""
+    not, how many times its seeds x videos the interval would need to be as narrow as the
+    difference is large (`samples_to_narrow`)."""
+    from vos.results.intervals import samples_to_narrow
+
     if diff.low is None:
         return "one video: no interval"
     if diff.low > 0:
         return "holds"
     if diff.high < 0:
         return "does not hold"
-    ratio = diff.half_width / abs(diff.value) if diff.value else math.inf
-    # an interval narrows as one over the square root of the seeds it resamples
-    needed = (
-        "no finite number" if math.isinf(ratio) else f"about {math.ceil(seeds * ratio**2 - 1e-9)}"
-    )
+    needed = samples_to_narrow(diff.half_width, diff.value)
+    if math.isinf(needed):
+        return "not resolved (the interval includes 0; the difference is 0)"
     return (
-        f"not resolved (the interval includes 0; its half width is {ratio:.1f}x the "
-        f"difference: {needed} seeds a row to narrow it to that)"
+        f"not resolved (the interval includes 0; its half width is "
+        f"{diff.half_width / abs(diff.value):.1f}x the difference: about {needed:.0f}x the "
+        "seeds x videos to narrow it to that)"
     )
 
 
@@ -401,9 +402,9 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
         + f"`; the recipe's overrides: `{' '.join(recipe_overrides(args.recipe)) or '(none)'}`. "
         "Each row pools its scored seeds; the difference is paired by video, its 95% "
         "bootstrap interval resampling videos and, where a row has several, seeds. A claim "
-        "not resolved says how many seeds a row would narrow its interval to the difference, "
-        "were the spread to stay what the scored seeds showed (a few seeds estimate it "
-        "roughly).",
+        "not resolved says how many times its seeds x videos would narrow its interval to the "
+        "difference, were the spread to stay what the scored seeds showed (a few seeds estimate "
+        "it roughly; with the videos fixed, more seeds narrow only the seeds' part).",
         "",
         "| claim | videos | seeds (row / baseline) | row | baseline | difference [95% CI] | verdict |",
         "|---|---|---|---|---|---|---|",
@@ -436,7 +437,7 @@ def report(args, jobs: list[Job], claims: list[Claim]) -> str:
         lines.append(
             f"| {claim.claim} ({what}) | {len(names)} | {len(row)} / {len(base)} | "
             f"{row_mean.value:.3f} | {base_mean.value:.3f} | {diff.value:+.3f}{interval} | "
-            f"{verdict(diff, min(len(row), len(base)))} |"
+            f"{verdict(diff)} |"
         )
     lines += ["", "| run | seeds scored | J&F | fit (s) per seed |", "|---|---|---|---|"]
     for name in dict.fromkeys(job.run for job in jobs):

@@ -598,9 +598,9 @@ def test_claims_table_from_scored_seeds(tmp_path, capsys):
         claims.main([*argv, "--seeds", "0", "1", "--report-only"])
 
 
-def test_claims_verdict_says_how_many_seeds_an_unresolved_claim_needs():
-    """An interval narrows as one over the square root of the seeds: half width 3x the
-    difference on 2 seeds a row needs 2 * 3**2 = 18 to narrow to the difference."""
+def test_claims_verdict_says_how_many_samples_an_unresolved_claim_needs():
+    """An interval narrows as one over the square root of its samples (seeds x videos): half
+    width 3x the difference needs 3**2 = 9 times them to narrow to the difference."""
     from vos.results.intervals import Interval
 
     claims = _claims_module()
@@ -608,13 +608,13 @@ def test_claims_verdict_says_how_many_seeds_an_unresolved_claim_needs():
     def diff(value, low, high):
         return Interval(value, low, high, 0.95, "seeds and videos")
 
-    assert claims.verdict(diff(0.05, 0.01, 0.09), 2) == "holds"
-    assert claims.verdict(diff(-0.05, -0.09, -0.01), 2) == "does not hold"
-    assert claims.verdict(diff(0.01, None, None), 1) == "one video: no interval"
-    unresolved = claims.verdict(diff(0.01, -0.02, 0.04), 2)
-    assert "half width is 3.0x the difference: about 18 seeds a row" in unresolved
-    assert "about 36 seeds" in claims.verdict(diff(-0.01, -0.04, 0.02), 4)
-    assert "no finite number" in claims.verdict(diff(0.0, -0.02, 0.02), 2)
+    assert claims.verdict(diff(0.05, 0.01, 0.09)) == "holds"
+    assert claims.verdict(diff(-0.05, -0.09, -0.01)) == "does not hold"
+    assert claims.verdict(diff(0.01, None, None)) == "one video: no interval"
+    unresolved = claims.verdict(diff(0.01, -0.02, 0.04))
+    assert "half width is 3.0x the difference: about 9x the seeds x videos" in unresolved
+    assert "about 16x the seeds" in claims.verdict(diff(-0.01, -0.05, 0.03))
+    assert "the difference is 0" in claims.verdict(diff(0.0, -0.02, 0.02))
 
 
 def test_benchmarks_holds_the_recorded_claims_table():

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -47,6 +46,7 @@ from omegaconf import OmegaConf
 from vos.config import EXPERIMENTS_DIR
 from vos.files import write_text_atomic
 from vos.results.figures import save_figure
+from vos.results.intervals import samples_to_narrow
 from vos.results.runs import Run, duplicate_seed_warnings, find_runs, group_by_seed
 from vos.results.tables import difference, load_paper, markdown_table, paper_entry, summarise
 
@@ -194,7 +194,7 @@ def main_comparison(
     if ours.half_width is None:
         return [f"{text}, no interval: one seed and no per-video scores).", ""]
     text += f", {level * 100:g}% interval [{ours.low:+.3f}, {ours.high:+.3f}])."
-    needed = (ours.half_width / abs(paper_difference)) ** 2 if paper_difference else math.inf
+    needed = samples_to_narrow(ours.half_width, paper_difference)
     if ours.distinguishable and ours.half_width < abs(paper_difference):
         verdict = (
             "The interval excludes 0 and is narrower than the paper's difference: this budget "

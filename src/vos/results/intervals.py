@@ -18,6 +18,7 @@ generator is given.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,6 +47,13 @@ class Interval:
         if self.low is None:
             return None
         return self.low > 0 or self.high < 0
+
+
+def samples_to_narrow(half_width: float, target: float) -> float:
+    """How many times its samples (seeds x videos) an interval of ``half_width`` would need to
+    narrow to ``|target|``: a bootstrap interval narrows as one over the square root of the
+    samples it resamples (infinite for a target of 0)."""
+    return (half_width / abs(target)) ** 2 if target else math.inf
 
 
 def mean_interval(
