@@ -614,7 +614,11 @@ def test_claims_verdict_says_how_many_samples_an_unresolved_claim_needs():
     unresolved = claims.verdict(diff(0.01, -0.02, 0.04))
     assert "half width is 3.0x the difference: about 9x the seeds x videos" in unresolved
     assert "about 16x the seeds" in claims.verdict(diff(-0.01, -0.05, 0.03))
-    assert "the difference is 0" in claims.verdict(diff(0.0, -0.02, 0.02))
+    assert "the difference is 0.000" in claims.verdict(diff(0.0, -0.02, 0.02))
+    # a difference printed as -0.000 gets no figure like "356533x", only that it rounds to 0
+    tiny = claims.verdict(diff(-0.0003, -0.13, 0.23))
+    assert "the difference is 0.000 at the table's precision" in tiny and "x the seeds" not in tiny
+    assert "about 4x the seeds" in claims.verdict(diff(0.001, -0.001, 0.003))
 
 
 def test_benchmarks_holds_the_recorded_claims_table():
