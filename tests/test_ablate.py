@@ -183,3 +183,15 @@ def test_make_ablate_calls_vos_ablate():
     assert "-m vos.ablate lmrc --steps 3 --videos 2" in result.stdout
     result = subprocess.run(["make", "-n", "ablate"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0 and "PAPER is required" in result.stderr
+
+
+def test_a_stopped_sweep_still_counts_its_minutes(tmp_path, monkeypatch):
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # what Ctrl-C or vos.ablate's SIGTERM handler raises
+
+    monkeypatch.setattr(subprocess, "run", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        ablate("rmnet", steps=1, videos=1, seeds=(0,), sweep_root=tmp_path)
+    minutes = json.loads((tmp_path / "rmnet" / "minutes.json").read_text())
+    assert set(minutes) == set(ABLATIONS["rmnet"].tables)
+    assert all(value >= 0 for value in minutes.values())

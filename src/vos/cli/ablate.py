@@ -16,6 +16,7 @@ stopped ones continue from their last checkpoint.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args(argv)
+    # a stop by SIGTERM unwinds like Ctrl-C, so the stopped sweep's minutes are still written
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     papers = list(ablations) if "all" in args.papers else args.papers
     options = [
         *(["--steps", str(args.steps)] if args.steps else []),

@@ -325,12 +325,16 @@ def ablate(
             set_aside_if_different(root / table, command)
             print(f"vos.ablate: python {shlex.join(command)}", flush=True)
             table_started = time.perf_counter()
-            failed = subprocess.run([sys.executable, *command]).returncode != 0
-            spent = (time.perf_counter() - table_started) / 60
-            minutes[table] = minutes.get(table, 0.0) + spent
-            root.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(root / "minutes.json", json.dumps(minutes, indent=1))
-            print(f"vos.ablate: {table}: {spent:.1f} min this sitting, {minutes[table]:.1f} in all")
+            try:
+                failed = subprocess.run([sys.executable, *command]).returncode != 0
+            finally:  # a sitting stopped mid-sweep still counts its minutes
+                spent = (time.perf_counter() - table_started) / 60
+                minutes[table] = minutes.get(table, 0.0) + spent
+                root.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(root / "minutes.json", json.dumps(minutes, indent=1))
+                print(
+                    f"vos.ablate: {table}: {spent:.1f} min this sitting, {minutes[table]:.1f} in all"
+                )
             if failed:
                 raise AblationError(
                     f"{paper}: the sweep failed: {shlex.join(command)} (run the same command "
