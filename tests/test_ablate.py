@@ -6,6 +6,7 @@ import datetime
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -185,13 +186,30 @@ def test_make_ablate_calls_vos_ablate():
     assert result.returncode != 0 and "PAPER is required" in result.stderr
 
 
-def test_a_stopped_sweep_still_counts_its_minutes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])  # Ctrl-C; SIGTERM's handler
+def test_a_stopped_sweep_still_counts_its_minutes(tmp_path, monkeypatch, stop):
     def stopped(*args, **kwargs):
-        raise KeyboardInterrupt  # what Ctrl-C or vos.ablate's SIGTERM handler raises
+        raise stop
 
     monkeypatch.setattr(subprocess, "run", stopped)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(stop):
         ablate("rmnet", steps=1, videos=1, seeds=(0,), sweep_root=tmp_path)
     minutes = json.loads((tmp_path / "rmnet" / "minutes.json").read_text())
     assert set(minutes) == set(ABLATIONS["rmnet"].tables)
     assert all(value >= 0 for value in minutes.values())
+
+
+def test_vos_ablate_turns_sigterm_into_an_unwinding_exit(capsys):
+    import os
+    import signal
+
+    from vos.cli.ablate import main
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        main(["rmnet", "--dry-run"])
+        with pytest.raises(SystemExit):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+    finally:
+        signal.signal(signal.SIGTERM, before)
